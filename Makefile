@@ -1,0 +1,24 @@
+# aerocdn developer entry points. `make demo` runs the project, `make test` runs the tests.
+VENV ?= .venv
+BIN := $(VENV)/bin
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.PHONY: bootstrap test lint unit crds demo cluster-up cluster-down bench clean
+
+bootstrap:
+	@bash scripts/bootstrap.sh
+
+lint: bootstrap
+	$(BIN)/ruff check operator tests bench
+	$(BIN)/mypy
+
+# The full suite: lint, types, unit, edge (real nginx), integration (real control plane).
+test: lint
+	$(BIN)/aerocdn crds --out crds --check
+	$(BIN)/pytest -p no:randomly --timeout=900
+
+unit: bootstrap
+	$(BIN)/pytest tests/unit
+
+crds: bootstrap
+	$(BIN)/aerocdn crds --out crds

@@ -1,0 +1,230 @@
+"""CacheCluster: one Aerospike cluster in one region (the shared in-memory cache tier)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from aerocdn.api.common import (
+    ApiModel,
+    Condition,
+    DnsLabel,
+    Quantity,
+    ResourceRequirements,
+    StatusModel,
+    free_object,
+    parse_quantity,
+)
+
+KIND = "CacheCluster"
+PLURAL = "cacheclusters"
+DEFAULT_IMAGE = "aerospike/aerospike-server:8.1.2.0"
+DEFAULT_EXPORTER_IMAGE = "aerospike/aerospike-prometheus-exporter:1.21.0"
+MIN_MEMORY_DATA_SIZE = 512 * 2**20  # Aerospike refuses storage-engine memory below 512M
+
+
+class Storage(ApiModel):
+    """Where a namespace keeps its records."""
+
+    type: Literal["memory", "persistent"] = Field(
+        default="memory",
+        description="memory: records live in RAM only (lost when a pod restarts, re-replicated "
+        "from its peers). persistent: records live in a file on a PersistentVolume.",
+    )
+    size: Quantity = Field(
+        default="1Gi",
+        description="Data size of the namespace on each node (memory: at least 512Mi; "
+        "persistent: the size of the volume).",
+    )
+    storage_class_name: str | None = Field(
+        default=None,
+        description="StorageClass of the volume for persistent storage (default: the "
+        "cluster's default StorageClass).",
+    )
+
+    @model_validator(mode="after")
+    def _check_size(self) -> Storage:
+        if self.type == "memory" and parse_quantity(self.size) < MIN_MEMORY_DATA_SIZE:
+            raise ValueError(
+                f"size {self.size} is below 512Mi, the least Aerospike accepts for "
+                "storage-engine memory"
+            )
+        if self.type == "memory" and self.storage_class_name:
+            raise ValueError("storageClassName applies only to persistent storage")
+        return self
+
+
+class AerospikeNamespace(ApiModel):
+    """An Aerospike namespace (a keyspace with its own replication and storage)."""
+
+    name: DnsLabel = Field(description="Namespace name, used by edges as the Aerospike namespace.")
+    replication_factor: int = Field(
+        default=2, ge=1, le=8, description="Copies of each record kept in the cluster."
+    )
+    storage: Storage = Field(default_factory=Storage, description="Where records are stored.")
+    default_ttl_seconds: int = Field(
+        default=86400,
+        ge=0,
+        description="Time to live of records written without one (0 = never expire).",
+    )
+    evict_used_pct: int = Field(
+        default=70, ge=0, le=100, description="Evict records when storage use passes this percent."
+    )
+    stop_writes_used_pct: int = Field(
+        default=90,
+        ge=1,
+        le=100,
+        description="Refuse writes when storage use passes this percent.",
+    )
+
+    @model_validator(mode="after")
+    def _check_thresholds(self) -> AerospikeNamespace:
+        if self.evict_used_pct and self.evict_used_pct >= self.stop_writes_used_pct:
+            raise ValueError(
+                f"evictUsedPct ({self.evict_used_pct}) must be below stopWritesUsedPct "
+                f"({self.stop_writes_used_pct}), or eviction can never run before writes stop"
+            )
+        return self
+
+
+class Rack(ApiModel):
+    """A rack: the pods of the cluster placed in one topology zone."""
+
+    id: int = Field(ge=1, le=1000000, description="Aerospike rack-id.")
+    zone: str = Field(
+        min_length=1, description="Value of topology.kubernetes.io/zone for this rack's pods."
+    )
+
+
+class Placement(ApiModel):
+    """Where Aerospike pods may run."""
+
+    node_selector: dict[str, str] = Field(
+        default_factory=dict, description="Node labels the pods require."
+    )
+    tolerations: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Pod tolerations, as in a Pod spec.",
+        json_schema_extra={
+            "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+        },
+    )
+    affinity: dict[str, Any] | None = free_object(
+        "Pod affinity, as in a Pod spec. When unset, at most one Aerospike pod of this "
+        "cluster runs per node."
+    )
+
+
+class Exporter(ApiModel):
+    """The Aerospike Prometheus exporter sidecar."""
+
+    enabled: bool = Field(default=False, description="Run the exporter sidecar on port 9145.")
+    image: str = Field(default=DEFAULT_EXPORTER_IMAGE, description="Exporter image.")
+
+
+def _default_namespaces() -> list[AerospikeNamespace]:
+    return [AerospikeNamespace(name="cache")]
+
+
+class CacheClusterSpec(ApiModel):
+    """Desired state of a CacheCluster."""
+
+    region: DnsLabel = Field(description="Region this cluster serves; immutable.")
+    size: int = Field(default=3, ge=1, le=256, description="Number of Aerospike nodes.")
+    image: str = Field(default=DEFAULT_IMAGE, description="Aerospike server image (7.x or later).")
+    namespaces: list[AerospikeNamespace] = Field(
+        default_factory=_default_namespaces,
+        min_length=1,
+        max_length=32,
+        description="Aerospike namespaces; names are unique.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    racks: list[Rack] = Field(
+        default_factory=list,
+        max_length=32,
+        description="Racks mapped to topology zones; nodes are spread over them evenly "
+        "(one StatefulSet per rack). Empty: a single rack.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["id"]},
+    )
+    resources: ResourceRequirements | None = Field(
+        default=None,
+        description="Resources of the Aerospike container (default: requests sized from the "
+        "namespaces' data size).",
+    )
+    placement: Placement = Field(default_factory=Placement, description="Pod placement.")
+    max_unavailable: int = Field(
+        default=1,
+        ge=1,
+        description="Pods that may be down at once during voluntary disruptions and rolls.",
+    )
+    exporter: Exporter = Field(default_factory=Exporter, description="Metrics exporter.")
+    paused: bool = Field(
+        default=False, description="When true the operator leaves this cluster's children alone."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> CacheClusterSpec:
+        names = [ns.name for ns in self.namespaces]
+        if len(set(names)) != len(names):
+            raise ValueError(f"namespace names must be unique, got {names}")
+        ids = [r.id for r in self.racks]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"rack ids must be unique, got {ids}")
+        if self.racks and self.size < len(self.racks):
+            raise ValueError(
+                f"size ({self.size}) must be at least the number of racks ({len(self.racks)})"
+            )
+        return self
+
+
+# Cross-field rules the apiserver enforces at admission (CEL), mirroring the validators above.
+CEL_RULES: list[dict[str, str]] = [
+    {
+        "rule": "!has(self.racks) || self.size >= size(self.racks)",
+        "message": "spec.size must be at least the number of racks",
+        "fieldPath": ".size",
+    },
+    {
+        "rule": "!has(self.namespaces) || self.namespaces.all(n, !has(n.storage) || "
+        "n.storage.type != 'memory' || "
+        "quantity(n.storage.size).compareTo(quantity('512Mi')) >= 0)",
+        "message": "a memory namespace needs storage.size of at least 512Mi "
+        "(the least Aerospike accepts for storage-engine memory)",
+        "fieldPath": ".namespaces",
+    },
+    {
+        "rule": "!has(self.namespaces) || self.namespaces.all(n, n.evictUsedPct == 0 || "
+        "n.evictUsedPct < n.stopWritesUsedPct)",
+        "message": "evictUsedPct must be below stopWritesUsedPct",
+        "fieldPath": ".namespaces",
+    },
+]
+FIELD_CEL_RULES: dict[str, list[dict[str, str]]] = {
+    "region": [{"rule": "self == oldSelf", "message": "spec.region is immutable"}],
+}
+
+
+class RackStatus(StatusModel):
+    id: int
+    zone: str = ""
+    desired: int = 0
+    current: int = 0
+    ready: int = 0
+
+
+class CacheClusterStatus(StatusModel):
+    observed_generation: int | None = None
+    phase: str | None = None
+    replicas: int | None = Field(default=None, description="Current Aerospike pods.")
+    ready_replicas: int | None = None
+    selector: str | None = Field(default=None, description="Label selector of the pods (scale).")
+    racks: list[RackStatus] = Field(default_factory=list)
+    conditions: list[Condition] = Field(default_factory=list)
+    probe: str | None = Field(
+        default=None,
+        description="How stability is judged: aerospike (asked of Aerospike) or kubernetes "
+        "(pod readiness stands in; no Aerospike is asked).",
+    )
+    capacity_bytes: int | None = None
+    cluster_key: str | None = None

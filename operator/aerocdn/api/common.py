@@ -1,0 +1,125 @@
+"""Shared building blocks of the aerocdn API models.
+
+The pydantic models in this package are the single source of truth for the CRDs: the
+OpenAPI schemas in ``crds/`` are generated from them (``aerocdn crds``) and the operator and
+``aerocdn render`` validate with them.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+GROUP = "aerocdn.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+QUANTITY = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$"
+
+DnsLabel = Annotated[str, Field(pattern=DNS_LABEL, min_length=1, max_length=63)]
+Quantity = Annotated[
+    str,
+    Field(
+        pattern=QUANTITY,
+        description="A Kubernetes quantity such as 512Mi or 4Gi.",
+        examples=["1Gi"],
+    ),
+]
+
+
+def camel(name: str) -> str:
+    """snake_case -> camelCase, keeping TTL upper case as Kubernetes APIs do (defaultTTLSeconds)."""
+    return to_camel(name).replace("Ttl", "TTL")
+
+
+class ApiModel(BaseModel):
+    """Base of every spec model: camelCase on the wire, unknown fields rejected, frozen."""
+
+    model_config = ConfigDict(
+        alias_generator=camel,
+        populate_by_name=True,
+        frozen=True,
+        extra="forbid",
+    )
+
+
+class StatusModel(BaseModel):
+    """Base of status models: camelCase, tolerant of fields written by newer operators."""
+
+    model_config = ConfigDict(alias_generator=camel, populate_by_name=True, extra="allow")
+
+
+_SUFFIX = {
+    "": 1,
+    "k": 10**3,
+    "M": 10**6,
+    "G": 10**9,
+    "T": 10**12,
+    "P": 10**15,
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+    "Pi": 2**50,
+}
+
+
+def parse_quantity(value: str) -> int:
+    """Bytes in a Kubernetes quantity (binary and decimal suffixes); raises ValueError."""
+    match = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?", value)
+    if not match:
+        raise ValueError(f"{value!r} is not a quantity such as 512Mi or 4Gi")
+    number, suffix = match.groups()
+    return int(float(number) * _SUFFIX[suffix or ""])
+
+
+ResourceQuantity = Annotated[
+    str,
+    Field(pattern=r"^[0-9]+(\.[0-9]+)?(m|Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$"),
+]
+
+
+class ResourceRequirements(ApiModel):
+    """CPU and memory for a container, as in a Pod spec."""
+
+    requests: dict[str, ResourceQuantity] = Field(
+        default_factory=dict, description="Minimum resources, e.g. {cpu: 500m, memory: 2Gi}."
+    )
+    limits: dict[str, ResourceQuantity] = Field(
+        default_factory=dict, description="Maximum resources, e.g. {memory: 2Gi}."
+    )
+
+
+class Condition(StatusModel):
+    """A standard Kubernetes condition."""
+
+    type: str
+    status: str
+    reason: str = ""
+    message: str = ""
+    last_transition_time: str | None = None
+    observed_generation: int | None = None
+
+
+def camel_path(loc: tuple[int | str, ...]) -> str:
+    """A pydantic error location as a field path users recognise: spec.regions[0].name."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def free_object(description: str) -> Any:
+    """A field holding an arbitrary Kubernetes object (for example an Affinity)."""
+    return Field(
+        default=None,
+        description=description,
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )

@@ -1,0 +1,22 @@
+"""Command-line options of `aerocdn run`."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--namespace", action="append", default=[],
+                   help="watch only this namespace (repeatable; default: all namespaces)")
+    p.add_argument("--aerospike-probe", choices=["aerospike", "kubernetes"], default="aerospike",
+                   help="how cluster stability is judged: ask Aerospike (default), or let pod "
+                        "readiness stand in (clusters without Aerospike pods; shown in status)")
+    p.add_argument("--aerospike-address", action="append", default=[], metavar="POD=HOST:PORT",
+                   help="reach an Aerospike pod at another address (out-of-cluster runs)")
+    p.add_argument("--resync-seconds", type=float, default=60.0,
+                   help="periodic reconcile of every object")
+    p.add_argument("--metrics-port", type=int, default=8080,
+                   help="port for /metrics and /healthz (0 disables)")
+    p.add_argument("--log-level", default="INFO")
+    p.add_argument("--peering", default=None,
+                   help="kopf peering name for high availability (default: standalone)")

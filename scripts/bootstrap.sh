@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Install what aerocdn needs on a fresh Debian 12 machine, then the Python environment.
+# Idempotent: re-running it only installs what is missing. Used by `make` targets and .ci/run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(nginx-light libnginx-mod-http-cache-purge wrk lua5.4)
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  if [[ $(id -u) -ne 0 ]] && ! command -v sudo >/dev/null; then
+    echo "bootstrap: need root (or sudo) to install: ${missing[*]}" >&2
+    exit 1
+  fi
+  SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO=sudo
+  echo "bootstrap: installing ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+command -v go >/dev/null || { echo "bootstrap: Go is required (the local control plane is built from Go modules)" >&2; exit 1; }
+
+VENV=${VENV:-.venv}
+stamp="$VENV/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+if [[ ! -f $stamp ]]; then
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q -U pip
+  "$VENV/bin/pip" install -q -e '.[test]'
+  rm -f "$VENV"/.installed-*
+  touch "$stamp"
+fi
