@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from aerocdn.api.common import (
     ApiModel,
@@ -26,6 +26,16 @@ MIN_MEMORY_DATA_SIZE = 512 * 2**20  # Aerospike refuses storage-engine memory be
 
 class Storage(ApiModel):
     """Where a namespace keeps its records."""
+
+    model_config = ApiModel.model_config | ConfigDict(json_schema_extra={
+        "x-kubernetes-validations": [{
+            "rule": "!has(self.type) || self.type != 'memory' || !has(self.size) || "
+            "quantity(self.size).compareTo(quantity('512Mi')) >= 0",
+            "message": "a memory namespace needs size of at least 512Mi (the least Aerospike "
+            "accepts for storage-engine memory)",
+            "fieldPath": ".size",
+        }]
+    })
 
     type: Literal["memory", "persistent"] = Field(
         default="memory",
@@ -57,6 +67,15 @@ class Storage(ApiModel):
 
 class AerospikeNamespace(ApiModel):
     """An Aerospike namespace (a keyspace with its own replication and storage)."""
+
+    model_config = ApiModel.model_config | ConfigDict(json_schema_extra={
+        "x-kubernetes-validations": [{
+            "rule": "!has(self.evictUsedPct) || !has(self.stopWritesUsedPct) || "
+            "self.evictUsedPct == 0 || self.evictUsedPct < self.stopWritesUsedPct",
+            "message": "evictUsedPct must be below stopWritesUsedPct",
+            "fieldPath": ".evictUsedPct",
+        }]
+    })
 
     name: DnsLabel = Field(description="Namespace name, used by edges as the Aerospike namespace.")
     replication_factor: int = Field(
@@ -185,20 +204,6 @@ CEL_RULES: list[dict[str, str]] = [
         "message": "spec.size must be at least the number of racks",
         "fieldPath": ".size",
     },
-    {
-        "rule": "!has(self.namespaces) || self.namespaces.all(n, !has(n.storage) || "
-        "n.storage.type != 'memory' || "
-        "quantity(n.storage.size).compareTo(quantity('512Mi')) >= 0)",
-        "message": "a memory namespace needs storage.size of at least 512Mi "
-        "(the least Aerospike accepts for storage-engine memory)",
-        "fieldPath": ".namespaces",
-    },
-    {
-        "rule": "!has(self.namespaces) || self.namespaces.all(n, n.evictUsedPct == 0 || "
-        "n.evictUsedPct < n.stopWritesUsedPct)",
-        "message": "evictUsedPct must be below stopWritesUsedPct",
-        "fieldPath": ".namespaces",
-    },
 ]
 FIELD_CEL_RULES: dict[str, list[dict[str, str]]] = {
     "region": [{"rule": "self == oldSelf", "message": "spec.region is immutable"}],
@@ -206,7 +211,7 @@ FIELD_CEL_RULES: dict[str, list[dict[str, str]]] = {
 
 
 class RackStatus(StatusModel):
-    id: int
+    name: str = Field(description="StatefulSet of the rack.")
     zone: str = ""
     desired: int = 0
     current: int = 0

@@ -25,6 +25,7 @@ Quantity = Annotated[
     str,
     Field(
         pattern=QUANTITY,
+        max_length=32,
         description="A Kubernetes quantity such as 512Mi or 4Gi.",
         examples=["1Gi"],
     ),

@@ -1,0 +1,414 @@
+"""Reconcile one CacheCluster: observe -> decide (pure) -> apply."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from aerocdn.aerospike.client import AerospikeInfo, resolve_endpoints
+from aerocdn.aerospike.parse import Edition
+from aerocdn.aerospike.scale import (
+    Done,
+    Hold,
+    PodRollState,
+    Quiesce,
+    Recluster,
+    RemoveOne,
+    RestartPod,
+    RollState,
+    ScaleAction,
+    ScaleState,
+    UndoQuiesce,
+    WaitMigrations,
+    WaitQuiesced,
+    next_roll_step,
+    next_scale_step,
+)
+from aerocdn.aerospike.stability import Stability, Unreachable, assess_stability
+from aerocdn.api import CacheCluster, InputError, parse_object
+from aerocdn.controller import metrics
+from aerocdn.controller.ccplan import (
+    KUBE_PROBE_NOTE,
+    PodView,
+    kubernetes_roll_step,
+    kubernetes_scale_step,
+    pod_view,
+    racks_of,
+    refused_changes,
+)
+from aerocdn.controller.children import list_children, sync_children
+from aerocdn.controller.conditions import Cond, merge_conditions
+from aerocdn.controller.context import API_VERSION, CC_KIND, Context, timestamp
+from aerocdn.controller.diff import status_changed
+from aerocdn.render.cachecluster import (
+    CONFIG_HASH,
+    READINESS_GATE,
+    pod_selector,
+    rack_layout,
+    render_cachecluster,
+)
+
+log = logging.getLogger(__name__)
+
+CHILD_KINDS = [("v1", "ConfigMap"), ("v1", "Service"), ("apps/v1", "StatefulSet"),
+               ("policy/v1", "PodDisruptionBudget")]
+ROUTING_LABELS = {"app.kubernetes.io/component": "routing",
+                  "app.kubernetes.io/managed-by": "aerocdn"}
+
+
+def selector_string(name: str) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(pod_selector(name).items()))
+
+
+async def reconcile_cachecluster(ctx: Context, namespace: str, name: str) -> float | None:
+    kube = ctx.kube
+    raw = await kube.get(API_VERSION, CC_KIND, namespace, name)
+    if raw is None or raw["metadata"].get("deletionTimestamp"):
+        return None  # children go with garbage collection
+    status: dict[str, Any] = raw.get("status") or {}
+    generation = raw["metadata"].get("generation")
+    now = timestamp(ctx.clock())
+
+    try:
+        obj = parse_object(raw, "")
+        assert isinstance(obj, CacheCluster)
+        cc = obj
+    except InputError as exc:
+        message = "; ".join(f"{p.field}: {p.message}" for p in exc.problems)
+        await _write_status(ctx, raw, {
+            "observedGeneration": generation, "phase": "Invalid",
+            "conditions": merge_conditions(status.get("conditions", []), [
+                Cond("Ready", False, "InvalidSpec", message),
+                Cond("Degraded", True, "InvalidSpec", f"fix the spec: {message}"),
+            ], generation, now)}, "InvalidSpec", message, warning=True)
+        return None
+
+    if cc.spec.paused:
+        await _write_status(ctx, raw, {
+            "observedGeneration": generation, "phase": "Paused",
+            "conditions": merge_conditions(status.get("conditions", []), [
+                Cond("Progressing", False, "Paused",
+                     "spec.paused is true: the operator leaves this cluster alone"),
+            ] + [Cond(**_keep(c)) for c in status.get("conditions", [])
+                 if c["type"] in ("Ready", "Degraded")], generation, now)},
+            "Paused", "spec.paused is true: children are left alone")
+        return None
+
+    uid = raw["metadata"]["uid"]
+    live = await list_children(kube, namespace, {"aerocdn.dev/cachecluster": name},
+                               CHILD_KINDS, uid)
+    live_sts = {n: o for (k, n), o in live.items() if k == "StatefulSet"}
+    pod_objs = await kube.list("v1", "Pod", namespace, pod_selector(name))
+    pods = [pod_view(p) for p in pod_objs]
+    layout = {r.sts_name: r.replicas for r in rack_layout(name, cc.spec)}
+    sts_replicas = {n: o["spec"].get("replicas", 0) for n, o in live_sts.items()}
+    racks = racks_of(layout, sts_replicas, pods)
+
+    # Refuse what cannot be done safely before changing anything.
+    desired_full = render_cachecluster(cc)
+    refused = refused_changes([o for o in desired_full if o["kind"] == "StatefulSet"], live_sts)
+    if refused:
+        message = "; ".join(refused)
+        await _write_status(ctx, raw, {
+            "observedGeneration": generation, "phase": "Refused",
+            "conditions": merge_conditions(status.get("conditions", []), [
+                Cond("Ready", _all_ready(racks, pods), "ChangeRefused", message),
+                Cond("Progressing", False, "ChangeRefused", "nothing was changed"),
+                Cond("Degraded", True, "ChangeRefused", message),
+            ], generation, now)}, "ChangeRefused", message, warning=True)
+        return None
+
+    # What Aerospike (or the Kubernetes stand-in) says about the cluster.
+    stability: Stability | Unreachable | None = None
+    info: AerospikeInfo | None = None
+    if ctx.probe == "aerospike":
+        alive = {p.name: p.ip for p in pods if p.ip and not p.terminating}
+        overrides = {k: v for k, v in ctx.address_overrides.items() if k in alive}
+        if alive:
+            info = AerospikeInfo(resolve_endpoints({k: v for k, v in alive.items() if v},
+                                                   overrides),
+                                 namespaces=[ns.name for ns in cc.spec.namespaces])
+            observation = await info.observe(expected_size=len(alive))
+            if not observation.nodes:
+                stability = Unreachable(
+                    "; ".join(f"pod {f.pod}: {f.reason}" for f in observation.failures)
+                    or "no pod answered")
+            else:
+                stability = assess_stability(observation, len(alive))
+    try:
+        return await _converge(ctx, raw, cc, racks, pods, live, live_sts, stability, info,
+                               status, generation, now)
+    finally:
+        if info is not None:
+            info.close()
+
+
+def _keep(c: dict[str, Any]) -> dict[str, Any]:
+    return {"type": c["type"], "status": c["status"] == "True", "reason": c.get("reason", ""),
+            "message": c.get("message", "")}
+
+
+def _all_ready(racks: Any, pods: list[PodView]) -> bool:
+    desired = sum(r.desired for r in racks)
+    ready = sum(1 for p in pods if p.ready and not p.terminating)
+    return ready == desired and len(pods) == desired
+
+
+async def routes_drained(ctx: Context, namespace: str, cluster: str) -> tuple[bool, str]:
+    """True when no published routing plan in the namespace still sends weight to
+    ``cluster``: only then may its capacity go."""
+    maps = await ctx.kube.list("v1", "ConfigMap", namespace, ROUTING_LABELS)
+    still = []
+    for cm in maps:
+        try:
+            plan = json.loads((cm.get("data") or {}).get("routes.json", "{}"))
+        except ValueError:
+            continue
+        for region, routes in sorted((plan.get("cacheRoutes") or {}).items()):
+            for route in routes:
+                if route.get("cacheCluster") == cluster and route.get("weight", 0) > 0:
+                    still.append(f"{cm['metadata']['name']} ({region})")
+    if still:
+        return False, "waiting for routing plans to drain traffic away: " + ", ".join(still)
+    return True, "no routing plan sends traffic to this cluster"
+
+
+async def _converge(ctx: Context, raw: dict[str, Any], cc: CacheCluster, racks: Any,
+                    pods: list[PodView], live: dict[tuple[str, str], dict[str, Any]],
+                    live_sts: dict[str, dict[str, Any]],
+                    stability: Stability | Unreachable | None, info: AerospikeInfo | None,
+                    status: dict[str, Any], generation: int | None, now: str) -> float | None:
+    kube, name, namespace = ctx.kube, cc.name, cc.namespace
+    replicas = {r.name: max(r.replicas, r.desired) if r.name in live_sts else r.desired
+                for r in racks}
+    scaling_down = any(r.excess > 0 or r.replicas < len(r.pods) for r in racks)
+    scale_up = [r.name for r in racks if r.name in live_sts and r.desired > r.replicas]
+    action: ScaleAction = Done()
+    drain_message = ""
+    events: list[tuple[str, str, str]] = []
+
+    if scaling_down:
+        drained, drain_message = await routes_drained(ctx, namespace, name)
+        if not drained:
+            action = Hold(drain_message)
+        elif ctx.probe == "kubernetes":
+            action = kubernetes_scale_step(racks, pods)
+        else:
+            assert stability is not None or not pods
+            edition = (stability.observation.edition
+                       if isinstance(stability, Stability) else Edition.UNKNOWN)
+            down = tuple(p.name for p in pods if not p.running and not p.terminating)
+            action = next_scale_step(ScaleState(
+                racks=racks, stability=stability or Unreachable("no pods to ask"),
+                edition=edition, nodes_down=down))
+        if isinstance(action, RemoveOne):
+            replicas[action.rack] = action.replicas
+            events.append(("Normal", "ScaleDown", action.reason))
+        elif isinstance(action, Quiesce | UndoQuiesce | Recluster) and info is not None:
+            command = {Quiesce: "quiesce:", UndoQuiesce: "quiesce-undo:",
+                       Recluster: "recluster:"}[type(action)]
+            reply = await info.run(action.pod, command)
+            events.append(("Normal", type(action).__name__, f"{action.reason}: {reply}"))
+        metrics.SCALE_STEPS.labels(action=type(action).__name__).inc()
+        # Racks shrink one node at a time: never grow a rack while another shrinks.
+        for rack in racks:
+            if rack.name in live_sts and rack.desired > rack.replicas:
+                replicas[rack.name] = rack.replicas
+    elif scale_up:
+        events.append(("Normal", "ScaleUp", "scaling up " + ", ".join(
+            f"{r.name} {r.replicas} -> {r.desired}" for r in racks if r.name in scale_up)))
+
+    desired = render_cachecluster(cc, replicas=replicas)
+    # A removed rack's StatefulSet stays (at 0) until its pods are gone, then is deleted.
+    keep = {("StatefulSet", r.name) for r in racks
+            if r.name not in {o["metadata"]["name"] for o in desired} and r.pods}
+    for r in racks:
+        if ("StatefulSet", r.name) in keep:
+            sts = live_sts[r.name]
+            desired.append(_scaled(sts, replicas[r.name]))
+    applied = await sync_children(kube, desired, live, keep)
+    if applied.applied or applied.deleted:
+        log.info("CacheCluster %s/%s: applied %s, deleted %s", namespace, name,
+                 applied.applied, applied.deleted)
+    if applied.deleted:
+        events.append(("Normal", "Deleted", "deleted " + ", ".join(applied.deleted)))
+
+    # Readiness gate: lets the PDB hold drains while Aerospike migrates.
+    gate_true, gate_reason, gate_message = _gate(ctx, stability, pods)
+    for pod in pods:
+        if pod.terminating:
+            continue
+        want = "True" if gate_true else "False"
+        if (pod.gate, pod.gate_reason, pod.gate_message) != (want, gate_reason, gate_message):
+            await kube.patch_pod_conditions(namespace, pod.name, [{
+                "type": READINESS_GATE, "status": want, "reason": gate_reason,
+                "message": gate_message[:512], "lastTransitionTime": now}])
+
+    # A configuration change rolls pods one at a time, only from a stable cluster.
+    roll_hashes = {o["metadata"]["name"]:
+                   o["spec"]["template"]["metadata"]["annotations"][CONFIG_HASH]
+                   for o in desired if o["kind"] == "StatefulSet"}
+    roll_message = ""
+    if not scaling_down and not scale_up:
+        roll = _roll_step(ctx, pods, roll_hashes, stability, cc.spec.max_unavailable)
+        if isinstance(roll, RestartPod):
+            await kube.delete_pod(namespace, roll.pod)
+            events.append(("Normal", "RollingRestart", roll.reason))
+        if not isinstance(roll, Done):
+            roll_message = roll.reason
+
+    new_status = _status(ctx, cc, racks, pods, replicas, stability, action, scaling_down,
+                         scale_up, roll_message, drain_message, status, generation, now)
+    if status_changed(new_status, status):
+        await kube.patch_status(API_VERSION, CC_KIND, namespace, name, new_status)
+        await _condition_events(ctx, raw, status, new_status)
+    for type_, reason, message in events:
+        await kube.event(raw, type_, reason, message)
+    in_progress = scaling_down or scale_up or roll_message or not _all_ready(racks, pods)
+    return ctx.poll_seconds if in_progress else None
+
+
+def _scaled(sts: dict[str, Any], replicas: int) -> dict[str, Any]:
+    meta = sts["metadata"]
+    return {"apiVersion": "apps/v1", "kind": "StatefulSet",
+            "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
+            "spec": {"replicas": replicas}}
+
+
+def _gate(ctx: Context, stability: Stability | Unreachable | None,
+          pods: list[PodView]) -> tuple[bool, str, str]:
+    if ctx.probe == "kubernetes":
+        down = [p.name for p in pods if not p.ready or p.terminating]
+        if down:
+            return False, "PodsNotReady", f"pod {', '.join(down)} not ready ({KUBE_PROBE_NOTE})"
+        return True, "PodsReady", f"all pods ready ({KUBE_PROBE_NOTE})"
+    if stability is None:
+        return False, "NoPods", "no Aerospike pod to ask"
+    if isinstance(stability, Unreachable):
+        return False, "AerospikeUnreachable", stability.summary
+    if stability.stable:
+        return True, "ClusterStable", stability.summary
+    return False, ("MigrationsRunning" if stability.migrating else "ClusterNotStable"), \
+        stability.summary
+
+
+def _roll_step(ctx: Context, pods: list[PodView], hashes: dict[str, str],
+               stability: Stability | Unreachable | None, max_unavailable: int) -> Any:
+    if ctx.probe == "kubernetes":
+        return kubernetes_roll_step(pods, hashes)
+    return _roll_per_rack(sorted(pods, key=lambda p: (p.sts, p.ordinal)), hashes, stability,
+                          max_unavailable)
+
+
+def _roll_per_rack(pods: list[PodView], hashes: dict[str, str],
+                   stability: Stability | Unreachable | None, max_unavailable: int) -> Any:
+    # Each rack has its own config (rack-id): compare every pod with its own rack's hash.
+    marked = tuple(PodRollState(p.name, "ok" if p.config_hash == hashes.get(p.sts) else "old",
+                                p.ready and not p.terminating) for p in pods)
+    return next_roll_step(RollState(pods=marked, desired_hash="ok",
+                                    stability=stability or Unreachable("no pods to ask"),
+                                    max_unavailable=max_unavailable))
+
+
+def _status(ctx: Context, cc: CacheCluster, racks: Any, pods: list[PodView],
+            replicas: dict[str, int], stability: Stability | Unreachable | None,
+            action: ScaleAction, scaling_down: bool, scale_up: list[str], roll_message: str,
+            drain_message: str, old: dict[str, Any], generation: int | None,
+            now: str) -> dict[str, Any]:
+    alive = [p for p in pods if not p.terminating]
+    ready = [p for p in alive if p.ready]
+    desired = sum(r.desired for r in racks)
+    zones = {r.sts_name: r.zone for r in rack_layout(cc.name, cc.spec)}
+    rack_status = []
+    for r in racks:
+        rack_pods = [p for p in alive if p.sts == r.name]
+        rack_status.append({
+            "name": r.name, "zone": zones.get(r.name) or "", "desired": r.desired,
+            "current": len(rack_pods), "ready": sum(1 for p in rack_pods if p.ready)})
+    all_ready = len(ready) == desired == len(alive)
+    stable_ok = ctx.probe == "kubernetes" or (isinstance(stability, Stability)
+                                              and stability.stable)
+    conditions: list[Cond] = []
+    problem = ""
+    if isinstance(stability, Unreachable):
+        problem = f"Aerospike cannot be asked: {stability.summary}; the operator removes " \
+                  "nothing and retries"
+    elif isinstance(action, Hold) and scaling_down and "down" in action.reason:
+        problem = action.reason
+    if scaling_down:
+        reason = {RemoveOne: "RemovingNode", WaitMigrations: "WaitingForMigrations",
+                  Quiesce: "Quiescing", WaitQuiesced: "Quiescing", Recluster: "Quiescing",
+                  UndoQuiesce: "UndoingQuiesce"}.get(type(action), "Held")
+        if drain_message and action.reason == drain_message:
+            reason = "DrainingRoutes"
+        conditions.append(Cond("ScalingDown", True, reason, action.reason))
+        phase = "ScalingDown"
+    else:
+        conditions.append(Cond("ScalingDown", False, "NoScaleDown", "no node is leaving"))
+        phase = "Ready" if all_ready and stable_ok else "Progressing"
+    if scale_up:
+        phase = "ScalingUp"
+    if roll_message and not scaling_down:
+        phase = "Rolling"
+    if problem:
+        phase = "Degraded"
+    progressing = scaling_down or bool(scale_up) or bool(roll_message) or not all_ready
+    if all_ready and stable_ok:
+        ready_cond = Cond("Ready", True, "ClusterReady",
+                          f"{len(ready)}/{desired} Aerospike pods ready"
+                          + (f"; {KUBE_PROBE_NOTE}" if ctx.probe == "kubernetes"
+                             else f"; cluster stable ({stability.summary})"
+                             if isinstance(stability, Stability) else ""))
+    else:
+        why = f"{len(ready)}/{desired} Aerospike pods ready"
+        if isinstance(stability, Stability | Unreachable) and not stable_ok:
+            why += f"; {stability.summary}"
+        ready_cond = Cond("Ready", False, "NotReady", why)
+    conditions = [
+        ready_cond,
+        Cond("Progressing", progressing,
+             "Reconciling" if progressing else "Converged",
+             roll_message or (action.reason if scaling_down else "")
+             or ("waiting for pods" if progressing else "children match the spec")),
+        Cond("Degraded", bool(problem), "Problem" if problem else "AsExpected",
+             problem or "no problem seen"),
+        *conditions,
+    ]
+    return {
+        "observedGeneration": generation,
+        "phase": phase,
+        "replicas": len(alive),
+        "readyReplicas": len(ready),
+        "selector": selector_string(cc.name),
+        "probe": ctx.probe,
+        "racks": rack_status,
+        "clusterKey": stability.cluster_key if isinstance(stability, Stability) else None,
+        "conditions": merge_conditions(old.get("conditions", []), conditions, generation, now),
+    }
+
+
+async def _condition_events(ctx: Context, raw: dict[str, Any], old: dict[str, Any],
+                            new: dict[str, Any]) -> None:
+    """An Event whenever a condition changes status or reason (problems as warnings)."""
+    before = {c["type"]: c for c in old.get("conditions", [])}
+    for cond in new.get("conditions", []):
+        prev = before.get(cond["type"])
+        if prev and (prev.get("status"), prev.get("reason")) == (cond["status"], cond["reason"]):
+            continue
+        if prev is None and cond["status"] == "False" and cond["type"] != "Ready":
+            continue
+        warning = (cond["type"] == "Degraded" and cond["status"] == "True")
+        await ctx.kube.event(raw, "Warning" if warning else "Normal",
+                             f"{cond['type']}{cond['status']}",
+                             f"{cond['reason']}: {cond['message']}")
+
+
+async def _write_status(ctx: Context, raw: dict[str, Any], new: dict[str, Any], reason: str,
+                        message: str, warning: bool = False) -> None:
+    meta = raw["metadata"]
+    old = raw.get("status") or {}
+    if status_changed(new, old):
+        await ctx.kube.patch_status(API_VERSION, raw["kind"], meta["namespace"], meta["name"],
+                                    new)
+        await ctx.kube.event(raw, "Warning" if warning else "Normal", reason, message)

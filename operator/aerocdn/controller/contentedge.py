@@ -1,0 +1,179 @@
+"""Reconcile one ContentEdge: observe -> plan routing -> render -> apply."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from aerocdn.api import CacheCluster, ContentEdge, InputError, parse_object
+from aerocdn.controller.children import list_children, sync_children
+from aerocdn.controller.conditions import Cond, merge_conditions
+from aerocdn.controller.context import API_VERSION, CC_KIND, CE_KIND, Context, timestamp
+from aerocdn.controller.diff import status_changed
+from aerocdn.render.contentedge import (
+    cache_cluster_of,
+    region_name,
+    render_contentedge,
+    routing_configmap_name,
+)
+from aerocdn.routing import planner
+from aerocdn.routing.inputs import facts_of, policy_of
+from aerocdn.routing.model import Plan, moved_traffic
+
+log = logging.getLogger(__name__)
+
+CHILD_KINDS = [("v1", "ConfigMap"), ("v1", "Service"), ("apps/v1", "Deployment"),
+               ("policy/v1", "PodDisruptionBudget"),
+               ("autoscaling/v2", "HorizontalPodAutoscaler")]
+
+
+async def reconcile_contentedge(ctx: Context, namespace: str, name: str) -> float | None:
+    kube = ctx.kube
+    raw = await kube.get(API_VERSION, CE_KIND, namespace, name)
+    if raw is None or raw["metadata"].get("deletionTimestamp"):
+        return None
+    status: dict[str, Any] = raw.get("status") or {}
+    generation = raw["metadata"].get("generation")
+    now_dt = ctx.clock()
+    now = timestamp(now_dt)
+    try:
+        obj = parse_object(raw, "")
+        assert isinstance(obj, ContentEdge)
+        ce = obj
+    except InputError as exc:
+        message = "; ".join(f"{p.field}: {p.message}" for p in exc.problems)
+        new = {"observedGeneration": generation, "phase": "Invalid",
+               "conditions": merge_conditions(status.get("conditions", []), [
+                   Cond("Ready", False, "InvalidSpec", message),
+                   Cond("Degraded", True, "InvalidSpec", f"fix the spec: {message}")],
+                   generation, now)}
+        if status_changed(new, status):
+            await kube.patch_status(API_VERSION, CE_KIND, namespace, name, new)
+            await kube.event(raw, "Warning", "InvalidSpec", message)
+        return None
+
+    cc_raw = {c["metadata"]["name"]: c
+              for c in await kube.list(API_VERSION, CC_KIND, namespace)}
+    clusters: dict[str, CacheCluster] = {}
+    for cc_name, c in cc_raw.items():
+        try:
+            parsed = parse_object(c, "")
+        except InputError:
+            continue
+        if isinstance(parsed, CacheCluster):
+            clusters[cc_name] = parsed
+    uid = raw["metadata"]["uid"]
+    live = await list_children(kube, namespace, {"aerocdn.dev/contentedge": name},
+                               CHILD_KINDS, uid)
+    deployments = {n: o for (k, n), o in live.items() if k == "Deployment"}
+    ready = {r.name: (deployments.get(region_name(name, r.name), {}).get("status") or {})
+             .get("readyReplicas", 0) for r in ce.spec.regions}
+    cluster_of = {r.name: cache_cluster_of(r, clusters) for r in ce.spec.regions}
+
+    # Routing: re-plan from the facts and the plan the edges have now.
+    previous: Plan | None = None
+    routing_cm = live.get(("ConfigMap", routing_configmap_name(name)))
+    if routing_cm is not None:
+        try:
+            previous = Plan.from_json((routing_cm.get("data") or {}).get("routes.json", ""))
+        except (ValueError, KeyError, TypeError):
+            previous = None
+    facts = facts_of(ce, ready, cluster_of, {n: cc_raw.get(n) for n in cluster_of.values()},
+                     now_dt)
+    plan = planner.plan(facts, policy_of(ce), previous)
+    routes_json = plan.to_json()
+
+    desired = render_contentedge(ce, clusters, routes_json)
+    applied = await sync_children(kube, desired, live)
+    if applied.applied or applied.deleted:
+        log.info("ContentEdge %s/%s: applied %s, deleted %s", namespace, name,
+                 applied.applied, applied.deleted)
+
+    events: list[tuple[str, str, str]] = []
+    if previous is not None and previous.generation != plan.generation:
+        moved = moved_traffic(previous, plan)
+        if moved > 0 or _serving(previous) != _serving(plan):
+            routes = "; ".join(
+                f"{region}: " + ", ".join(f"{r.cache_cluster}={r.weight:g}" for r in rs)
+                for region, rs in sorted(plan.cache_routes.items()))
+            events.append(("Normal", "RoutingChanged",
+                           f"routing plan {plan.generation}: {moved:.0f} req/s of traffic "
+                           f"moved; cache routes {routes}"))
+    if applied.deleted:
+        events.append(("Normal", "Deleted", "deleted " + ", ".join(applied.deleted)))
+
+    regions_status = []
+    for r in ce.spec.regions:
+        dep = deployments.get(region_name(name, r.name))
+        desired_replicas = ((dep or {}).get("spec") or {}).get("replicas", r.replicas)
+        cc_name = cluster_of[r.name]
+        regions_status.append({
+            "name": r.name, "desired": desired_replicas, "ready": ready[r.name],
+            "cacheCluster": cc_name, "cacheClusterReady": _cc_ready(cc_raw.get(cc_name))})
+    missing = [f"region {s['name']} uses CacheCluster {s['cacheCluster']}, which does not "
+               f"exist in namespace {namespace}" for s in regions_status
+               if s["cacheCluster"] not in cc_raw]
+    ready_regions = sum(1 for s in regions_status if s["ready"] >= s["desired"])
+    all_ready = ready_regions == len(regions_status) and not missing
+    if missing:
+        ready_cond = Cond("Ready", False, "CacheClusterMissing",
+                          "; ".join(missing) + ": create it, or set spec.regions[].cacheCluster")
+    elif all_ready:
+        ready_cond = Cond("Ready", True, "EdgesReady",
+                          f"{ready_regions}/{len(regions_status)} regions ready")
+    else:
+        waiting = ", ".join(f"{s['name']} {s['ready']}/{s['desired']}"
+                            for s in regions_status if s["ready"] < s["desired"])
+        ready_cond = Cond("Ready", False, "EdgesNotReady", f"waiting for edges: {waiting}")
+    progressing = not all_ready and not missing
+    new_status = {
+        "observedGeneration": generation,
+        "phase": "Ready" if all_ready else ("Degraded" if missing else "Progressing"),
+        "ready": f"{ready_regions}/{len(regions_status)}",
+        "regions": regions_status,
+        "routing": plan.summary(),
+        "conditions": merge_conditions(status.get("conditions", []), [
+            ready_cond,
+            Cond("Progressing", progressing, "Reconciling" if progressing else "Converged",
+                 "applying children and waiting for edges" if progressing
+                 else "children match the spec"),
+            Cond("Degraded", bool(missing) or plan.overloaded,
+                 "CacheClusterMissing" if missing else
+                 ("Overloaded" if plan.overloaded else "AsExpected"),
+                 "; ".join(missing) if missing else
+                 ("demand exceeds usable capacity in every region; load spread by capacity"
+                  if plan.overloaded else "no problem seen")),
+        ], generation, now),
+    }
+    if status_changed(new_status, status):
+        await kube.patch_status(API_VERSION, CE_KIND, namespace, name, new_status)
+        before = {c["type"]: c for c in status.get("conditions", [])}
+        for cond in new_status["conditions"]:
+            prev = before.get(cond["type"])
+            if prev and (prev["status"], prev["reason"]) == (cond["status"], cond["reason"]):
+                continue
+            if prev is None and cond["status"] == "False" and cond["type"] != "Ready":
+                continue
+            warning = cond["type"] == "Degraded" and cond["status"] == "True"
+            events.append(("Warning" if warning else "Normal",
+                           f"{cond['type']}{cond['status']}",
+                           f"{cond['reason']}: {cond['message']}"))
+    for type_, reason, message in events:
+        await kube.event(raw, type_, reason, message)
+
+    if plan.next_change_at is not None:
+        return max(0.5, (plan.next_change_at - now_dt).total_seconds())
+    return None if all_ready else ctx.poll_seconds * 2
+
+
+def _serving(plan: Plan) -> dict[str, list[str]]:
+    """Which CacheClusters each edge region uses at all (a drain or an undrain changes it)."""
+    return {region: sorted(r.cache_cluster for r in routes if r.weight > 0)
+            for region, routes in plan.cache_routes.items()}
+
+
+def _cc_ready(cc: dict[str, Any] | None) -> bool:
+    if cc is None:
+        return False
+    conds = (cc.get("status") or {}).get("conditions", [])
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conds)

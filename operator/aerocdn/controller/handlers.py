@@ -1,0 +1,79 @@
+"""kopf wiring only: watch events become work-queue keys; startup configures kopf.
+
+Handlers are ``on.event`` only: kopf then stores no progress or diff-base annotations on our
+objects and adds no finalizer (children go with garbage collection; nothing has to happen
+before a CacheCluster or ContentEdge is deleted).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+
+from aerocdn.controller.context import CC_KIND, CE_KIND
+from aerocdn.controller.runtime import RUNTIME
+
+MANAGED = {"app.kubernetes.io/managed-by": "aerocdn"}
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    # Watches that silently hang are kopf's known failure: bound them on both sides.
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 30
+    settings.watching.inactivity_timeout = 600
+    settings.networking.request_timeout = 60
+    settings.networking.connect_timeout = 15
+    # Our own Events say what happened; kopf's per-handler events would be noise.
+    settings.posting.enabled = False
+    settings.persistence.finalizer = "aerocdn.dev/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="aerocdn.dev")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="aerocdn.dev", key="last-handled-configuration")
+    settings.peering.name = RUNTIME.options.peering or "aerocdn"
+    settings.peering.stealth = True
+    await RUNTIME.start()
+
+
+@kopf.on.cleanup()
+async def cleanup(**_: Any) -> None:
+    await RUNTIME.stop()
+
+
+@kopf.on.event("aerocdn.dev", "v1alpha1", "cacheclusters")
+def cachecluster_event(type: str, namespace: str | None, name: str, **_: Any) -> None:
+    assert namespace is not None
+    RUNTIME.seen(CC_KIND, namespace, name, deleted=type == "DELETED")
+    RUNTIME.cachecluster_changed(namespace)
+
+
+@kopf.on.event("aerocdn.dev", "v1alpha1", "contentedges")
+def contentedge_event(type: str, namespace: str | None, name: str, **_: Any) -> None:
+    assert namespace is not None
+    RUNTIME.seen(CE_KIND, namespace, name, deleted=type == "DELETED")
+
+
+def _parent(labels: dict[str, str], namespace: str) -> None:
+    if "aerocdn.dev/cachecluster" in labels:
+        RUNTIME.enqueue(CC_KIND, namespace, labels["aerocdn.dev/cachecluster"])
+    if "aerocdn.dev/contentedge" in labels:
+        RUNTIME.enqueue(CE_KIND, namespace, labels["aerocdn.dev/contentedge"])
+
+
+# Children: any change (readiness, drift, deletion) re-runs the parent's reconcile promptly.
+@kopf.on.event("apps", "v1", "statefulsets", labels=MANAGED)
+@kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
+@kopf.on.event("", "v1", "configmaps", labels=MANAGED)
+@kopf.on.event("", "v1", "services", labels=MANAGED)
+@kopf.on.event("policy", "v1", "poddisruptionbudgets", labels=MANAGED)
+@kopf.on.event("", "v1", "pods", labels={"app.kubernetes.io/name": "aerospike", **MANAGED})
+def child_event(labels: Mapping[str, str], namespace: str | None, **_: Any) -> None:
+    if namespace:
+        _parent(dict(labels), namespace)
+
+
+logging.getLogger("kopf.objects").setLevel(logging.WARNING)

@@ -1,0 +1,13 @@
+"""Prometheus metrics of the operator (served on /metrics)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+RECONCILES = Counter("aerocdn_reconciles_total", "Reconciles run", ["kind", "result"])
+RECONCILE_SECONDS = Histogram("aerocdn_reconcile_duration_seconds", "Reconcile duration",
+                              ["kind"])
+API_REQUESTS = Counter("aerocdn_api_requests_total", "Kubernetes API requests", ["verb", "kind"])
+API_WRITES = Counter("aerocdn_api_writes_total", "Kubernetes API writes", ["verb", "kind"])
+QUEUE_DEPTH = Gauge("aerocdn_queue_depth", "Objects waiting to be reconciled")
+SCALE_STEPS = Counter("aerocdn_scale_steps_total", "Aerospike scale steps taken", ["action"])

@@ -1,0 +1,100 @@
+"""A level-triggered work queue: each key is reconciled by one worker at a time; events that
+arrive meanwhile coalesce into one more run; failures retry with capped exponential backoff."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Hashable
+
+from aerocdn.controller import metrics
+
+log = logging.getLogger(__name__)
+
+Reconcile = Callable[[Hashable], Awaitable[float | None]]
+MAX_BACKOFF = 60.0
+
+
+class WorkQueue:
+    def __init__(self, reconcile: Reconcile, workers: int = 4):
+        self._reconcile = reconcile
+        self._workers = workers
+        self._queue: asyncio.Queue[Hashable] = asyncio.Queue()
+        self._queued: set[Hashable] = set()
+        self._running: set[Hashable] = set()
+        self._dirty: set[Hashable] = set()
+        self._timers: dict[Hashable, asyncio.TimerHandle] = {}
+        self._failures: dict[Hashable, int] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    def add(self, key: Hashable, delay: float = 0.0) -> None:
+        """Ask for a reconcile of ``key`` (now, or after ``delay`` seconds)."""
+        if delay > 0:
+            loop = asyncio.get_running_loop()
+            old = self._timers.get(key)
+            when = loop.time() + delay
+            if old is not None and old.when() <= when:
+                return
+            if old is not None:
+                old.cancel()
+            self._timers[key] = loop.call_at(when, self._fire, key)
+            return
+        if key in self._running:
+            self._dirty.add(key)
+            return
+        if key not in self._queued:
+            self._queued.add(key)
+            self._queue.put_nowait(key)
+            self.idle.clear()
+            metrics.QUEUE_DEPTH.set(len(self._queued))
+
+    def _fire(self, key: Hashable) -> None:
+        self._timers.pop(key, None)
+        self.add(key)
+
+    def forget(self, key: Hashable) -> None:
+        timer = self._timers.pop(key, None)
+        if timer is not None:
+            timer.cancel()
+        self._failures.pop(key, None)
+
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._worker(), name=f"reconcile-{i}")
+                       for i in range(self._workers)]
+
+    async def stop(self) -> None:
+        for timer in self._timers.values():
+            timer.cancel()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _worker(self) -> None:
+        while True:
+            key = await self._queue.get()
+            self._queued.discard(key)
+            self._running.add(key)
+            metrics.QUEUE_DEPTH.set(len(self._queued))
+            requeue: float | None = None
+            try:
+                requeue = await self._reconcile(key)
+                self._failures.pop(key, None)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                n = self._failures.get(key, 0) + 1
+                self._failures[key] = n
+                requeue = min(MAX_BACKOFF, 0.5 * 2**n)
+                log.exception("reconcile of %s failed (attempt %d); retrying in %.1fs",
+                              key, n, requeue)
+            finally:
+                self._running.discard(key)
+            if key in self._dirty:
+                self._dirty.discard(key)
+                self.add(key)
+            elif requeue is not None:
+                self.add(key, requeue)
+            if not self._queued and not self._running:
+                self.idle.set()

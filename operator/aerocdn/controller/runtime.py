@@ -1,0 +1,115 @@
+"""The operator's process-wide state: the work queue, the objects seen, the resync loop and
+the metrics/health endpoint."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import time
+from collections.abc import Hashable
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from aerocdn.aerospike.client import parse_address_overrides
+from aerocdn.controller import metrics
+from aerocdn.controller.cachecluster import reconcile_cachecluster
+from aerocdn.controller.contentedge import reconcile_contentedge
+from aerocdn.controller.context import CC_KIND, CE_KIND, Context
+from aerocdn.controller.kube import Kube
+from aerocdn.controller.queue import WorkQueue
+
+log = logging.getLogger(__name__)
+
+
+class Runtime:
+    def __init__(self) -> None:
+        self.options = argparse.Namespace(peering=None, resync_seconds=60.0, metrics_port=0,
+                                          aerospike_probe="aerospike", aerospike_address=[])
+        self.queue = WorkQueue(self._reconcile)
+        self.ctx: Context | None = None
+        self.known: set[tuple[str, str, str]] = set()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._site: web.AppRunner | None = None
+        self.started = False
+
+    def configure(self, options: argparse.Namespace) -> None:
+        self.options = options
+
+    async def start(self) -> None:
+        overrides = parse_address_overrides(",".join(self.options.aerospike_address))
+        self.ctx = Context(kube=Kube(), queue=self.queue, probe=self.options.aerospike_probe,
+                           address_overrides=overrides)
+        self.queue.start()
+        self._tasks.append(asyncio.create_task(self._resync(), name="resync"))
+        if self.options.metrics_port:
+            app = web.Application()
+            app.router.add_get("/metrics", _metrics)
+            app.router.add_get("/healthz", self._healthz)
+            app.router.add_get("/readyz", self._healthz)
+            self._site = web.AppRunner(app, access_log=None)
+            await self._site.setup()
+            await web.TCPSite(self._site, "0.0.0.0", self.options.metrics_port).start()
+        self.started = True
+        log.info("aerocdn operator started (probe=%s)", self.options.aerospike_probe)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.queue.stop()
+        if self._site is not None:
+            await self._site.cleanup()
+
+    async def _healthz(self, _: web.Request) -> web.Response:
+        return web.Response(text="ok\n" if self.started else "starting\n",
+                            status=200 if self.started else 503)
+
+    def seen(self, kind: str, namespace: str, name: str, deleted: bool = False) -> None:
+        key = (kind, namespace, name)
+        if deleted:
+            self.known.discard(key)
+            self.queue.forget(key)
+            return
+        self.known.add(key)
+        self.queue.add(key)
+
+    def enqueue(self, kind: str, namespace: str, name: str) -> None:
+        self.queue.add((kind, namespace, name))
+
+    def cachecluster_changed(self, namespace: str) -> None:
+        """A CacheCluster's state is a routing input of every ContentEdge beside it."""
+        for kind, ns, name in list(self.known):
+            if kind == CE_KIND and ns == namespace:
+                self.queue.add((kind, ns, name))
+
+    async def _resync(self) -> None:
+        while True:
+            await asyncio.sleep(self.options.resync_seconds)
+            for key in sorted(self.known):
+                self.queue.add(key)
+
+    async def _reconcile(self, key: Hashable) -> float | None:
+        assert self.ctx is not None
+        assert isinstance(key, tuple)
+        kind, namespace, name = (str(k) for k in key)
+        started = time.perf_counter()
+        result = "error"
+        try:
+            if kind == CC_KIND:
+                requeue = await reconcile_cachecluster(self.ctx, namespace, name)
+            else:
+                requeue = await reconcile_contentedge(self.ctx, namespace, name)
+            result = "ok"
+            return requeue
+        finally:
+            metrics.RECONCILES.labels(kind=kind, result=result).inc()
+            metrics.RECONCILE_SECONDS.labels(kind=kind).observe(time.perf_counter() - started)
+
+
+async def _metrics(_: web.Request) -> web.Response:
+    return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+RUNTIME = Runtime()
