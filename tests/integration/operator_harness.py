@@ -1,0 +1,185 @@
+"""Running the aerocdn operator against a real API server, as the ServiceAccount of
+manifests/base (so a verb missing from its ClusterRole fails the tests), and kubectl helpers."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+WAIT = float(os.environ.get("AEROCDN_TEST_WAIT", "90"))
+
+
+class Kubectl:
+    def __init__(self, kubeconfig: str):
+        self.kubeconfig = kubeconfig
+
+    def run(self, *args: str, input: str | None = None, check: bool = True
+            ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(["kubectl", "--kubeconfig", self.kubeconfig, *args],
+                                input=input, capture_output=True, text=True, timeout=120)
+        if check and result.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
+        return result
+
+    def apply(self, *objects: dict[str, Any], namespace: str | None = None) -> None:
+        ns = ["-n", namespace] if namespace else []
+        self.run("apply", *ns, "-f", "-", input=yaml.safe_dump_all(objects))
+
+    def get(self, kind: str, name: str, namespace: str) -> dict[str, Any] | None:
+        result = self.run("get", kind, name, "-n", namespace, "-o", "json", check=False)
+        if result.returncode != 0:
+            if "NotFound" in result.stderr:
+                return None
+            raise AssertionError(result.stderr)
+        obj: dict[str, Any] = json.loads(result.stdout)
+        return obj
+
+    def items(self, kind: str, namespace: str, selector: str = "") -> list[dict[str, Any]]:
+        sel = ["-l", selector] if selector else []
+        out = json.loads(self.run("get", kind, "-n", namespace, *sel, "-o", "json").stdout)
+        items: list[dict[str, Any]] = out["items"]
+        return items
+
+    def patch(self, kind: str, name: str, namespace: str, patch: dict[str, Any]) -> None:
+        self.run("patch", kind, name, "-n", namespace, "--type=merge", "-p", json.dumps(patch))
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float = WAIT,
+             interval: float = 0.25) -> Any:
+    """Poll ``check`` until it returns something truthy; fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+
+
+def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any]:
+    for cond in ((obj or {}).get("status") or {}).get("conditions", []):
+        if cond.get("type") == type_:
+            return dict(cond)
+    return {}
+
+
+def is_ready(obj: dict[str, Any] | None) -> bool:
+    if not obj:
+        return False
+    status = obj.get("status") or {}
+    return (condition(obj, "Ready").get("status") == "True"
+            and status.get("observedGeneration") == obj["metadata"]["generation"])
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def install(kubectl: Kubectl) -> None:
+    """CRDs, the operator's namespace, ServiceAccount and least-privilege ClusterRole."""
+    kubectl.run("apply", "--server-side", "--force-conflicts", "-k", str(REPO / "crds"))
+    kubectl.run("wait", "--for=condition=Established", "--timeout=60s",
+                "crd/cacheclusters.aerocdn.dev", "crd/contentedges.aerocdn.dev")
+    for name in ("namespace.yaml", "rbac.yaml"):
+        kubectl.run("apply", "-f", str(REPO / "manifests" / "base" / name))
+
+
+def serviceaccount_kubeconfig(kubectl: Kubectl, path: Path) -> Path:
+    """A kubeconfig that authenticates as system:serviceaccount:aerocdn-system:aerocdn."""
+    token = kubectl.run("create", "token", "aerocdn", "-n", "aerocdn-system",
+                        "--duration=6h").stdout.strip()
+    admin = yaml.safe_load(Path(kubectl.kubeconfig).read_text())
+    cluster = admin["clusters"][0]["cluster"]
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "aerocdn",
+        "clusters": [{"name": "c", "cluster": cluster}],
+        "users": [{"name": "aerocdn", "user": {"token": token}}],
+        "contexts": [{"name": "aerocdn", "context": {"cluster": "c", "user": "aerocdn"}}],
+    }))
+    return path
+
+
+class Operator:
+    """`aerocdn run` as a child process; stopped (or killed) by the test that started it."""
+
+    def __init__(self, kubeconfig: Path, log: Path, *args: str):
+        self.kubeconfig = kubeconfig
+        self.log_path = log
+        self.args = args
+        self.port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Operator:
+        self.port = free_port()
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
+        self._log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "aerocdn.cli", "run", "--aerospike-probe=kubernetes",
+             "--metrics-port", str(self.port), "--resync-seconds", "3", *self.args],
+            env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        wait_for("the operator's /healthz", self._healthy, timeout=60)
+        return self
+
+    def _healthy(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"operator exited with {self.proc.returncode}:\n{self.log()}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=2):
+                return True
+        except OSError:
+            return False
+
+    def metrics(self) -> dict[str, float]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+        out: dict[str, float] = {}
+        for line in text.splitlines():
+            if line.startswith("aerocdn_") and " " in line:
+                key, value = line.rsplit(" ", 1)
+                out[key] = float(value)
+        return out
+
+    def writes(self) -> float:
+        return sum(v for k, v in self.metrics().items()
+                   if k.startswith("aerocdn_api_writes_total"))
+
+    def reconciles(self) -> float:
+        return sum(v for k, v in self.metrics().items()
+                   if k.startswith("aerocdn_reconciles_total"))
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, as a crash or an OOM kill."""
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=30)
+        if getattr(self, "_log", None):
+            self._log.close()
