@@ -22,3 +22,7 @@ unit: bootstrap
 
 crds: bootstrap
 	$(BIN)/aerocdn crds --out crds
+
+# Runs the project: local control plane (or $KUBECONFIG), CRDs, examples, operator.
+demo: bootstrap
+	bash scripts/demo.sh

@@ -105,6 +105,12 @@ class EdgeRegion(ApiModel):
     expected_demand: int = Field(
         default=0, ge=0, description="Requests/s expected from clients in this region."
     )
+    dns_target: str | None = Field(
+        default=None,
+        max_length=253,
+        description="Public address of this region's edges (a load balancer's host name or "
+        "IP) for the weighted DNS records (default: the region's Service name).",
+    )
 
 
 class DnsOutput(ApiModel):
@@ -115,6 +121,11 @@ class DnsOutput(ApiModel):
         default=None, description="Record name (default: the first host)."
     )
     ttl: int = Field(default=60, ge=1, le=86400, description="Record TTL in seconds.")
+    weight_key: str = Field(
+        default="weight",
+        description="providerSpecific property ExternalDNS reads the record weight from "
+        "(for example aws/weight).",
+    )
 
 
 class RoutingPolicy(ApiModel):

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 CHILD_KINDS = [("v1", "ConfigMap"), ("v1", "Service"), ("apps/v1", "Deployment"),
                ("policy/v1", "PodDisruptionBudget"),
                ("autoscaling/v2", "HorizontalPodAutoscaler")]
+DNS_KIND = ("externaldns.k8s.io/v1alpha1", "DNSEndpoint")
 
 
 async def reconcile_contentedge(ctx: Context, namespace: str, name: str) -> float | None:
@@ -63,8 +64,9 @@ async def reconcile_contentedge(ctx: Context, namespace: str, name: str) -> floa
         if isinstance(parsed, CacheCluster):
             clusters[cc_name] = parsed
     uid = raw["metadata"]["uid"]
+    # DNSEndpoints are listed even when DNS output is off, so turning it off removes them.
     live = await list_children(kube, namespace, {"aerocdn.dev/contentedge": name},
-                               CHILD_KINDS, uid)
+                               [*CHILD_KINDS, DNS_KIND], uid)
     deployments = {n: o for (k, n), o in live.items() if k == "Deployment"}
     ready = {r.name: (deployments.get(region_name(name, r.name), {}).get("status") or {})
              .get("readyReplicas", 0) for r in ce.spec.regions}

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import datetime as dt
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from aerocdn.api.objects import CacheCluster, ContentEdge
+from aerocdn.routing.model import Plan
 
 
 def render_all(objects: Sequence[CacheCluster | ContentEdge]) -> list[dict[str, Any]]:
@@ -23,5 +25,26 @@ def render_all(objects: Sequence[CacheCluster | ContentEdge]) -> list[dict[str, 
         if isinstance(obj, CacheCluster):
             out += render_cachecluster(obj)
         else:
-            out += render_contentedge(obj, clusters.get(obj.namespace, {}))
+            own = clusters.get(obj.namespace, {})
+            out += render_contentedge(obj, own, preview_plan(obj, own).to_json())
     return out
+
+
+PREVIEW_TIME = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+
+
+def preview_plan(ce: ContentEdge, clusters: Mapping[str, CacheCluster]) -> Plan:
+    """The routing plan as it will be once every region's edges are ready and the
+    CacheClusters given are ready (those not given: absent). Deterministic: no clock."""
+    from aerocdn.render.contentedge import cache_cluster_of
+    from aerocdn.routing.inputs import facts_of, policy_of
+    from aerocdn.routing.planner import plan
+
+    cluster_of = {r.name: cache_cluster_of(r, clusters) for r in ce.spec.regions}
+    ready_clusters: dict[str, Mapping[str, Any] | None] = {
+        name: ({"metadata": {}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}}
+               if name in clusters else None)
+        for name in cluster_of.values()}
+    facts = facts_of(ce, {r.name: r.replicas for r in ce.spec.regions}, cluster_of,
+                     ready_clusters, PREVIEW_TIME)
+    return plan(facts, policy_of(ce))

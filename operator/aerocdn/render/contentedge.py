@@ -3,6 +3,7 @@ PodDisruptionBudget and (optionally) HorizontalPodAutoscaler; plus the routing C
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -130,7 +131,61 @@ def render_contentedge(
         )
     if routes_json is not None:
         objects.append(routing_configmap(ce, routes_json))
+        if spec.routing.dns.enabled:
+            objects.append(dns_endpoint(ce, json.loads(routes_json)))
     return finish(objects, owner)
+
+
+DNS_WEIGHT_SCALE = 100
+
+
+def region_weights(plan: dict[str, Any]) -> dict[str, float]:
+    """Share of all demand each edge region serves under a routing plan (sums to 1)."""
+    demand = {n: b.get("demand", 0.0) for n, b in
+              (plan.get("basis", {}).get("regions") or {}).items()}
+    load: dict[str, float] = {}
+    for client, row in (plan.get("trafficWeights") or {}).items():
+        for edge, share in row.items():
+            load[edge] = load.get(edge, 0.0) + demand.get(client, 0.0) * share
+    total = sum(load.values())
+    return {e: (v / total if total else 0.0) for e, v in sorted(load.items())}
+
+
+def dns_endpoint(ce: ContentEdge, plan: dict[str, Any]) -> dict[str, Any]:
+    """ExternalDNS DNSEndpoint: one weighted record set per region, following the traffic
+    weights, so a GSLB in front of the regions sends clients where the plan says."""
+    dns = ce.spec.routing.dns
+    shares = region_weights(plan)
+    if not any(shares.values()):  # no demand declared: spread by region
+        shares = {r.name: 1.0 for r in ce.spec.regions}
+    endpoints = []
+    for region in ce.spec.regions:
+        target = region.dns_target or f"{region_name(ce.name, region.name)}.{ce.namespace}.svc"
+        weight = round(shares.get(region.name, 0.0) * DNS_WEIGHT_SCALE)
+        endpoints.append({
+            "dnsName": dns.hostname or ce.spec.hosts[0],
+            "recordType": "A" if _is_ipv4(target) else "CNAME",
+            "targets": [target],
+            "recordTTL": dns.ttl,
+            "setIdentifier": region.name,
+            "providerSpecific": [{"name": dns.weight_key, "value": str(weight)}],
+        })
+    return {
+        "apiVersion": "externaldns.k8s.io/v1alpha1",
+        "kind": "DNSEndpoint",
+        "metadata": {
+            "name": ce.name,
+            "namespace": ce.namespace,
+            "labels": {**labels("aerocdn-edge", ce.name, "dns"),
+                       "aerocdn.dev/contentedge": ce.name},
+        },
+        "spec": {"endpoints": endpoints},
+    }
+
+
+def _is_ipv4(text: str) -> bool:
+    parts = text.split(".")
+    return len(parts) == 4 and all(p.isdigit() and int(p) < 256 for p in parts)
 
 
 def routing_configmap(ce: ContentEdge, routes_json: str) -> dict[str, Any]:

@@ -1,0 +1,137 @@
+"""Apply -> Ready for N ContentEdges (3 regions each) on the local control plane, API requests
+per reconcile, idle-resync writes and the operator's RSS.
+
+    .venv/bin/python bench/operator/bench_operator.py --edges 1 50 200 --clusters 30
+
+Starts its own local control plane (or uses $KUBECONFIG), runs the operator as a child process
+(--aerospike-probe=kubernetes: kwok pods), prints a Markdown table and stops what it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from tests.integration.operator_harness import (
+    Kubectl,
+    Operator,
+    install,
+    is_ready,
+    wait_for,
+)
+
+REGIONS = ["eu-west", "us-east", "ap-south"]
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def cluster(name: str, region: str) -> dict:
+    return {"apiVersion": "aerocdn.dev/v1alpha1", "kind": "CacheCluster",
+            "metadata": {"name": name},
+            "spec": {"region": region, "size": 1,
+                     "resources": {"requests": {"cpu": "100m", "memory": "1Gi"}},
+                     "namespaces": [{"name": "cache", "storage": {"size": "512Mi"}}]}}
+
+
+def edge(name: str, clusters: list[str]) -> dict:
+    return {"apiVersion": "aerocdn.dev/v1alpha1", "kind": "ContentEdge",
+            "metadata": {"name": name},
+            "spec": {"hosts": [f"{name}.example.com"], "origin": {"url": "http://origin.test"},
+                     "regions": [{"name": r, "replicas": 1, "cacheCluster": c,
+                                  "expectedDemand": 500}
+                                 for r, c in zip(REGIONS, clusters, strict=True)],
+                     "routing": {"slowStartSeconds": 0},
+                     # small requests so 600 edge pods fit on the 6 simulated nodes
+                     "resources": {"edge": {"requests": {"cpu": "10m", "memory": "64Mi"}},
+                                   "nginx": {"requests": {"cpu": "10m", "memory": "64Mi"}}}}}
+
+
+def all_ready(k: Kubectl, kind: str, ns: str, n: int) -> bool:
+    items = k.items(kind, ns)
+    return len(items) == n and all(is_ready(o) for o in items)
+
+
+def run_case(k: Kubectl, op: Operator, edges: int, clusters: int) -> dict[str, float]:
+    ns = f"bench-{uuid.uuid4().hex[:6]}"
+    k.run("create", "namespace", ns)
+    ccs = [cluster(f"cc{i}", REGIONS[i % 3]) for i in range(clusters)]
+    ces = [edge(f"e{i}", [f"cc{(3 * i + j) % clusters}" for j in range(3)])
+           for i in range(edges)]
+    m0 = op.metrics()
+    start = time.monotonic()
+    k.apply(*ccs, namespace=ns)
+    k.apply(*ces, namespace=ns)
+    wait_for("CacheClusters Ready", lambda: all_ready(k, "cc", ns, clusters), timeout=900,
+             interval=1)
+    wait_for("ContentEdges Ready", lambda: all_ready(k, "ce", ns, edges), timeout=900,
+             interval=1)
+    elapsed = time.monotonic() - start
+    m1 = op.metrics()
+
+    def total(m: dict[str, float], prefix: str) -> float:
+        return sum(v for key, v in m.items() if key.startswith(prefix))
+    requests = total(m1, "aerocdn_api_requests_total") - total(m0, "aerocdn_api_requests_total")
+    reconciles = total(m1, "aerocdn_reconciles_total") - total(m0, "aerocdn_reconciles_total")
+    rss = rss_mb(op.proc.pid) if op.proc else float("nan")
+    # idle: two full resync rounds
+    w0, r0 = op.writes(), op.reconciles()
+    wait_for("two resync rounds", lambda: op.reconciles() >= r0 + 2 * (edges + clusters),
+             timeout=600, interval=1)
+    idle_writes = op.writes() - w0
+    k.run("delete", "namespace", ns, "--timeout=600s", check=False)
+    return {"edges": edges, "clusters": clusters, "seconds": elapsed,
+            "requests_per_reconcile": requests / max(reconciles, 1), "reconciles": reconciles,
+            "rss_mb": rss, "idle_writes": idle_writes}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--edges", type=int, nargs="+", default=[1, 50, 200])
+    p.add_argument("--clusters", type=int, default=30)
+    args = p.parse_args()
+    from aerocdn.localcluster import LocalCluster
+
+    local = None
+    kubeconfig = os.environ.get("KUBECONFIG")
+    if not kubeconfig:
+        local = LocalCluster()
+        local.start()
+        kubeconfig = str(local.kubeconfig)
+    work = Path(tempfile.mkdtemp(prefix="aerocdn-bench-"))
+    op = None
+    try:
+        k = Kubectl(kubeconfig)
+        install(k)
+        op = Operator(Path(kubeconfig), work / "operator.log").start()
+        rows = [run_case(k, op, n, min(args.clusters, max(3, n))) for n in args.edges]
+    finally:
+        if op:
+            op.stop()
+        if local:
+            local.stop()
+    print(f"machine: {platform.node()} {os.cpu_count()} cores; python {platform.python_version()}")
+    print("| ContentEdges | CacheClusters | apply -> all Ready (s) | reconciles | "
+          "API requests / reconcile | writes on 2 idle resyncs | operator RSS (MB) |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['edges']} | {r['clusters']} | {r['seconds']:.1f} | {r['reconciles']:.0f} | "
+              f"{r['requests_per_reconcile']:.1f} | {r['idle_writes']:.0f} | "
+              f"{r['rss_mb']:.0f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""nginx.conf (the L1 cache in every edge pod) rendered from ``templates/nginx.conf.j2``.
+
+Pure: EdgeConfig in, text out.  Production paths and ports are EdgeConfig defaults
+(``EdgeConfig.nginx``); tests override them through the same fields.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import jinja2
+
+from aerocdn.edge.config import CacheKeyConfig, EdgeConfig
+
+_TEMPLATES = Path(__file__).parent / "templates"
+_ENV = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(str(_TEMPLATES)),
+    undefined=jinja2.StrictUndefined,
+    autoescape=False,
+    keep_trailing_newline=True,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+
+def _var(header: str) -> str:
+    return "$http_" + re.sub(r"[^a-z0-9]", "_", header.lower())
+
+
+def nginx_cache_key(policy: CacheKeyConfig, path_var: str = "$uri") -> str:
+    """The L1 key: the same parts, in the same order, as ``aerocdn.edge.policy.cache_key``
+    (host, path, kept query, ``|`` + the key policy's request header values)."""
+    if not policy.include_query_string:
+        query = ""
+    elif policy.query_params is None:
+        query = "$is_args$args"
+    else:
+        query = "?" + "&".join(f"{p}=$arg_{p}" for p in policy.query_params)
+    vary = "|".join(_var(h) for h in policy.vary_headers)
+    return f"$host{path_var}{query}|{vary}"
+
+
+def _nginx_size(n: int) -> str:
+    mib = 1024 * 1024
+    return f"{max(1, n // mib)}m"
+
+
+def render_nginx_conf(cfg: EdgeConfig) -> str:
+    policy = cfg.cache_policy
+    upstream_read = int(
+        cfg.origin.connect_timeout_seconds + cfg.origin.read_timeout_seconds + cfg.lock_wait_seconds
+    ) + 5
+    return _ENV.get_template("nginx.conf.j2").render(
+        cfg=cfg,
+        ngx=cfg.nginx,
+        lim=cfg.limits,
+        cache_key=nginx_cache_key(policy.cache_key, "$uri"),
+        purge_key=nginx_cache_key(policy.cache_key, "$1"),
+        l1_max_size=_nginx_size(policy.l1_cache_bytes),
+        upstream_read_timeout=upstream_read,
+    )

@@ -1,0 +1,102 @@
+"""Routing on the local control plane: a CacheCluster scale-down drains its cache routes
+before its capacity goes, and capacity that comes back ramps in over the slow-start window."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from kubernetes import client, config, watch
+from tests.integration.operator_harness import Kubectl, Operator, is_ready, wait_for
+from tests.integration.test_operator import (  # noqa: F401  (fixtures)
+    kubectl,
+    ns,
+    operator,
+    small_cc,
+    small_ce,
+)
+
+SLOW_START = 20
+
+
+class Recorder:
+    """Every version of the objects of one kind in a namespace, with resourceVersions (one
+    etcd orders them: a smaller resourceVersion was written first)."""
+
+    def __init__(self, api: client.ApiClient, namespace: str, kind: str):
+        self.seen: list[tuple[int, dict[str, Any]]] = []
+        self._watch = watch.Watch()
+        lister = {"configmap": client.CoreV1Api(api).list_namespaced_config_map,
+                  "statefulset": client.AppsV1Api(api).list_namespaced_stateful_set}[kind]
+        self._thread = threading.Thread(target=self._run, args=(lister, namespace), daemon=True)
+        self._thread.start()
+
+    def _run(self, lister: Any, namespace: str) -> None:
+        for event in self._watch.stream(lister, namespace, timeout_seconds=300,
+                                        _request_timeout=310):
+            obj = client.ApiClient().sanitize_for_serialization(event["object"])
+            self.seen.append((int(obj["metadata"]["resourceVersion"]), obj))
+
+    def stop(self) -> None:
+        self._watch.stop()
+
+
+@pytest.fixture
+def api(kubeconfig: str) -> Iterator[client.ApiClient]:
+    with config.new_client_from_config(kubeconfig) as api:
+        yield api
+
+
+def weights(cm: dict[str, Any], region: str) -> dict[str, float]:
+    routes = json.loads(cm["data"]["routes.json"])["cacheRoutes"][region]
+    return {r["cacheCluster"]: r["weight"] for r in routes}
+
+
+def test_scale_down_drains_cache_routes_first_and_capacity_ramps_back(
+        kubectl: Kubectl, operator: Operator, ns: str, api: client.ApiClient) -> None:
+    kubectl.apply(small_cc("eu", "eu-west"), small_cc("us", "us-east"),
+                  small_cc("ap", "ap-south"), namespace=ns)
+    regions = [{"name": "eu-west", "cacheCluster": "eu"}, {"name": "us-east", "cacheCluster": "us"},
+               {"name": "ap-south", "cacheCluster": "ap"}]
+    ce = small_ce("rt", regions)
+    ce["spec"]["routing"] = {"slowStartSeconds": SLOW_START, "latenciesMs": {
+        "eu-west": {"us-east": 80, "ap-south": 120}, "us-east": {"ap-south": 200}}}
+    kubectl.apply(ce, namespace=ns)
+    wait_for("rt Ready", lambda: is_ready(kubectl.get("ce", "rt", ns)))
+    wait_for("local cache routes at full weight", lambda: weights(
+        kubectl.get("configmap", "rt-routing", ns) or {}, "eu-west").get("eu") == 1.0,
+        timeout=SLOW_START * 3)
+
+    maps, sets = Recorder(api, ns, "configmap"), Recorder(api, ns, "statefulset")
+    try:
+        kubectl.run("scale", "cc/eu", "-n", ns, "--replicas=1")
+        wait_for("eu shrunk and Ready", lambda: is_ready(kubectl.get("cc", "eu", ns))
+                 and (kubectl.get("statefulset", "eu", ns) or {})["spec"]["replicas"] == 1)
+        drained_rv = next(rv for rv, cm in maps.seen if cm["metadata"]["name"] == "rt-routing"
+                          and weights(cm, "eu-west").get("eu", 0) == 0)
+        drained = next(cm for rv, cm in maps.seen if rv == drained_rv)
+        # the nearest other region's cluster takes eu-west's cache traffic
+        assert weights(drained, "eu-west") == {"us": 1.0, "eu": 0.0} or \
+            weights(drained, "eu-west")["us"] == 1.0
+        shrunk_rv = next(rv for rv, sts in sets.seen if sts["metadata"]["name"] == "eu"
+                         and sts["spec"]["replicas"] == 1)
+        assert drained_rv < shrunk_rv, "the StatefulSet shrank before routes were drained"
+
+        seen_before = len(maps.seen)
+        kubectl.run("scale", "cc/eu", "-n", ns, "--replicas=2")
+        wait_for("eu back at full weight", lambda: weights(
+            kubectl.get("configmap", "rt-routing", ns) or {}, "eu-west").get("eu") == 1.0,
+            timeout=SLOW_START * 4)
+        ramp = [weights(cm, "eu-west").get("eu", 0.0) for _, cm in maps.seen[seen_before:]
+                if cm["metadata"]["name"] == "rt-routing"]
+    finally:
+        maps.stop()
+        sets.stop()
+    steps = [w for w in ramp if 0 < w < 1]
+    assert len(steps) >= 3, f"no ramp over the slow-start window: {ramp}"
+    assert steps == sorted(steps), f"weight did not ramp up monotonically: {ramp}"
+    events = [e for e in kubectl.items("events", ns) if e["reason"] == "RoutingChanged"]
+    assert events, "no Event said that routing changed"
