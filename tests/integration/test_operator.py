@@ -305,3 +305,33 @@ def test_serviceaccount_cannot_write_specs(kubectl: Kubectl, operator: Operator,
                   check=False).stdout.strip() == "no"
     assert sa.run("auth", "can-i", "get", "secrets", "-n", ns,
                   check=False).stdout.strip() == "no"
+
+
+def test_standby_takes_over_when_the_leader_is_killed(
+        kubectl: Kubectl, operator: Operator, ns: str, tmp_path: Path) -> None:
+    operator.stop()  # this test runs its own two replicas
+    sa = serviceaccount_kubeconfig(kubectl, tmp_path / "sa")
+    a = Operator(sa, tmp_path / "a.log", "--leader-election", "--identity", "replica-a")
+    b = Operator(sa, tmp_path / "b.log", "--leader-election", "--identity", "replica-b")
+    try:
+        a.start()
+        wait_for("replica-a to lead", lambda: a.metrics().get("aerocdn_leader") == 1)
+        b.start()
+        kubectl.apply(small_cc("ha", "eu-west", size=1), namespace=ns)
+        wait_for("ha Ready", lambda: is_ready(kubectl.get("cc", "ha", ns)))
+        assert b.metrics().get("aerocdn_leader") == 0
+        assert b.reconciles() == 0, "the standby reconciled while the leader was alive"
+        a.kill()
+        kubectl.run("scale", "cc/ha", "-n", ns, "--replicas=2")
+        wait_for("replica-b to take over", lambda: b.metrics().get("aerocdn_leader") == 1)
+        wait_for("the standby to carry out the scale", lambda: (
+            kubectl.get("statefulset", "ha", ns) or {})["spec"]["replicas"] == 2)
+        lease = kubectl.get("lease", "aerocdn-operator", "aerocdn-system")
+        assert lease is not None and lease["spec"]["holderIdentity"] == "replica-b"
+        b.stop()  # a clean stop releases the lease at once
+        lease = kubectl.get("lease", "aerocdn-operator", "aerocdn-system")
+        assert lease is not None and not lease["spec"].get("holderIdentity")
+    finally:
+        a.stop()
+        b.stop()
+        operator.start()

@@ -34,8 +34,6 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="aerocdn.dev")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix="aerocdn.dev", key="last-handled-configuration")
-    settings.peering.name = RUNTIME.options.peering or "aerocdn"
-    settings.peering.stealth = True
     await RUNTIME.start()
 
 

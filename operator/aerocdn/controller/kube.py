@@ -111,10 +111,13 @@ class Kube:
 
     async def request(self, method: str, url_path: str, *, kind: str,
                       query: list[tuple[str, str]] | None = None, body: Any = None,
-                      content_type: str | None = None) -> Any:
-        metrics.API_REQUESTS.labels(verb=method, kind=kind).inc()
-        if method in WRITE_VERBS:
-            metrics.API_WRITES.labels(verb=method, kind=kind).inc()
+                      content_type: str | None = None, count: bool = True) -> Any:
+        """One API call. ``count=False`` keeps it out of the request/write metrics (lease
+        renewals of leader election: they are not reconcile work)."""
+        if count:
+            metrics.API_REQUESTS.labels(verb=method, kind=kind).inc()
+            if method in WRITE_VERBS:
+                metrics.API_WRITES.labels(verb=method, kind=kind).inc()
         return await asyncio.to_thread(self._call, method, url_path, query, body, content_type)
 
     async def get(self, api_version: str, kind: str, namespace: str, name: str

@@ -18,10 +18,11 @@ def run(args: argparse.Namespace) -> int:
     from aerocdn.controller import handlers  # noqa: F401  (registers the kopf handlers)
 
     namespaces = args.namespace or []
+    # kopf only watches; which replica reconciles is decided by our Lease (leader.py), so
+    # kopf's own peering is off: equal-priority peers would freeze each other.
     asyncio.run(kopf.operator(
         clusterwide=not namespaces,
         namespaces=namespaces,
-        standalone=args.peering is None,
-        peering_name=args.peering,
+        standalone=True,
     ))
     return 0

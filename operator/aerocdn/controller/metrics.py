@@ -11,3 +11,4 @@ API_REQUESTS = Counter("aerocdn_api_requests_total", "Kubernetes API requests", 
 API_WRITES = Counter("aerocdn_api_writes_total", "Kubernetes API writes", ["verb", "kind"])
 QUEUE_DEPTH = Gauge("aerocdn_queue_depth", "Objects waiting to be reconciled")
 SCALE_STEPS = Counter("aerocdn_scale_steps_total", "Aerospike scale steps taken", ["action"])
+LEADER = Gauge("aerocdn_leader", "1 while this replica holds the leader lease (or runs alone)")

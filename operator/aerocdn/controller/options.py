@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import socket
 
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
@@ -18,5 +20,12 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metrics-port", type=int, default=8080,
                    help="port for /metrics and /healthz (0 disables)")
     p.add_argument("--log-level", default="INFO")
-    p.add_argument("--peering", default=None,
-                   help="kopf peering name for high availability (default: standalone)")
+    p.add_argument("--leader-election", action="store_true",
+                   help="with several replicas: only the holder of a Lease reconciles")
+    p.add_argument("--leader-election-namespace",
+                   default=os.environ.get("POD_NAMESPACE", "aerocdn-system"),
+                   help="namespace of the Lease (default: $POD_NAMESPACE or aerocdn-system)")
+    p.add_argument("--leader-election-id", default="aerocdn-operator",
+                   help="name of the Lease")
+    p.add_argument("--identity", default=os.environ.get("POD_NAME") or socket.gethostname(),
+                   help="this replica's name in the Lease (default: $POD_NAME or hostname)")

@@ -67,6 +67,7 @@ class WorkQueue:
     async def stop(self) -> None:
         for timer in self._timers.values():
             timer.cancel()
+        self._timers.clear()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

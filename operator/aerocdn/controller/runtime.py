@@ -18,6 +18,7 @@ from aerocdn.controller.cachecluster import reconcile_cachecluster
 from aerocdn.controller.contentedge import reconcile_contentedge
 from aerocdn.controller.context import CC_KIND, CE_KIND, Context
 from aerocdn.controller.kube import Kube
+from aerocdn.controller.leader import LeaderElector
 from aerocdn.controller.queue import WorkQueue
 
 log = logging.getLogger(__name__)
@@ -25,12 +26,14 @@ log = logging.getLogger(__name__)
 
 class Runtime:
     def __init__(self) -> None:
-        self.options = argparse.Namespace(peering=None, resync_seconds=60.0, metrics_port=0,
-                                          aerospike_probe="aerospike", aerospike_address=[])
+        self.options = argparse.Namespace(resync_seconds=60.0, metrics_port=0,
+                                          aerospike_probe="aerospike", aerospike_address=[],
+                                          leader_election=False)
         self.queue = WorkQueue(self._reconcile)
         self.ctx: Context | None = None
         self.known: set[tuple[str, str, str]] = set()
         self._tasks: list[asyncio.Task[None]] = []
+        self._resync_task: asyncio.Task[None] | None = None
         self._site: web.AppRunner | None = None
         self.started = False
 
@@ -41,8 +44,14 @@ class Runtime:
         overrides = parse_address_overrides(",".join(self.options.aerospike_address))
         self.ctx = Context(kube=Kube(), queue=self.queue, probe=self.options.aerospike_probe,
                            address_overrides=overrides)
-        self.queue.start()
-        self._tasks.append(asyncio.create_task(self._resync(), name="resync"))
+        if self.options.leader_election:
+            elector = LeaderElector(
+                self.ctx.kube, self.options.leader_election_namespace,
+                self.options.leader_election_id, self.options.identity,
+                on_start=self._lead, on_stop=self._stand_by)
+            self._tasks.append(asyncio.create_task(elector.run(), name="leader-election"))
+        else:
+            await self._lead()
         if self.options.metrics_port:
             app = web.Application()
             app.router.add_get("/metrics", _metrics)
@@ -54,11 +63,25 @@ class Runtime:
         self.started = True
         log.info("aerocdn operator started (probe=%s)", self.options.aerospike_probe)
 
+    async def _lead(self) -> None:
+        """Start reconciling: workers, resyncs, and a pass over everything seen so far."""
+        metrics.LEADER.set(1)
+        self.queue.start()
+        self._resync_task = asyncio.create_task(self._resync(), name="resync")
+        for key in sorted(self.known):
+            self.queue.add(key)
+
+    async def _stand_by(self) -> None:
+        metrics.LEADER.set(0)
+        if self._resync_task is not None:
+            self._resync_task.cancel()
+        await self.queue.stop()
+
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.queue.stop()
+        await self._stand_by()
         if self._site is not None:
             await self._site.cleanup()
 
