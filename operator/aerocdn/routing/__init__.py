@@ -1,4 +1,4 @@
-"""Pure region-routing planner: facts + policy (+ previous plan) -> traffic weights and cache routes.
+"""Pure region-routing planner: facts + policy (+ previous plan) -> traffic and cache routes.
 
 See `aerocdn.routing.planner` for the precise rules (optimum, least movement, hysteresis,
 slow start) and `Plan.to_json()` for routes.json.
