@@ -108,7 +108,7 @@ def test_racks_one_statefulset_and_config_each() -> None:
         "eu-r1": 2, "eu-r2": 2, "eu-r3": 1}
     for rack in (1, 2, 3):
         conf = conf_of(objs, f"eu-r{rack}-config")
-        assert f"rack-id {rack}\n" in conf
+        assert "rack-id" not in conf  # Community Edition refuses rack-id
         # every rack seeds from every rack, so racks find each other
         assert "mesh-seed-address-port eu-r1-0.eu-headless.cdn.svc 3002" in conf
         assert "mesh-seed-address-port eu-r3-1.eu-headless.cdn.svc 3002" in conf
@@ -119,6 +119,13 @@ def test_racks_one_statefulset_and_config_each() -> None:
         assert selector["aerocdn.dev/rack"] == str(rack)
     (pdb,) = by_kind(objs, "PodDisruptionBudget")
     assert "aerocdn.dev/rack" not in pdb["spec"]["selector"]["matchLabels"]
+
+
+def test_enterprise_racks_are_rack_aware() -> None:
+    objs = render_cachecluster(cachecluster({"size": 2, "edition": "enterprise", "racks": [
+        {"id": 1, "zone": "z-a"}, {"id": 7, "zone": "z-b"}]}))
+    assert "rack-id 1\n" in conf_of(objs, "eu-r1-config")
+    assert "rack-id 7\n" in conf_of(objs, "eu-r7-config")
 
 
 def test_pods_are_gated_on_cluster_stability_and_spread() -> None:

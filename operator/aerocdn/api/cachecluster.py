@@ -152,6 +152,13 @@ class CacheClusterSpec(ApiModel):
     region: DnsLabel = Field(description="Region this cluster serves; immutable.")
     size: int = Field(default=3, ge=1, le=256, description="Number of Aerospike nodes.")
     image: str = Field(default=DEFAULT_IMAGE, description="Aerospike server image (7.x or later).")
+    edition: Literal["community", "enterprise"] = Field(
+        default="community",
+        description="Edition of the image. Enterprise only: Aerospike is told each node's rack "
+        "(rack-id) so replicas go to other racks, and leaving nodes are quiesced first. On "
+        "Community Edition racks still spread pods over zones, but Aerospike is not rack-aware "
+        "(it refuses rack-id).",
+    )
     namespaces: list[AerospikeNamespace] = Field(
         default_factory=_default_namespaces,
         min_length=1,

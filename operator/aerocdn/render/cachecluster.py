@@ -86,6 +86,7 @@ def aerospike_conf(cc: CacheCluster, rack_id: int, seed_hosts: list[str]) -> str
         seeds=seed_hosts,
         ports=PORTS,
         namespaces=namespaces,
+        enterprise=cc.spec.edition == "enterprise",
     )
 
 

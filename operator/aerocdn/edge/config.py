@@ -1,0 +1,300 @@
+"""EdgeConfig: the content of the per-region ConfigMap key ``edge.yaml``.
+
+One frozen pydantic model read by ``aerocdn edge --config FILE`` and by the nginx template
+(``aerocdn.render.nginx``).  YAML uses camelCase; attributes are snake_case.  Every field has a
+production default so the operator only fills in what the ContentEdge says.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+_HOST_RE = re.compile(r"^(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$")
+# nginx variable names ($arg_x, $http_x) only take [A-Za-z0-9_]; the key must be the same in
+# nginx (L1) and in the edge (L2), so names outside that set are refused here, with the field.
+_QUERY_PARAM_RE = re.compile(r"^[A-Za-z0-9_]+$")
+_HEADER_RE = re.compile(r"^[A-Za-z0-9-]+$")
+_SIZE_RE = re.compile(r"^(\d+)(Ki|Mi|Gi|Ti|k|M|G|T)?$")
+_SIZE_UNITS = {
+    None: 1,
+    "k": 1000,
+    "M": 1000**2,
+    "G": 1000**3,
+    "T": 1000**4,
+    "Ki": 1024,
+    "Mi": 1024**2,
+    "Gi": 1024**3,
+    "Ti": 1024**4,
+}
+
+
+def parse_quantity(value: str | int) -> int:
+    """A Kubernetes-style byte quantity ("1Gi", "512Mi", "1000") as bytes."""
+    if isinstance(value, int):
+        return value
+    m = _SIZE_RE.match(value.strip())
+    if not m:
+        raise ValueError(f"{value!r} is not a byte quantity (examples: 512Mi, 1Gi, 1000000)")
+    return int(m.group(1)) * _SIZE_UNITS[m.group(2)]
+
+
+def _alias(name: str) -> str:
+    # camelCase as in the CRDs, where "TTL" stays upper case (defaultTTLSeconds).
+    return to_camel(name).replace("Ttl", "TTL")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        frozen=True, alias_generator=_alias, populate_by_name=True, extra="forbid"
+    )
+
+
+class OriginConfig(_Model):
+    url: str
+    host_header: str | None = None
+    connect_timeout_seconds: float = Field(default=5.0, gt=0)
+    read_timeout_seconds: float = Field(default=30.0, gt=0)
+    tls_verify: bool = True
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not (v.startswith("http://") or v.startswith("https://")):
+            raise ValueError(f"origin.url {v!r} must start with http:// or https://")
+        return v.rstrip("/")
+
+
+class CacheKeyConfig(_Model):
+    include_query_string: bool = True
+    query_params: tuple[str, ...] | None = None
+    vary_headers: tuple[str, ...] = Field(default=("Accept-Encoding",), validate_default=True)
+
+    @field_validator("query_params")
+    @classmethod
+    def _params(cls, v: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        for p in v or ():
+            if not _QUERY_PARAM_RE.match(p):
+                raise ValueError(
+                    f"cacheKey.queryParams entry {p!r}: only letters, digits and '_' are allowed"
+                )
+        return v
+
+    @field_validator("vary_headers")
+    @classmethod
+    def _headers(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for h in v:
+            if not _HEADER_RE.match(h):
+                raise ValueError(f"cacheKey.varyHeaders entry {h!r} is not a header name")
+        return tuple(h.lower() for h in v)
+
+
+class CachePolicyConfig(_Model):
+    default_ttl_seconds: int = Field(default=300, ge=0)
+    max_object_size_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
+    honour_cache_control: bool = True
+    stale_while_revalidate_seconds: int = Field(default=60, ge=0)
+    stale_if_error_seconds: int = Field(default=600, ge=0)
+    l1_max_ttl_seconds: int = Field(default=60, ge=0)
+    l1_cache_size: str = "1Gi"
+    l2_max_ttl_seconds: int = Field(default=7 * 86400, gt=0)
+    cache_key: CacheKeyConfig = CacheKeyConfig()
+
+    @field_validator("l1_cache_size")
+    @classmethod
+    def _size(cls, v: str) -> str:
+        try:
+            parse_quantity(v)
+        except ValueError as e:
+            raise ValueError(f"cachePolicy.l1CacheSize: {e}") from None
+        return v
+
+    @property
+    def l1_cache_bytes(self) -> int:
+        return parse_quantity(self.l1_cache_size)
+
+    @property
+    def l1_keep_seconds(self) -> int:
+        """How long nginx may keep an object (fresh or stale) in L1: the L1 freshness cap plus
+        the stale window.  nginx's ``inactive=`` and the edge's index of what L1 holds (for
+        prefix purge) both use it."""
+        return max(60, self.l1_max_ttl_seconds + self.stale_if_error_seconds)
+
+
+class CacheClusterRef(_Model):
+    seeds: tuple[str, ...]
+    namespace: str = "cache"
+    set: str | None = None  # default: the ContentEdge name
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if not v:
+            raise ValueError("cacheClusters.<name>.seeds must list at least one host:port")
+        for s in v:
+            host, sep, port = s.rpartition(":")
+            if not sep or not host or not port.isdigit():
+                raise ValueError(f"cacheClusters seed {s!r} must be host:port")
+        return v
+
+
+class PeersConfig(_Model):
+    """Where the other edge pods of the region are, for purge fan-out.
+
+    Production: ``dnsName`` = the headless Service ``<ce>-<region>-peers`` (one A record per
+    ready pod).  ``static`` lists ``host:port`` admin addresses explicitly (tests, laptops).
+    """
+
+    dns_name: str | None = None
+    static: tuple[str, ...] = ()
+    admin_port: int = Field(default=9091, gt=0, lt=65536)
+    timeout_seconds: float = Field(default=2.0, gt=0)
+
+
+class LimitsConfig(_Model):
+    client_max_body_size: str = "1m"
+    client_header_timeout_seconds: int = Field(default=10, gt=0)
+    client_body_timeout_seconds: int = Field(default=10, gt=0)
+    send_timeout_seconds: int = Field(default=30, gt=0)
+    keepalive_timeout_seconds: int = Field(default=65, ge=0)
+    large_client_header_buffers: str = "4 16k"
+
+
+class NginxConfig(_Model):
+    """nginx knobs; the defaults are the production pod, tests override ports and paths."""
+
+    listen: str = "8080"
+    control_listen: str = "127.0.0.1:8082"
+    cache_dir: str = "/var/cache/aerocdn"
+    temp_dir: str = "/tmp"
+    pid_file: str = "/tmp/nginx.pid"
+    user: str | None = None  # only when the master runs as root (tests as root); pods: non-root
+    purge_module_path: str = "/usr/lib/nginx/modules/ngx_http_cache_purge_module.so"
+    worker_processes: str = "auto"
+    worker_connections: int = Field(default=4096, gt=0)
+    access_log: str = "/dev/stdout"
+    error_log: str = "stderr"
+    keys_zone_mb: int = Field(default=64, gt=0)
+    cache_lock_timeout_seconds: int = Field(default=10, gt=0)
+    via: str = "1.1 aerocdn"
+    # Measured (docs/benchmarks-edge.md): sendfile + tcp_nopush cost ~15% more nginx CPU per
+    # 1 KiB L1 hit than read/write; turn on for properties serving mostly large objects.
+    sendfile: bool = False
+
+
+class EdgeConfig(_Model):
+    content_edge: str
+    namespace: str = "default"
+    region: str
+    hosts: tuple[str, ...]
+    origin: OriginConfig
+    cache_policy: CachePolicyConfig = CachePolicyConfig()
+    limits: LimitsConfig = LimitsConfig()
+    nginx: NginxConfig = NginxConfig()
+
+    listen: str = "127.0.0.1:8081"
+    admin_listen: str = "0.0.0.0:9091"
+    cache_clusters: dict[str, CacheClusterRef] = Field(default_factory=dict)
+    memory_tier_size: str = "256Mi"
+    routing_plan_path: str = "/etc/aerocdn/routing/routes.json"
+    routing_poll_seconds: float = Field(default=2.0, gt=0)
+    purge_token_path: str = "/etc/aerocdn/purge/token"
+    peers: PeersConfig = PeersConfig()
+    nginx_control_url: str | None = "http://127.0.0.1:8082"
+
+    lock_ttl_seconds: int = Field(default=10, ge=1)
+    lock_wait_seconds: float = Field(default=5.0, gt=0)
+    tier_timeout_ms: int = Field(default=50, gt=0)
+    tier_threads: int = Field(default=16, gt=0)
+    circuit_failures: int = Field(default=5, ge=1)
+    circuit_open_seconds: float = Field(default=5.0, gt=0)
+    purge_rules_refresh_seconds: float = Field(default=1.0, gt=0)
+    # On SIGTERM: /readyz fails at once, requests are still accepted for shutdownDelaySeconds
+    # (endpoints and nginx catch up), then listeners close and in-flight requests get up to
+    # drainSeconds.  Keep the sum under the pod's terminationGracePeriodSeconds.
+    shutdown_delay_seconds: float = Field(default=5.0, ge=0)
+    drain_seconds: float = Field(default=20.0, ge=0)
+    max_request_header_bytes: int = Field(default=16384, gt=0)
+
+    @field_validator("hosts")
+    @classmethod
+    def _hosts(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if not v:
+            raise ValueError("hosts must list at least one host name")
+        out = []
+        for h in v:
+            low = h.lower().rstrip(".")
+            if not _HOST_RE.match(low):
+                raise ValueError(f"hosts entry {h!r} is not a DNS name (a leading '*.' is allowed)")
+            out.append(low)
+        return tuple(out)
+
+    @field_validator("memory_tier_size")
+    @classmethod
+    def _mem(cls, v: str) -> str:
+        try:
+            parse_quantity(v)
+        except ValueError as e:
+            raise ValueError(f"memoryTierSize: {e}") from None
+        return v
+
+    @model_validator(mode="after")
+    def _waits(self) -> EdgeConfig:
+        if self.lock_wait_seconds > self.lock_ttl_seconds:
+            raise ValueError(
+                f"lockWaitSeconds ({self.lock_wait_seconds}) must not exceed lockTTLSeconds "
+                f"({self.lock_ttl_seconds}): a waiter would outlive the lock it waits on"
+            )
+        return self
+
+    @property
+    def memory_tier_bytes(self) -> int:
+        return parse_quantity(self.memory_tier_size)
+
+    def cluster_set(self, name: str) -> str:
+        return self.cache_clusters[name].set or self.content_edge
+
+    def serves_host(self, host: str) -> bool:
+        return host_allowed(self.hosts, host)
+
+
+def host_allowed(hosts: tuple[str, ...], host: str) -> bool:
+    """Same semantics as nginx ``server_name``: exact names and leading ``*.`` wildcards."""
+    h = host.lower().rstrip(".")
+    if h.startswith("[") or not h:
+        return False
+    h = h.split(":", 1)[0]
+    for pattern in hosts:
+        if pattern.startswith("*."):
+            if h.endswith(pattern[1:]) and len(h) > len(pattern) - 1:
+                return True
+        elif h == pattern:
+            return True
+    return False
+
+
+class EdgeConfigError(Exception):
+    """The edge config file cannot be used; the message names the file and the field."""
+
+
+def load_edge_config(path: str | Path) -> EdgeConfig:
+    p = Path(path)
+    try:
+        raw = yaml.safe_load(p.read_text())
+    except OSError as e:
+        raise EdgeConfigError(f"{p}: cannot read: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        raise EdgeConfigError(f"{p}: not YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise EdgeConfigError(f"{p}: expected a mapping at the top level")
+    try:
+        return EdgeConfig.model_validate(raw)
+    except ValidationError as e:
+        lines = [
+            f"  {'.'.join(str(x) for x in err['loc'])}: {err['msg']}" for err in e.errors()
+        ]
+        raise EdgeConfigError(f"{p}: invalid edge config:\n" + "\n".join(lines)) from None

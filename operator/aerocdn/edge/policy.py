@@ -1,0 +1,361 @@
+"""Shared-cache policy: pure functions of requests, responses and the ContentEdge policy.
+
+What may a *shared* cache store, for how long, and may it serve it stale (RFC 9111, RFC 5861)?
+
+Cache-Control is parsed by hishel (``hishel._headers.parse_cache_control``, the same parser
+hishel's own controller uses).  hishel 0.1's storage decision (``Controller.is_cachable``) is not
+used as the verdict because it is written for a private client cache on httpcore objects and
+differs from what a shared cache must do: it accepts 301/308 before looking at ``no-store`` or
+the request method, ignores ``s-maxage`` (both as a reason to store and for the freshness
+lifetime), knows nothing of ``Set-Cookie`` or ``Authorization`` (RFC 9111 3.5) and has no notion
+of RFC 5861 stale windows.  The rules below are the short list a shared cache needs; each one is a
+unit test in tests/unit/edge/test_policy.py.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from hishel._headers import CacheControl, parse_cache_control
+
+from aerocdn.edge.config import CacheKeyConfig, CachePolicyConfig
+
+Headers = tuple[tuple[str, str], ...]
+
+# RFC 9111 4.2.2 heuristically cacheable statuses, without 206 (no range support in L2).
+HEURISTIC_STATUSES = frozenset({200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501})
+# Final statuses we store when the response gives explicit freshness.
+EXPLICIT_ONLY_STATUSES = frozenset({302, 307})
+LOOKUP_METHODS = frozenset({"GET", "HEAD"})
+
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "content-length",
+        # ours, recomputed per answer
+        "age",
+        "x-accel-expires",
+        "x-aerocdn-tier",
+    }
+)
+
+
+# --------------------------------------------------------------------------- cache key
+
+
+@dataclass(frozen=True)
+class CacheKey:
+    """``url``: host + path + the query the key keeps (what purge matches on).
+    ``key``: url + the request header values the key policy names (one L2 record each)."""
+
+    url: str
+    key: str
+
+    def variant(self, vary_names: Iterable[str], headers: Mapping[str, str]) -> str:
+        """Key of the variant selected by the response's own ``Vary`` header names."""
+        parts = [f"{n}={headers.get(n, '')}" for n in sorted(vary_names)]
+        return self.key + "#v:" + "&".join(parts)
+
+
+def normalize_query(policy: CacheKeyConfig, raw_query: str) -> str:
+    """The query string as the cache key (and the origin request) keep it.
+
+    Raw (not percent-decoded) so it matches nginx's ``$args`` / ``$arg_NAME``.  With an allow-list
+    only the listed names are kept, in the listed order, first value only — the same as the
+    nginx key ``?a=$arg_a&b=$arg_b``.
+    """
+    if not policy.include_query_string:
+        return ""
+    if policy.query_params is None:
+        return raw_query
+    values: dict[str, str] = {}
+    for part in raw_query.split("&"):
+        if not part:
+            continue
+        name, _, value = part.partition("=")
+        values.setdefault(name, value)
+    return "&".join(f"{n}={values.get(n, '')}" for n in policy.query_params)
+
+
+def cache_key(
+    policy: CacheKeyConfig, host: str, path: str, raw_query: str, headers: Mapping[str, str]
+) -> CacheKey:
+    """``headers`` has lower-case names."""
+    host = host.lower().split(":", 1)[0]
+    q = normalize_query(policy, raw_query)
+    url = host + path + ("?" + q if q else "")
+    vary = "|".join(headers.get(h, "") for h in policy.vary_headers)
+    return CacheKey(url=url, key=url + "|" + vary)
+
+
+def digest(key: str) -> str:
+    """Short fixed-size record key for tiers that limit key length."""
+    return hashlib.blake2b(key.encode("utf-8", "surrogateescape"), digest_size=20).hexdigest()
+
+
+# --------------------------------------------------------------------------- storage decision
+
+
+@dataclass(frozen=True)
+class StoreDecision:
+    store: bool
+    reason: str
+    freshness_seconds: float = 0.0  # remaining freshness at ``now``
+    stale_while_revalidate: float = 0.0
+    stale_if_error: float = 0.0
+    vary: tuple[str, ...] = ()  # response Vary names (lower-case) outside the key policy
+
+
+def _first(headers: Headers, name: str) -> str | None:
+    for k, v in headers:
+        if k.lower() == name:
+            return v
+    return None
+
+
+def _all(headers: Headers, name: str) -> list[str]:
+    return [v for k, v in headers if k.lower() == name]
+
+
+def _parse_cc(values: list[str]) -> CacheControl | None:
+    if not values:
+        return CacheControl()
+    try:
+        return parse_cache_control(values)
+    except Exception:  # hishel raises ParseError / ValidationError on malformed directives
+        return None
+
+
+def _extension_seconds(values: list[str], name: str) -> int | None:
+    """RFC 5861 extensions (hishel's parser drops unknown directives)."""
+    for v in values:
+        for d in v.split(","):
+            k, _, arg = d.strip().partition("=")
+            if k.strip().lower() == name and arg.strip().strip('"').isdigit():
+                return int(arg.strip().strip('"'))
+    return None
+
+
+def _http_date(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        dt = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return dt.timestamp() if dt is not None else None
+
+
+def decide_storage(
+    method: str,
+    request_headers: Mapping[str, str],
+    status: int,
+    response_headers: Headers,
+    policy: CachePolicyConfig,
+    now: float,
+) -> StoreDecision:
+    """May a shared cache store this response, and for how long?  ``request_headers`` has
+    lower-case names."""
+    if method != "GET":
+        return StoreDecision(False, f"method {method} is not stored")
+    if status not in HEURISTIC_STATUSES and status not in EXPLICIT_ONLY_STATUSES:
+        return StoreDecision(False, f"status {status} is not stored")
+    req_values = [request_headers["cache-control"]] if "cache-control" in request_headers else []
+    req_cc = _parse_cc(req_values)
+    if req_cc is not None and req_cc.no_store:
+        return StoreDecision(False, "request says no-store")
+    cc_values = _all(response_headers, "cache-control")
+    cc = _parse_cc(cc_values)
+    if cc is None:
+        return StoreDecision(False, "malformed Cache-Control")
+    if cc.no_store:
+        return StoreDecision(False, "response says no-store")
+    if cc.private:
+        return StoreDecision(False, "response is private")
+    if _all(response_headers, "set-cookie"):
+        return StoreDecision(False, "response sets a cookie")
+    vary_names: list[str] = []
+    for v in _all(response_headers, "vary"):
+        for n in v.split(","):
+            n = n.strip().lower()
+            if n == "*":
+                return StoreDecision(False, "Vary: *")
+            if n and n not in policy.cache_key.vary_headers and n not in vary_names:
+                vary_names.append(n)
+    if "authorization" in request_headers and not (
+        cc.public or cc.s_maxage is not None or cc.must_revalidate
+    ):
+        return StoreDecision(False, "request carries Authorization")
+    if cc.no_cache is True:
+        # storable but must be revalidated each time: not worth an L2 write
+        return StoreDecision(False, "response says no-cache")
+
+    lifetime: float | None
+    if policy.honour_cache_control:
+        if cc.s_maxage is not None:
+            lifetime = cc.s_maxage
+        elif cc.max_age is not None:
+            lifetime = cc.max_age
+        else:
+            expires = _first(response_headers, "expires")
+            if expires is not None:
+                exp = _http_date(expires)
+                date = _http_date(_first(response_headers, "date")) or now
+                lifetime = max(0.0, exp - date) if exp is not None else 0.0  # invalid = expired
+            elif status in HEURISTIC_STATUSES:
+                lifetime = float(policy.default_ttl_seconds)
+            else:
+                lifetime = None
+        if lifetime is None:
+            return StoreDecision(False, f"status {status} without explicit freshness")
+    else:
+        lifetime = float(policy.default_ttl_seconds)
+
+    age_header = _first(response_headers, "age")
+    age = int(age_header) if age_header and age_header.strip().isdigit() else 0
+    remaining = min(float(lifetime) - age, float(policy.l2_max_ttl_seconds))
+    # must-revalidate / proxy-revalidate forbid stale; s-maxage implies proxy-revalidate
+    # (RFC 9111 5.2.2.10) unless the origin grants RFC 5861 windows explicitly.
+    no_stale = bool(cc.must_revalidate or cc.proxy_revalidate)
+    implied = cc.s_maxage is None
+    swr = _extension_seconds(cc_values, "stale-while-revalidate")
+    sie = _extension_seconds(cc_values, "stale-if-error")
+    swr_default = policy.stale_while_revalidate_seconds if implied else 0
+    sie_default = policy.stale_if_error_seconds if implied else 0
+    swr_s = 0.0 if no_stale else float(swr if swr is not None else swr_default)
+    sie_s = 0.0 if no_stale else float(sie if sie is not None else sie_default)
+    if remaining <= 0 and swr_s <= 0 and sie_s <= 0:
+        return StoreDecision(False, "already expired")
+    return StoreDecision(
+        True,
+        "storable",
+        freshness_seconds=max(0.0, remaining),
+        stale_while_revalidate=swr_s,
+        stale_if_error=sie_s,
+        vary=tuple(vary_names),
+    )
+
+
+# --------------------------------------------------------------------------- stored objects
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    status: int
+    headers: Headers
+    body: bytes
+    url: str
+    stored_at: float
+    fresh_until: float
+    stale_while_revalidate: float = 0.0
+    stale_if_error: float = 0.0
+    vary: tuple[str, ...] = ()
+
+    def state(self, now: float) -> str:
+        """fresh | stale-revalidate (serve + refresh in background) | stale (serve on error
+        only) | expired."""
+        if now < self.fresh_until:
+            return "fresh"
+        if now < self.fresh_until + self.stale_while_revalidate:
+            return "stale-revalidate"
+        if now < self.fresh_until + self.stale_if_error:
+            return "stale"
+        return "expired"
+
+    def record_ttl(self, now: float) -> int:
+        """How long a tier should keep it: freshness plus the longest stale window."""
+        extra = max(self.stale_while_revalidate, self.stale_if_error)
+        return max(1, int(self.fresh_until + extra - now) + 1)
+
+    def age(self, now: float) -> int:
+        return max(0, int(now - self.stored_at))
+
+
+@dataclass(frozen=True)
+class VaryMarker:
+    """Stored at the base key when the response varies on headers outside the key policy."""
+
+    url: str
+    vary: tuple[str, ...]
+    stored_at: float
+    expires_at: float
+
+
+def store_headers(headers: Headers) -> Headers:
+    return tuple((k, v) for k, v in headers if k.lower() not in HOP_BY_HOP)
+
+
+def answer_headers(
+    obj: StoredObject, now: float, l1_max_ttl: int, tier: str
+) -> list[tuple[str, str]]:
+    """Headers the edge sends nginx for a stored object: Age, and ``X-Accel-Expires`` = what
+    L1 may keep it (remaining freshness capped by l1MaxTTLSeconds; nginx reads X-Accel-Expires
+    before Cache-Control and never passes it on)."""
+    remaining = max(0, int(obj.fresh_until - now))
+    out = list(obj.headers)
+    out.append(("Age", str(obj.age(now))))
+    out.append(("X-Accel-Expires", str(min(remaining, l1_max_ttl))))
+    out.append(("X-Aerocdn-Tier", tier))
+    return out
+
+
+def pass_headers(headers: Headers, tier: str = "pass") -> list[tuple[str, str]]:
+    """Headers for a response streamed from the origin without being stored (not storable,
+    too big, other methods): not in L2, so not in L1 either (``X-Accel-Expires: 0``)."""
+    out = list(store_headers(headers))
+    out.append(("X-Accel-Expires", "0"))
+    out.append(("X-Aerocdn-Tier", tier))
+    return out
+
+
+def not_modified(obj: StoredObject, request_headers: Mapping[str, str]) -> bool:
+    """Conditional request from nginx (proxy_cache_revalidate) that the stored object meets."""
+    inm = request_headers.get("if-none-match")
+    ims_value = request_headers.get("if-modified-since")
+    if inm is None and ims_value is None:
+        return False
+    etag = _first(obj.headers, "etag")
+    if inm is not None:
+        if etag is None:
+            return False
+        tags = [t.strip().removeprefix("W/") for t in inm.split(",")]
+        return "*" in tags or etag.removeprefix("W/") in tags
+    ims = _http_date(ims_value)
+    lm = _http_date(_first(obj.headers, "last-modified"))
+    return ims is not None and lm is not None and lm <= ims
+
+
+# --------------------------------------------------------------------------- purge rules
+
+
+@dataclass
+class PurgeRules:
+    """Purges recorded as (url or prefix, time).  An object stored before a rule that matches
+    its url is treated as absent.  Used by the Aerospike tier (records are keyed by digest, so a
+    prefix cannot be found by key); rules are kept as long as an object can live."""
+
+    exact: dict[str, float] = field(default_factory=dict)
+    prefixes: dict[str, float] = field(default_factory=dict)
+
+    def purged(self, url: str, stored_at: float) -> bool:
+        t = self.exact.get(url)
+        if t is not None and stored_at <= t:
+            return True
+        return any(stored_at <= t and url.startswith(p) for p, t in self.prefixes.items())
+
+    def prune(self, older_than: float) -> PurgeRules:
+        return PurgeRules(
+            {u: t for u, t in self.exact.items() if t >= older_than},
+            {p: t for p, t in self.prefixes.items() if t >= older_than},
+        )

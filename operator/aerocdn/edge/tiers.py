@@ -1,0 +1,437 @@
+"""L2 tiers behind one small interface: a bounded in-memory LRU and Aerospike.
+
+Interface (all async, all bounded in time; failures raise ``TierError``):
+``get``, ``put``, ``delete``, ``purge`` (one url or a prefix), ``acquire_lock`` /
+``release_lock`` (cross-pod collapsing), ``ping``, ``refresh`` (re-read shared purge state),
+``close``.
+
+Prefix purge on Aerospike: records are addressed by a digest of the key, so a prefix cannot be
+found by key, and a secondary-index query or a scan per purge would touch the whole set.  Instead
+a purge writes a *rule* (url or prefix -> time) into one record per ContentEdge
+(``__aerocdn_purge_rules__`` in the ContentEdge's set); every edge keeps the rules in memory
+(refreshed every ``purgeRulesRefreshSeconds`` and at once when a purge reaches it) and treats an
+object stored before a matching rule as absent.  Rules are pruned once older than
+``l2MaxTTLSeconds``, the longest an object can live, so the record stays small.  An exact purge
+also deletes the base record right away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+from aerocdn.edge.policy import PurgeRules, StoredObject, VaryMarker
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class PassMarker:
+    """"Hit for pass": the last fetch of this key was not storable; don't wait on a lock."""
+
+    url: str
+    stored_at: float
+
+
+Entry = StoredObject | VaryMarker | PassMarker
+
+
+class TierError(Exception):
+    """A tier did not answer (down, timeout, saturated); the caller falls back."""
+
+
+class Tier(Protocol):
+    name: str
+    shared: bool  # shared by all pods of the region (Aerospike) or this pod's own (memory)
+
+    async def get(self, key: str) -> Entry | None: ...
+    async def put(self, key: str, entry: Entry, ttl: int) -> None: ...
+    async def delete(self, key: str) -> None: ...
+    async def purge(self, target: str, prefix: bool, at: float) -> None: ...
+    async def acquire_lock(self, key: str, owner: str, ttl: int) -> bool: ...
+    async def release_lock(self, key: str, owner: str) -> None: ...
+    async def ping(self) -> None: ...
+    async def refresh(self) -> None: ...
+    async def close(self) -> None: ...
+
+
+def entry_size(e: Entry) -> int:
+    if isinstance(e, StoredObject):
+        return len(e.body) + sum(len(k) + len(v) for k, v in e.headers) + len(e.url) + 128
+    return len(e.url) + 128
+
+
+class MemoryTier:
+    """Bounded LRU (bytes).  Single-process, so locks always succeed: in-pod collapsing already
+    makes one origin fetch per key."""
+
+    def __init__(self, max_bytes: int, name: str = "memory",
+                 clock: Callable[[], float] = time.time):
+        self.name = name
+        self.shared = False
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._clock = clock
+        self._data: OrderedDict[str, tuple[Entry, float, int]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    async def get(self, key: str) -> Entry | None:
+        item = self._data.get(key)
+        if item is None:
+            return None
+        entry, expires, _ = item
+        if self._clock() >= expires:
+            self._drop(key)
+            return None
+        self._data.move_to_end(key)
+        return entry
+
+    async def put(self, key: str, entry: Entry, ttl: int) -> None:
+        size = entry_size(entry)
+        if size > self.max_bytes:
+            return
+        self._drop(key)
+        self._data[key] = (entry, self._clock() + ttl, size)
+        self.bytes += size
+        while self.bytes > self.max_bytes and self._data:
+            self._drop(next(iter(self._data)))
+
+    def _drop(self, key: str) -> None:
+        item = self._data.pop(key, None)
+        if item is not None:
+            self.bytes -= item[2]
+
+    async def delete(self, key: str) -> None:
+        self._drop(key)
+
+    async def purge(self, target: str, prefix: bool, at: float) -> None:
+        doomed = [
+            k
+            for k, (e, _, _) in self._data.items()
+            if (e.url.startswith(target) if prefix else e.url == target)
+        ]
+        for k in doomed:
+            self._drop(k)
+
+    async def acquire_lock(self, key: str, owner: str, ttl: int) -> bool:
+        return True
+
+    async def release_lock(self, key: str, owner: str) -> None:
+        return None
+
+    async def ping(self) -> None:
+        return None
+
+    async def refresh(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        self._data.clear()
+        self.bytes = 0
+
+
+# --------------------------------------------------------------------------- Aerospike
+
+_RULES_KEY = "__aerocdn_purge_rules__"
+
+
+def to_bins(e: Entry) -> dict[str, Any]:
+    if isinstance(e, StoredObject):
+        return {
+            "k": "o",
+            "st": e.status,
+            "h": [[k, v] for k, v in e.headers],
+            "b": bytearray(e.body),
+            "u": e.url,
+            "sa": e.stored_at,
+            "fu": e.fresh_until,
+            "swr": e.stale_while_revalidate,
+            "sie": e.stale_if_error,
+            "vy": list(e.vary),
+        }
+    if isinstance(e, VaryMarker):
+        return {"k": "v", "u": e.url, "vy": list(e.vary), "sa": e.stored_at, "fu": e.expires_at}
+    return {"k": "p", "u": e.url, "sa": e.stored_at}
+
+
+def from_bins(b: dict[str, Any]) -> Entry | None:
+    kind = b.get("k")
+    if kind == "o":
+        return StoredObject(
+            status=int(b["st"]),
+            headers=tuple((str(k), str(v)) for k, v in b["h"]),
+            body=bytes(b["b"]),
+            url=str(b["u"]),
+            stored_at=float(b["sa"]),
+            fresh_until=float(b["fu"]),
+            stale_while_revalidate=float(b["swr"]),
+            stale_if_error=float(b["sie"]),
+            vary=tuple(b.get("vy") or ()),
+        )
+    if kind == "v":
+        return VaryMarker(
+            url=str(b["u"]), vary=tuple(b["vy"]), stored_at=float(b["sa"]),
+            expires_at=float(b["fu"]),
+        )
+    if kind == "p":
+        return PassMarker(url=str(b["u"]), stored_at=float(b["sa"]))
+    return None
+
+
+class AerospikeTier:
+    """One CacheCluster through the official (blocking) ``aerospike`` client, run in a bounded
+    thread pool.  Every call is bounded by the client's total_timeout and an asyncio guard;
+    when all threads are busy the call fails at once instead of queueing."""
+
+    def __init__(
+        self,
+        name: str,
+        seeds: tuple[str, ...],
+        namespace: str,
+        set_name: str,
+        *,
+        timeout_ms: int,
+        threads: int,
+        rules_max_age: float,
+        clock: Callable[[], float] = time.time,
+    ):
+        self.name = name
+        self.shared = True
+        self._seeds = seeds
+        self._ns = namespace
+        self._set = set_name
+        self._timeout_ms = timeout_ms
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"as-{name}")
+        self._slots = asyncio.Semaphore(threads * 4)
+        self._client: Any = None
+        self._connect_lock = asyncio.Lock()
+        self._connect_failed_at = float("-inf")
+        self._connect_error = ""
+        self.connect_backoff = 1.0
+        self._rules_max_age = rules_max_age
+        self._clock = clock
+        self.rules = PurgeRules()
+        self._pending: list[tuple[str, asyncio.Future[dict[str, Any] | None]]] = []
+        self._flushes: set[asyncio.Task[None]] = set()
+
+    # -- plumbing
+    def _key(self, key: str) -> tuple[str, str, str]:
+        return (self._ns, self._set, key)
+
+    async def _call(self, fn: Callable[[], T], budget_ms: int | None = None) -> T:
+        if self._slots.locked():
+            raise TierError(f"cache cluster {self.name}: all client threads busy")
+        budget = (budget_ms or self._timeout_ms) / 1000.0
+        async with self._slots:
+            fut = asyncio.get_running_loop().run_in_executor(self._pool, fn)
+            try:
+                return await asyncio.wait_for(fut, budget * 2 + 0.05)
+            except TimeoutError:
+                raise TierError(
+                    f"cache cluster {self.name}: no answer within {budget * 2:.2f}s"
+                ) from None
+
+    def _connect_blocking(self) -> Any:
+        import aerospike
+
+        hosts = []
+        for s in self._seeds:
+            host, _, port = s.rpartition(":")
+            hosts.append((host, int(port)))
+        config = {
+            "hosts": hosts,
+            "connect_timeout": 1000,
+            "policies": {
+                "read": {"total_timeout": self._timeout_ms, "max_retries": 0},
+                "batch": {"total_timeout": self._timeout_ms * 2, "max_retries": 0},
+                "write": {"total_timeout": self._timeout_ms * 2, "max_retries": 0},
+                "remove": {"total_timeout": self._timeout_ms * 2, "max_retries": 0},
+                "operate": {"total_timeout": self._timeout_ms * 2, "max_retries": 0},
+            },
+        }
+        return aerospike.client(config).connect()
+
+    async def _client_or_connect(self) -> Any:
+        if self._client is not None:
+            return self._client
+        # Never queue requests behind a connect attempt, and retry at most once per backoff.
+        if self._connect_lock.locked():
+            raise TierError(f"cache cluster {self.name}: connecting")
+        if self._clock() - self._connect_failed_at < self.connect_backoff:
+            raise TierError(f"cache cluster {self.name}: {self._connect_error}")
+        async with self._connect_lock:
+            try:
+                self._client = await self._call(self._connect_blocking, budget_ms=2000)
+            except Exception as e:
+                self._connect_failed_at = self._clock()
+                msg = str(e) if isinstance(e, TierError) else f"{type(e).__name__}: {e}"
+                self._connect_error = f"cannot connect to {', '.join(self._seeds)}: {msg}"
+                raise TierError(f"cache cluster {self.name}: {self._connect_error}") from None
+            return self._client
+
+    async def _op(self, fn: Callable[[Any], T], budget_ms: int | None = None) -> T:
+        import aerospike.exception as ex
+
+        client = await self._client_or_connect()
+
+        def run() -> T:
+            return fn(client)
+
+        try:
+            return await self._call(run, budget_ms)
+        except TierError:
+            raise
+        except (ex.RecordNotFound, ex.RecordExistsError, ex.RecordTooBig, ex.FilteredOut):
+            raise
+        except ex.AerospikeError as e:
+            raise TierError(f"cache cluster {self.name}: {type(e).__name__}: {e}") from None
+
+    # -- interface
+    async def get(self, key: str) -> Entry | None:
+        # Gets that arrive in the same event-loop iteration go to Aerospike as one batch read:
+        # one thread-pool hop for many requests (the hop, not Aerospike, is the cost per get).
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[dict[str, Any] | None] = loop.create_future()
+        self._pending.append((key, fut))
+        if len(self._pending) == 1:
+            loop.call_soon(self._start_flush)
+        bins = await fut
+        if bins is None:
+            return None
+        entry = from_bins(bins)
+        if entry is not None and self.rules.purged(entry.url, entry.stored_at):
+            return None
+        return entry
+
+    def _start_flush(self) -> None:
+        batch, self._pending = self._pending, []
+        for i in range(0, len(batch), self.max_batch):
+            task = asyncio.ensure_future(self._flush(batch[i:i + self.max_batch]))
+            self._flushes.add(task)
+            task.add_done_callback(self._flushes.discard)
+
+    max_batch = 128
+
+    async def _flush(self, batch: list[tuple[str, asyncio.Future[dict[str, Any] | None]]]) -> None:
+        import aerospike.exception as ex
+
+        keys = [self._key(k) for k, _ in batch]
+        try:
+            if len(keys) == 1:
+                try:
+                    _, _, bins = await self._op(lambda c: c.get(keys[0]))
+                    results: list[tuple[int, Any]] = [(0, bins)]
+                except ex.RecordNotFound:
+                    results = [(2, None)]
+            else:
+                records = await self._op(lambda c: c.batch_read(keys), self._timeout_ms * 2)
+                results = [(r.result, r.record[2] if r.record else None)
+                           for r in records.batch_records]
+        except Exception as e:
+            err = e if isinstance(e, TierError) else TierError(
+                f"cache cluster {self.name}: {type(e).__name__}: {e}")
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_exception(err)
+            return
+        for (_, fut), (code, bins) in zip(batch, results, strict=True):
+            if fut.done():
+                continue
+            if code == 0:
+                fut.set_result(bins)
+            elif code == 2:  # AEROSPIKE_ERR_RECORD_NOT_FOUND
+                fut.set_result(None)
+            else:
+                fut.set_exception(TierError(f"cache cluster {self.name}: batch read code {code}"))
+
+    async def put(self, key: str, entry: Entry, ttl: int) -> None:
+        import aerospike.exception as ex
+
+        bins = to_bins(entry)
+        try:
+            await self._op(lambda c: c.put(self._key(key), bins, policy={"ttl": max(1, ttl)}))
+        except ex.RecordTooBig:
+            # over the namespace's max-record-size: served, not stored - not a cluster fault
+            return
+
+    async def delete(self, key: str) -> None:
+        import aerospike.exception as ex
+
+        with contextlib.suppress(ex.RecordNotFound):
+            await self._op(lambda c: c.remove(self._key(key)))
+
+    async def purge(self, target: str, prefix: bool, at: float) -> None:
+        from aerospike_helpers.operations import map_operations as mo
+
+        import aerospike
+
+        bin_name = "px" if prefix else "ex"
+        cutoff = at - self._rules_max_age
+        ops = [
+            mo.map_put(bin_name, target, at),
+            mo.map_remove_by_value_range(bin_name, 0.0, cutoff, aerospike.MAP_RETURN_NONE),
+        ]
+        await self._op(lambda c: c.operate(self._key(_RULES_KEY), ops))
+        if prefix:
+            self.rules.prefixes[target] = at
+        else:
+            self.rules.exact[target] = at
+        await self.refresh()
+
+    async def refresh(self) -> None:
+        import aerospike.exception as ex
+
+        try:
+            _, _, bins = await self._op(lambda c: c.get(self._key(_RULES_KEY)))
+        except ex.RecordNotFound:
+            self.rules = PurgeRules()
+            return
+        rules = PurgeRules(
+            {str(k): float(v) for k, v in (bins.get("ex") or {}).items()},
+            {str(k): float(v) for k, v in (bins.get("px") or {}).items()},
+        )
+        self.rules = rules.prune(self._clock() - self._rules_max_age)
+
+    async def acquire_lock(self, key: str, owner: str, ttl: int) -> bool:
+        import aerospike.exception as ex
+
+        import aerospike
+
+        policy = {"exists": aerospike.POLICY_EXISTS_CREATE, "ttl": ttl}
+        try:
+            await self._op(lambda c: c.put(self._key("lock|" + key), {"o": owner}, policy=policy))
+        except ex.RecordExistsError:
+            return False
+        return True
+
+    async def release_lock(self, key: str, owner: str) -> None:
+        import aerospike.exception as ex
+        from aerospike_helpers import expressions as exp
+
+        # Only our own lock: after a TTL expiry another pod may hold it.
+        policy = {"expressions": exp.Eq(exp.StrBin("o"), owner).compile()}
+        with contextlib.suppress(ex.RecordNotFound, ex.FilteredOut):
+            await self._op(lambda c: c.remove(self._key("lock|" + key), policy=policy))
+
+    async def ping(self) -> None:
+        client = await self._client_or_connect()
+        ok = await self._call(lambda: bool(client.is_connected()))
+        if not ok:
+            self._client = None
+            raise TierError(f"cache cluster {self.name}: not connected")
+        await self.refresh()
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.get_running_loop().run_in_executor(self._pool, client.close)
+        self._pool.shutdown(wait=False, cancel_futures=True)
