@@ -26,3 +26,10 @@ crds: bootstrap
 # Runs the project: local control plane (or $KUBECONFIG), CRDs, examples, operator.
 demo: bootstrap
 	bash scripts/demo.sh
+
+# A local control plane for manual use; prints the KUBECONFIG to export.
+cluster-up: bootstrap
+	@$(BIN)/python -m aerocdn.localcluster up
+
+cluster-down:
+	@$(BIN)/python -m aerocdn.localcluster down
