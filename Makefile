@@ -33,3 +33,8 @@ cluster-up: bootstrap
 
 cluster-down:
 	@$(BIN)/python -m aerocdn.localcluster down
+
+# Live Aerospike tests: a running cluster (AEROCDN_TEST_AEROSPIKE=host:port[,...]) and/or an
+# asd binary to start on rendered configs (AEROCDN_TEST_ASD=/path/to/asd).
+test-aerospike: bootstrap
+	$(BIN)/pytest -m aerospike tests/aerospike tests/integration/test_aerospike_scaledown_live.py
