@@ -67,7 +67,7 @@ def test_in_memory_namespace_conf() -> None:
     conf = conf_of(objs, "eu-config")
     assert "storage-engine memory {\n        data-size 2048M\n" in conf
     assert "replication-factor 3\n" in conf
-    assert "default-ttl 600\n    nsup-period 120\n" in conf  # TTL without nsup is refused
+    assert "default-ttl 600\n" in conf and "nsup-period 120\n" in conf
     assert "access-address __POD_IP__" in conf
     assert "mode mesh" in conf
     assert "mesh-seed-address-port eu-0.eu-headless.cdn.svc 3002" in conf
@@ -78,10 +78,11 @@ def test_in_memory_namespace_conf() -> None:
     assert container["resources"]["requests"]["memory"] == "2560Mi"  # data + 512Mi overhead
 
 
-def test_no_ttl_means_no_nsup() -> None:
+def test_expiry_runs_without_a_default_ttl() -> None:
+    # edges write records with a TTL: Aerospike refuses them while nsup-period is 0
     conf = conf_of(render_cachecluster(cachecluster(
         {"namespaces": [{"name": "cache", "defaultTTLSeconds": 0}]})), "eu-config")
-    assert "default-ttl 0\n" in conf and "nsup-period" not in conf
+    assert "default-ttl 0\n" in conf and "nsup-period 120\n" in conf
 
 
 def test_persistent_namespace_conf_and_volume() -> None:

@@ -1,0 +1,256 @@
+"""Real processes on 127.0.0.1 for the edge tests and the edge bench: a counting origin,
+``aerocdn edge`` (in-process or as a subprocess) and nginx with the rendered config."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from aiohttp import web
+
+from aerocdn.edge.config import EdgeConfig
+from aerocdn.edge.server import Edge
+from aerocdn.render.nginx import render_nginx_conf
+
+PodFactory = Callable[..., Awaitable["Pod"]]
+
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+PURGE_MODULE = "/usr/lib/nginx/modules/ngx_http_cache_purge_module.so"
+HOST = "cdn.example.test"
+
+
+def have_nginx() -> bool:
+    return os.path.exists(NGINX) and os.path.exists(PURGE_MODULE)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Route:
+    body: bytes = b"hello"
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=lambda: {"Cache-Control": "max-age=300"})
+    gate: asyncio.Event | None = None  # the origin waits for it before answering
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]] | None = None
+
+
+class Origin:
+    """An aiohttp origin on 127.0.0.1 that counts requests per path."""
+
+    def __init__(self) -> None:
+        self.routes: dict[str, Route] = {}
+        self.hits: Counter[str] = Counter()
+        self.requests: list[web.Request] = []
+        self.port = 0
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def set(self, path: str, **kw: Any) -> Route:
+        r = self.routes[path] = Route(**kw)
+        return r
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        self.hits[request.path] += 1
+        self.requests.append(request)
+        route = self.routes.get(request.path)
+        if route is None:
+            return web.Response(status=404, text="no such test object",
+                                headers={"Cache-Control": "no-store"})
+        if route.gate is not None:
+            await route.gate.wait()
+        if route.handler is not None:
+            return await route.handler(request)
+        return web.Response(status=route.status, body=route.body, headers=route.headers)
+
+    async def start(self, port: int = 0) -> None:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", port or self.port or 0, reuse_address=True)
+        await site.start()
+        sockets = getattr(site._server, "sockets", None) or []
+        self.port = sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            for r in self.routes.values():
+                if r.gate is not None:
+                    r.gate.set()
+            await self._runner.cleanup()
+            self._runner = None
+
+
+def edge_config(origin_url: str, tmp: Path, **overrides: Any) -> EdgeConfig:
+    """A test pod's config: every port on 127.0.0.1, every path under ``tmp``."""
+    (tmp / "cache").mkdir(parents=True, exist_ok=True)
+    token = tmp / "token"
+    if not token.exists():
+        token.write_text("s3cret-token\n")
+    base: dict[str, Any] = {
+        "contentEdge": "shop",
+        "namespace": "test",
+        "region": "eu",
+        "hosts": [HOST, "*.img.example.test"],
+        "origin": {"url": origin_url, "connectTimeoutSeconds": 1, "readTimeoutSeconds": 2},
+        "listen": "127.0.0.1:0",
+        "adminListen": f"127.0.0.1:{free_port()}",
+        "routingPlanPath": str(tmp / "routes.json"),
+        "routingPollSeconds": 0.05,
+        "purgeTokenPath": str(token),
+        "nginxControlUrl": None,
+        "nginx": {
+            "listen": f"127.0.0.1:{free_port()}",
+            "controlListen": f"127.0.0.1:{free_port()}",
+            "cacheDir": str(tmp / "cache"),
+            "tempDir": str(tmp),
+            "pidFile": str(tmp / "nginx.pid"),
+            "purgeModulePath": PURGE_MODULE,
+            "workerProcesses": "1",
+            "accessLog": str(tmp / "access.log"),
+            "errorLog": str(tmp / "error.log"),
+            "user": "root" if os.geteuid() == 0 else None,
+        },
+    }
+    for k, v in overrides.items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict):
+            base[k] = {**base[k], **v}
+        else:
+            base[k] = v
+    return EdgeConfig.model_validate(base)
+
+
+def with_nginx(cfg: EdgeConfig) -> EdgeConfig:
+    ctl = cfg.nginx.control_listen
+    return cfg.model_copy(update={"nginx_control_url": f"http://{ctl}"})
+
+
+class Nginx:
+    def __init__(self, cfg: EdgeConfig, tmp: Path):
+        self.cfg = cfg
+        self.conf = tmp / "nginx.conf"
+        self.conf.write_text(render_nginx_conf(cfg))
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.cfg.nginx.listen}"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [NGINX, "-c", str(self.conf), "-e", "stderr", "-g", "daemon off;"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+        host, _, port = self.cfg.nginx.listen.rpartition(":")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                err = self.proc.stderr.read().decode() if self.proc.stderr else ""
+                raise RuntimeError(f"nginx exited: {err}")
+            with contextlib.suppress(OSError), socket.create_connection((host, int(port)), 0.2):
+                return
+            time.sleep(0.02)
+        raise RuntimeError("nginx did not start listening")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGQUIT)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+
+class Pod:
+    """One edge pod: ``aerocdn edge`` in this process + nginx in front of it."""
+
+    def __init__(self, edge: Edge, nginx: Nginx | None):
+        self.edge = edge
+        self.nginx = nginx
+
+    @property
+    def edge_url(self) -> str:
+        host, port = self.edge.bound["upstream"]
+        return f"http://{host}:{port}"
+
+    @property
+    def admin_url(self) -> str:
+        host, port = self.edge.bound["admin"]
+        return f"http://{host}:{port}"
+
+    @property
+    def url(self) -> str:
+        assert self.nginx is not None
+        return self.nginx.url
+
+
+async def start_pod(cfg: EdgeConfig, tmp: Path, *, nginx: bool = True, **edge_kw: Any) -> Pod:
+    if nginx:
+        cfg = with_nginx(cfg)
+    edge = Edge(cfg, probe_interval=0.1, **edge_kw)
+    await edge.start()
+    host, port = edge.bound["upstream"]
+    cfg = cfg.model_copy(update={"listen": f"{host}:{port}"})
+    ng = None
+    if nginx:
+        ng = Nginx(cfg, tmp)
+        await asyncio.get_running_loop().run_in_executor(None, ng.start)
+    return Pod(edge, ng)
+
+
+async def stop_pod(pod: Pod) -> None:
+    if pod.nginx is not None:
+        await asyncio.get_running_loop().run_in_executor(None, pod.nginx.stop)
+    await pod.edge.stop()
+
+
+def write_config_file(cfg: EdgeConfig, path: Path) -> Path:
+    path.write_text(yaml.safe_dump(cfg.model_dump(by_alias=True, mode="json")))
+    return path
+
+
+def edge_subprocess(config_file: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "aerocdn.edge.server", "--config", str(config_file),
+         "--log-level", "WARNING"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+
+
+def write_routes(path: Path, generation: int, region: str, clusters: list[str]) -> None:
+    """Like a ConfigMap volume: write a new file and swap a symlink atomically."""
+    import json
+
+    d = path.parent
+    target = d / f"..routes-{generation}.json"
+    target.write_text(json.dumps({
+        "generation": generation, "overloaded": False, "trafficWeights": {},
+        "cacheRoutes": {region: [{"cacheCluster": c, "weight": 1.0} for c in clusters]},
+    }))
+    tmp_link = d / f"..tmp-{generation}"
+    if tmp_link.is_symlink():
+        tmp_link.unlink()
+    tmp_link.symlink_to(target.name)
+    os.replace(tmp_link, path)
