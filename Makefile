@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: bootstrap test lint unit crds demo cluster-up cluster-down bench clean
+.PHONY: bootstrap test lint unit crds demo cluster-up cluster-down test-aerospike image kind-e2e chart-lint
 
 bootstrap:
 	@bash scripts/bootstrap.sh
@@ -15,6 +15,7 @@ lint: bootstrap
 # The full suite: lint, types, unit, edge (real nginx), integration (real control plane).
 test: lint
 	$(BIN)/aerocdn crds --out crds --check
+	$(BIN)/aerocdn crds --out charts/aerocdn/crds --check
 	$(BIN)/pytest -p no:randomly --timeout=900
 
 unit: bootstrap
@@ -22,6 +23,7 @@ unit: bootstrap
 
 crds: bootstrap
 	$(BIN)/aerocdn crds --out crds
+	$(BIN)/aerocdn crds --out charts/aerocdn/crds
 
 # Runs the project: local control plane (or $KUBECONFIG), CRDs, examples, operator.
 demo: bootstrap
@@ -38,3 +40,15 @@ cluster-down:
 # asd binary to start on rendered configs (AEROCDN_TEST_ASD=/path/to/asd).
 test-aerospike: bootstrap
 	$(BIN)/pytest -m aerospike tests/aerospike tests/integration/test_aerospike_scaledown_live.py
+
+# The one aerocdn image (operator + edge + nginx) with buildah; no Docker daemon needed.
+image:
+	bash scripts/image.sh --smoke
+
+# kind cluster + image + chart, then tests/e2e and the integration scenarios via KUBECONFIG.
+kind-e2e: bootstrap
+	bash scripts/kind-e2e.sh
+
+# Render and lint the Helm chart with the Helm library; schema, Kubernetes schemas, kustomize parity.
+chart-lint: bootstrap
+	$(BIN)/pytest -q tests/unit/test_chart.py

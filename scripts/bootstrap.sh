@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(nginx libnginx-mod-http-cache-purge wrk lua5.4 openssl)
+APT_PACKAGES=(nginx libnginx-mod-http-cache-purge wrk lua5.4 lua5.1 openssl)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
