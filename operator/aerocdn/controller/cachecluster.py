@@ -38,7 +38,7 @@ from aerocdn.controller.ccplan import (
     refused_changes,
 )
 from aerocdn.controller.children import list_children, sync_children
-from aerocdn.controller.conditions import Cond, merge_conditions
+from aerocdn.controller.conditions import Cond, condition_events, merge_conditions
 from aerocdn.controller.context import API_VERSION, CC_KIND, Context, timestamp
 from aerocdn.controller.diff import status_changed
 from aerocdn.render.cachecluster import (
@@ -262,7 +262,9 @@ async def _converge(ctx: Context, raw: dict[str, Any], cc: CacheCluster, racks: 
                          scale_up, roll_message, drain_message, status, generation, now)
     if status_changed(new_status, status):
         await kube.patch_status(API_VERSION, CC_KIND, namespace, name, new_status)
-        await _condition_events(ctx, raw, status, new_status)
+        for type_, reason, message in condition_events(status.get("conditions", []),
+                                                       new_status["conditions"]):
+            await kube.event(raw, type_, reason, message)
     for type_, reason, message in events:
         await kube.event(raw, type_, reason, message)
     in_progress = scaling_down or scale_up or roll_message or not _all_ready(racks, pods)
@@ -386,22 +388,6 @@ def _status(ctx: Context, cc: CacheCluster, racks: Any, pods: list[PodView],
         "clusterKey": stability.cluster_key if isinstance(stability, Stability) else None,
         "conditions": merge_conditions(old.get("conditions", []), conditions, generation, now),
     }
-
-
-async def _condition_events(ctx: Context, raw: dict[str, Any], old: dict[str, Any],
-                            new: dict[str, Any]) -> None:
-    """An Event whenever a condition changes status or reason (problems as warnings)."""
-    before = {c["type"]: c for c in old.get("conditions", [])}
-    for cond in new.get("conditions", []):
-        prev = before.get(cond["type"])
-        if prev and (prev.get("status"), prev.get("reason")) == (cond["status"], cond["reason"]):
-            continue
-        if prev is None and cond["status"] == "False" and cond["type"] != "Ready":
-            continue
-        warning = (cond["type"] == "Degraded" and cond["status"] == "True")
-        await ctx.kube.event(raw, "Warning" if warning else "Normal",
-                             f"{cond['type']}{cond['status']}",
-                             f"{cond['reason']}: {cond['message']}")
 
 
 async def _write_status(ctx: Context, raw: dict[str, Any], new: dict[str, Any], reason: str,

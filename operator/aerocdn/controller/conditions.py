@@ -32,3 +32,21 @@ def merge_conditions(previous: list[dict[str, Any]], wanted: list[Cond], generat
             "lastTransitionTime": since or now,
         })
     return out
+
+
+def condition_events(old: list[dict[str, Any]], new: list[dict[str, Any]]
+                     ) -> list[tuple[str, str, str]]:
+    """(type, reason, message) of the Events to record for condition changes: one whenever a
+    condition changes status or reason; Degraded=True is a Warning."""
+    before = {c.get("type"): c for c in old}
+    events = []
+    for cond in new:
+        prev = before.get(cond["type"])
+        if prev and (prev.get("status"), prev.get("reason")) == (cond["status"], cond["reason"]):
+            continue
+        if prev is None and cond["status"] == "False" and cond["type"] != "Ready":
+            continue  # a new object's quiet conditions (not Degraded, not scaling) say nothing
+        warning = cond["type"] == "Degraded" and cond["status"] == "True"
+        events.append(("Warning" if warning else "Normal", f"{cond['type']}{cond['status']}",
+                       f"{cond['reason']}: {cond['message']}"))
+    return events

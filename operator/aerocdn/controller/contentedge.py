@@ -7,7 +7,7 @@ from typing import Any
 
 from aerocdn.api import CacheCluster, ContentEdge, InputError, parse_object
 from aerocdn.controller.children import list_children, sync_children
-from aerocdn.controller.conditions import Cond, merge_conditions
+from aerocdn.controller.conditions import Cond, condition_events, merge_conditions
 from aerocdn.controller.context import API_VERSION, CC_KIND, CE_KIND, Context, timestamp
 from aerocdn.controller.diff import status_changed
 from aerocdn.render.contentedge import (
@@ -149,17 +149,7 @@ async def reconcile_contentedge(ctx: Context, namespace: str, name: str) -> floa
     }
     if status_changed(new_status, status):
         await kube.patch_status(API_VERSION, CE_KIND, namespace, name, new_status)
-        before = {c["type"]: c for c in status.get("conditions", [])}
-        for cond in new_status["conditions"]:
-            prev = before.get(cond["type"])
-            if prev and (prev["status"], prev["reason"]) == (cond["status"], cond["reason"]):
-                continue
-            if prev is None and cond["status"] == "False" and cond["type"] != "Ready":
-                continue
-            warning = cond["type"] == "Degraded" and cond["status"] == "True"
-            events.append(("Warning" if warning else "Normal",
-                           f"{cond['type']}{cond['status']}",
-                           f"{cond['reason']}: {cond['message']}"))
+        events += condition_events(status.get("conditions", []), new_status["conditions"])
     for type_, reason, message in events:
         await kube.event(raw, type_, reason, message)
 

@@ -12,45 +12,27 @@ from pathlib import Path
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from pydantic.alias_generators import to_camel
+
+from aerocdn.api.common import camel
+from aerocdn.api.common import parse_quantity as api_parse_quantity
 
 _HOST_RE = re.compile(r"^(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$")
 # nginx variable names ($arg_x, $http_x) only take [A-Za-z0-9_]; the key must be the same in
 # nginx (L1) and in the edge (L2), so names outside that set are refused here, with the field.
 _QUERY_PARAM_RE = re.compile(r"^[A-Za-z0-9_]+$")
 _HEADER_RE = re.compile(r"^[A-Za-z0-9-]+$")
-_SIZE_RE = re.compile(r"^(\d+)(Ki|Mi|Gi|Ti|k|M|G|T)?$")
-_SIZE_UNITS = {
-    None: 1,
-    "k": 1000,
-    "M": 1000**2,
-    "G": 1000**3,
-    "T": 1000**4,
-    "Ki": 1024,
-    "Mi": 1024**2,
-    "Gi": 1024**3,
-    "Ti": 1024**4,
-}
 
 
 def parse_quantity(value: str | int) -> int:
     """A Kubernetes-style byte quantity ("1Gi", "512Mi", "1000") as bytes."""
     if isinstance(value, int):
         return value
-    m = _SIZE_RE.match(value.strip())
-    if not m:
-        raise ValueError(f"{value!r} is not a byte quantity (examples: 512Mi, 1Gi, 1000000)")
-    return int(m.group(1)) * _SIZE_UNITS[m.group(2)]
-
-
-def _alias(name: str) -> str:
-    # camelCase as in the CRDs, where "TTL" stays upper case (defaultTTLSeconds).
-    return to_camel(name).replace("Ttl", "TTL")
+    return api_parse_quantity(value.strip())
 
 
 class _Model(BaseModel):
     model_config = ConfigDict(
-        frozen=True, alias_generator=_alias, populate_by_name=True, extra="forbid"
+        frozen=True, alias_generator=camel, populate_by_name=True, extra="forbid"
     )
 
 

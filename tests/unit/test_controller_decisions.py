@@ -1,0 +1,198 @@
+"""The operator's pure decisions: when to write, conditions and their Events, the Kubernetes
+stand-in for Aerospike's answer, refused changes, leader election, the work queue."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from typing import Any
+
+from aerocdn.aerospike.scale import Done, Hold, RackPods, RemoveOne, RestartPod, WaitMigrations
+from aerocdn.controller.ccplan import (
+    PodView,
+    kubernetes_roll_step,
+    kubernetes_scale_step,
+    pod_view,
+    refused_changes,
+)
+from aerocdn.controller.conditions import Cond, condition_events, merge_conditions
+from aerocdn.controller.diff import needs_apply, status_changed
+from aerocdn.controller.leader import LeaseView, may_acquire
+from aerocdn.controller.queue import WorkQueue
+
+LIVE_STS: dict[str, Any] = {
+    "metadata": {"name": "eu", "namespace": "n", "resourceVersion": "7", "uid": "u",
+                 "managedFields": [{"manager": "aerocdn"}], "labels": {"a": "1", "b": "2"}},
+    "spec": {"replicas": 3, "template": {"spec": {"containers": [
+        {"name": "aerospike", "image": "x", "resources": {"limits": {"memory": "1Gi"}},
+         "terminationMessagePath": "/dev/termination-log"}]}}},
+    "status": {"readyReplicas": 3},
+}
+
+
+def desired(**changes: Any) -> dict[str, Any]:
+    container = {"name": "aerospike", "image": "x", "resources": {"limits": {"memory": "1024Mi"}},
+                 **changes}
+    return {"apiVersion": "apps/v1", "kind": "StatefulSet",
+            "metadata": {"name": "eu", "namespace": "n", "labels": {"a": "1"}},
+            "spec": {"replicas": 3, "template": {"spec": {"containers": [container]}}}}
+
+
+def test_no_write_when_live_object_already_has_every_field_we_set() -> None:
+    # defaults added by the apiserver and quantities stored canonically (1024Mi -> 1Gi)
+    assert not needs_apply(desired(), LIVE_STS)
+
+
+def test_write_on_drift_or_absence() -> None:
+    assert needs_apply(desired(image="y"), LIVE_STS)
+    drifted = desired()
+    drifted["spec"]["replicas"] = 2
+    assert needs_apply(drifted, LIVE_STS)
+    assert needs_apply(desired(), None)
+    extra = desired()
+    extra["spec"]["template"]["spec"]["containers"].append({"name": "exporter"})
+    assert needs_apply(extra, LIVE_STS)
+
+
+def test_status_write_only_on_change_and_never_for_timestamps() -> None:
+    live = {"phase": "Ready", "routing": {"regions": {"a": {"share": 1}}}, "conditions": [
+        {"type": "Ready", "status": "True", "reason": "R", "message": "m",
+         "lastTransitionTime": "2026-01-01T00:00:00Z"}]}
+    same = {"phase": "Ready", "routing": {"regions": {"a": {"share": 1.0}}}, "conditions": [
+        {"type": "Ready", "status": "True", "reason": "R", "message": "m",
+         "lastTransitionTime": "2026-02-02T00:00:00Z"}]}
+    assert not status_changed(same, live)
+    assert status_changed({**same, "phase": "Progressing"}, live)
+    # a key that disappears from a nested map is a change (the whole status is replaced)
+    assert status_changed({**same, "routing": {"regions": {}}}, live)
+    assert status_changed({**same, "routing": {"regions": {"a": {"share": (1,)}}}}, live)
+
+
+def test_transition_time_kept_while_status_unchanged() -> None:
+    old = merge_conditions([], [Cond("Ready", False, "Wait", "0/3")], 1, "T1")
+    same = merge_conditions(old, [Cond("Ready", False, "Wait", "1/3")], 2, "T2")
+    flipped = merge_conditions(same, [Cond("Ready", True, "Ok", "3/3")], 2, "T3")
+    assert [c["lastTransitionTime"] for c in (*old, *same, *flipped)] == ["T1", "T1", "T3"]
+    assert same[0]["observedGeneration"] == 2 and same[0]["message"] == "1/3"
+
+
+def test_events_for_condition_changes_warn_on_degraded() -> None:
+    before = merge_conditions([], [Cond("Ready", True, "Ok", "fine"),
+                                   Cond("Degraded", False, "AsExpected", "-")], 1, "T")
+    after = merge_conditions(before, [Cond("Ready", True, "Ok", "still fine"),
+                                      Cond("Degraded", True, "ChangeRefused", "shrink")], 1, "T")
+    assert condition_events(before, after) == [
+        ("Warning", "DegradedTrue", "ChangeRefused: shrink")]
+    assert condition_events(after, after) == []
+    # a new object announces Ready, but not its quiet conditions
+    fresh = merge_conditions([], [Cond("Ready", False, "Wait", "0/1"),
+                                  Cond("ScalingDown", False, "No", "-")], 1, "T")
+    assert condition_events([], fresh) == [("Normal", "ReadyFalse", "Wait: 0/1")]
+
+
+def pod(name: str, ready: bool = True, terminating: bool = False, hash_: str = "h",
+        sts: str = "eu") -> PodView:
+    return PodView(name=name, sts=sts, ordinal=int(name.rsplit("-", 1)[1]), ip="10.0.0.1",
+                   running=True, ready=ready, terminating=terminating, config_hash=hash_,
+                   gate="True", gate_reason=None, gate_message=None)
+
+
+def test_kubernetes_stand_in_removes_one_pod_from_a_ready_cluster() -> None:
+    pods = [pod("eu-0"), pod("eu-1"), pod("eu-2")]
+    racks = (RackPods("eu", ("eu-0", "eu-1", "eu-2"), replicas=3, desired=1),)
+    step = kubernetes_scale_step(racks, pods)
+    assert isinstance(step, RemoveOne) and (step.pod, step.replicas) == ("eu-2", 2)
+    assert "pod readiness stands in" in step.reason
+
+
+def test_kubernetes_stand_in_waits_for_the_leaving_pod_and_for_readiness() -> None:
+    leaving = (RackPods("eu", ("eu-0", "eu-1", "eu-2"), replicas=2, desired=1),)
+    assert isinstance(kubernetes_scale_step(leaving, [pod("eu-0"), pod("eu-1"),
+                                                      pod("eu-2", terminating=True)]),
+                      WaitMigrations)
+    racks = (RackPods("eu", ("eu-0", "eu-1"), replicas=2, desired=1),)
+    held = kubernetes_scale_step(racks, [pod("eu-0"), pod("eu-1", ready=False)])
+    assert isinstance(held, Hold) and "eu-1 not ready" in held.reason
+    assert isinstance(kubernetes_scale_step((RackPods("eu", ("eu-0",), 1, 1),), [pod("eu-0")]),
+                      Done)
+
+
+def test_kubernetes_roll_restarts_the_highest_outdated_pod_one_at_a_time() -> None:
+    pods = [pod("eu-0", hash_="old"), pod("eu-1", hash_="old"), pod("eu-2")]
+    step = kubernetes_roll_step(pods, {"eu": "h"})
+    assert isinstance(step, RestartPod) and step.pod == "eu-1"
+    waiting = kubernetes_roll_step([pod("eu-0", hash_="old"), pod("eu-1", ready=False)],
+                                   {"eu": "h"})
+    assert isinstance(waiting, Hold)
+
+
+def test_pod_view_reads_owner_ordinal_gate_and_hash() -> None:
+    view = pod_view({
+        "metadata": {"name": "eu-r1-4", "annotations": {"aerocdn.dev/config-hash": "abc"},
+                     "ownerReferences": [{"kind": "StatefulSet", "name": "eu-r1"}]},
+        "status": {"phase": "Running", "podIP": "10.1.2.3",
+                   "containerStatuses": [{"ready": True}, {"ready": False}],
+                   "conditions": [{"type": "aerocdn.dev/cluster-stable", "status": "False",
+                                   "reason": "MigrationsRunning", "message": "412 left"}]}})
+    assert (view.sts, view.ordinal, view.ip, view.config_hash) == ("eu-r1", 4, "10.1.2.3", "abc")
+    assert not view.ready and view.gate == "False" and view.gate_reason == "MigrationsRunning"
+
+
+def sts_with_claim(size: str) -> dict[str, Any]:
+    return {"metadata": {"name": "eu"}, "spec": {"volumeClaimTemplates": [
+        {"metadata": {"name": "data-cache"},
+         "spec": {"resources": {"requests": {"storage": size}}}}]}}
+
+
+def test_volume_changes_are_refused_before_anything_is_applied() -> None:
+    live = {"eu": sts_with_claim("10Gi")}
+    assert refused_changes([sts_with_claim("10Gi")], live) == []
+    (shrink,) = refused_changes([sts_with_claim("5Gi")], live)
+    assert "shrinking volume data-cache" in shrink and "lose data" in shrink
+    (grow,) = refused_changes([sts_with_claim("20Gi")], live)
+    assert "growing volume data-cache in place is not supported" in grow
+    (gone,) = refused_changes([{"metadata": {"name": "eu"}, "spec": {}}], live)
+    assert "removing volume data-cache" in gone
+    assert refused_changes([sts_with_claim("5Gi")], {}) == []  # a new StatefulSet is fine
+
+
+def test_lease_may_be_taken_when_free_ours_or_expired() -> None:
+    now = dt.datetime(2026, 1, 1, 12, 0, 0, tzinfo=dt.UTC)
+    fresh = now - dt.timedelta(seconds=5)
+    stale = now - dt.timedelta(seconds=16)
+    assert may_acquire(LeaseView("", fresh, 15), "me", now)
+    assert may_acquire(LeaseView("me", fresh, 15), "me", now)
+    assert not may_acquire(LeaseView("other", fresh, 15), "me", now)
+    assert may_acquire(LeaseView("other", stale, 15), "me", now)
+
+
+def test_work_queue_coalesces_events_and_retries_failures() -> None:
+    runs: list[str] = []
+    gate = asyncio.Event()
+
+    async def reconcile(key: Any) -> float | None:
+        runs.append(key)
+        if key == "slow":
+            await gate.wait()
+        if key == "flaky" and runs.count("flaky") == 1:
+            raise RuntimeError("API down")
+        return None
+
+    async def scenario() -> None:
+        queue = WorkQueue(reconcile, workers=2)
+        queue.start()
+        queue.add("slow")
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        for _ in range(5):  # five events while it runs: one more run, not five
+            queue.add("slow")
+        queue.add("flaky")
+        gate.set()
+        while runs.count("flaky") < 2 or runs.count("slow") < 2:
+            await asyncio.sleep(0.05)
+        await queue.idle.wait()
+        await queue.stop()
+
+    asyncio.run(asyncio.wait_for(scenario(), timeout=30))
+    assert runs.count("slow") == 2
+    assert runs.count("flaky") == 2  # failed once, retried after backoff
