@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 from kubernetes import client, config, watch
-from tests.integration.operator_harness import Kubectl, Operator, is_ready, wait_for
-from tests.integration.test_operator import (  # noqa: F401  (fixtures)
-    kubectl,
-    ns,
-    operator,
+from tests.integration.operator_harness import (
+    Kubectl,
+    Operator,
+    is_ready,
     small_cc,
     small_ce,
+    wait_for,
 )
 
 SLOW_START = 20
@@ -78,9 +78,11 @@ def test_scale_down_drains_cache_routes_first_and_capacity_ramps_back(
         drained_rv = next(rv for rv, cm in maps.seen if cm["metadata"]["name"] == "rt-routing"
                           and weights(cm, "eu-west").get("eu", 0) == 0)
         drained = next(cm for rv, cm in maps.seen if rv == drained_rv)
-        # the nearest other region's cluster takes eu-west's cache traffic
-        assert weights(drained, "eu-west") == {"us": 1.0, "eu": 0.0} or \
-            weights(drained, "eu-west")["us"] == 1.0
+        # the nearest other region's cluster now comes first (others may still be ramping)
+        routes = json.loads(drained["data"]["routes.json"])["cacheRoutes"]["eu-west"]
+        serving = [r for r in routes if r["weight"] > 0]
+        assert serving[0]["cacheCluster"] == "us", routes
+        assert max(r["weight"] for r in serving) == serving[0]["weight"]
         shrunk_rv = next(rv for rv, sts in sets.seen if sts["metadata"]["name"] == "eu"
                          and sts["spec"]["replicas"] == 1)
         assert drained_rv < shrunk_rv, "the StatefulSet shrank before routes were drained"
