@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
+EXAMPLES = REPO / "manifests" / "examples"
 WAIT = float(os.environ.get("AEROCDN_TEST_WAIT", "90"))
 
 
@@ -183,3 +184,17 @@ class Operator:
                 self.proc.wait(timeout=30)
         if getattr(self, "_log", None):
             self._log.close()
+
+
+def small_cc(name: str, region: str, size: int = 2) -> dict[str, Any]:
+    return {"apiVersion": "aerocdn.dev/v1alpha1", "kind": "CacheCluster",
+            "metadata": {"name": name},
+            "spec": {"region": region, "size": size,
+                     "namespaces": [{"name": "cache", "storage": {"size": "512Mi"}}]}}
+
+
+def small_ce(name: str, regions: list[dict[str, Any]], **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": "aerocdn.dev/v1alpha1", "kind": "ContentEdge",
+            "metadata": {"name": name},
+            "spec": {"hosts": [f"{name}.example.com"], "origin": {"url": "http://origin.test"},
+                     "regions": regions, "routing": {"slowStartSeconds": 0}, **spec}}

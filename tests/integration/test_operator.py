@@ -3,78 +3,19 @@
 
 from __future__ import annotations
 
-import copy
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import pytest
-import yaml
 from tests.integration.operator_harness import (
-    REPO,
+    EXAMPLES,
     Kubectl,
     Operator,
     condition,
-    install,
     is_ready,
     serviceaccount_kubeconfig,
+    small_cc,
+    small_ce,
     wait_for,
 )
-
-EXAMPLES = REPO / "manifests" / "examples"
-
-
-def example(kind: str, name: str) -> dict[str, Any]:
-    for path in sorted(EXAMPLES.glob("*.yaml")):
-        for doc in yaml.safe_load_all(path.read_text()):
-            if doc and doc["kind"] == kind and doc["metadata"]["name"] == name:
-                return copy.deepcopy(doc)
-    raise KeyError(name)
-
-
-def small_cc(name: str, region: str, size: int = 2) -> dict[str, Any]:
-    return {"apiVersion": "aerocdn.dev/v1alpha1", "kind": "CacheCluster",
-            "metadata": {"name": name},
-            "spec": {"region": region, "size": size,
-                     "namespaces": [{"name": "cache", "storage": {"size": "512Mi"}}]}}
-
-
-def small_ce(name: str, regions: list[dict[str, Any]], **spec: Any) -> dict[str, Any]:
-    return {"apiVersion": "aerocdn.dev/v1alpha1", "kind": "ContentEdge",
-            "metadata": {"name": name},
-            "spec": {"hosts": [f"{name}.example.com"], "origin": {"url": "http://origin.test"},
-                     "regions": regions, "routing": {"slowStartSeconds": 0}, **spec}}
-
-
-@pytest.fixture(scope="module")
-def kubectl(kubeconfig: str) -> Kubectl:
-    k = Kubectl(kubeconfig)
-    install(k)
-    return k
-
-
-@pytest.fixture(scope="module")
-def operator(kubectl: Kubectl, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
-    work = tmp_path_factory.mktemp("operator")
-    sa = serviceaccount_kubeconfig(kubectl, work / "kubeconfig")
-    op = Operator(sa, work / "operator.log").start()
-    try:
-        yield op
-    finally:
-        op.stop()
-    denied = [line for line in op.log().splitlines()
-              if "forbidden" in line.lower() and "system:serviceaccount" in line]
-    assert not denied, "the operator hit RBAC limits:\n" + "\n".join(denied[:20])
-
-
-@pytest.fixture
-def ns(kubectl: Kubectl) -> Iterator[str]:
-    name = f"t-{uuid.uuid4().hex[:8]}"
-    kubectl.run("create", "namespace", name)
-    yield name
-    # wait, so objects of one test do not write while the next one counts writes
-    kubectl.run("delete", "namespace", name, "--timeout=120s", check=False)
 
 
 def test_create_makes_children_and_reports_ready(kubectl: Kubectl, operator: Operator,
