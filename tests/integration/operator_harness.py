@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from kubernetes import client, watch
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "manifests" / "examples"
@@ -198,3 +200,25 @@ def small_ce(name: str, regions: list[dict[str, Any]], **spec: Any) -> dict[str,
             "metadata": {"name": name},
             "spec": {"hosts": [f"{name}.example.com"], "origin": {"url": "http://origin.test"},
                      "regions": regions, "routing": {"slowStartSeconds": 0}, **spec}}
+
+
+class Recorder:
+    """Every version of the objects of one kind in a namespace, with resourceVersions (one
+    etcd orders them: a smaller resourceVersion was written first)."""
+
+    def __init__(self, api: client.ApiClient, namespace: str, kind: str):
+        self.seen: list[tuple[int, dict[str, Any]]] = []
+        self._watch = watch.Watch()
+        lister = {"configmap": client.CoreV1Api(api).list_namespaced_config_map,
+                  "statefulset": client.AppsV1Api(api).list_namespaced_stateful_set}[kind]
+        self._thread = threading.Thread(target=self._run, args=(lister, namespace), daemon=True)
+        self._thread.start()
+
+    def _run(self, lister: Any, namespace: str) -> None:
+        for event in self._watch.stream(lister, namespace, timeout_seconds=300,
+                                        _request_timeout=310):
+            obj = client.ApiClient().sanitize_for_serialization(event["object"])
+            self.seen.append((int(obj["metadata"]["resourceVersion"]), obj))
+
+    def stop(self) -> None:
+        self._watch.stop()

@@ -117,8 +117,8 @@ def chart_operator(kubectl: Kubectl, watched: str,
     line the chart renders (watching one namespace), authenticated as that ServiceAccount."""
     objects = render({"watchNamespaces": [watched], "aerospikeProbe": "kubernetes"})
     rbac = [o for o in objects if o["kind"] in ("ServiceAccount", "ClusterRole",
-                                                "ClusterRoleBinding")]
-    assert len(rbac) == 3
+                                                "ClusterRoleBinding", "Role", "RoleBinding")]
+    assert len(rbac) == 5
     kubectl.apply(*rbac)
     (deployment,) = [o for o in objects if o["kind"] == "Deployment"]
     (container,) = deployment["spec"]["template"]["spec"]["containers"]

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from kubernetes import config
 from tests.integration.operator_harness import (
     EXAMPLES,
     Kubectl,
     Operator,
+    Recorder,
     condition,
     is_ready,
     serviceaccount_kubeconfig,
@@ -103,21 +105,22 @@ def test_update_rolls_config_one_pod_at_a_time(kubectl: Kubectl, operator: Opera
 
 
 def test_scale_subresource_scales_down_one_node_at_a_time(kubectl: Kubectl, operator: Operator,
-                                                          ns: str) -> None:
+                                                          ns: str, kubeconfig: str) -> None:
     kubectl.apply(small_cc("scale", "us-east", size=3), namespace=ns)
     wait_for("scale Ready", lambda: is_ready(kubectl.get("cc", "scale", ns)))
+    with config.new_client_from_config(kubeconfig) as api:
+        sets = Recorder(api, ns, "statefulset")  # every version, not polls that can miss one
+        try:
+            wait_for("the watch to list the StatefulSet", lambda: sets.seen)
+            kubectl.run("scale", "cc/scale", "-n", ns, "--replicas=1")
+            wait_for("a 1-node cluster", lambda: is_ready(kubectl.get("cc", "scale", ns))
+                     and (kubectl.get("statefulset", "scale", ns) or {})["spec"]["replicas"] == 1)
+        finally:
+            sets.stop()
     seen: list[int] = []
-
-    def replicas() -> list[int]:
-        sts = kubectl.get("statefulset", "scale", ns)
-        value = (sts or {}).get("spec", {}).get("replicas")
-        if value is not None and (not seen or seen[-1] != value):
-            seen.append(value)
-        return seen
-    assert replicas() == [3]
-    kubectl.run("scale", "cc/scale", "-n", ns, "--replicas=1")
-    wait_for("a 1-node cluster", lambda: replicas()[-1] == 1
-             and is_ready(kubectl.get("cc", "scale", ns)), interval=0.05)
+    for _, sts in sets.seen:
+        if sts["metadata"]["name"] == "scale" and (not seen or seen[-1] != sts["spec"]["replicas"]):
+            seen.append(sts["spec"]["replicas"])
     assert seen == [3, 2, 1], f"StatefulSet replicas went {seen}"
     cc = kubectl.get("cc", "scale", ns)
     assert cc is not None and cc["status"]["replicas"] == 1

@@ -4,15 +4,15 @@ before its capacity goes, and capacity that comes back ramps in over the slow-st
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from kubernetes import client, config, watch
+from kubernetes import client, config
 from tests.integration.operator_harness import (
     Kubectl,
     Operator,
+    Recorder,
     is_ready,
     small_cc,
     small_ce,
@@ -20,28 +20,6 @@ from tests.integration.operator_harness import (
 )
 
 SLOW_START = 20
-
-
-class Recorder:
-    """Every version of the objects of one kind in a namespace, with resourceVersions (one
-    etcd orders them: a smaller resourceVersion was written first)."""
-
-    def __init__(self, api: client.ApiClient, namespace: str, kind: str):
-        self.seen: list[tuple[int, dict[str, Any]]] = []
-        self._watch = watch.Watch()
-        lister = {"configmap": client.CoreV1Api(api).list_namespaced_config_map,
-                  "statefulset": client.AppsV1Api(api).list_namespaced_stateful_set}[kind]
-        self._thread = threading.Thread(target=self._run, args=(lister, namespace), daemon=True)
-        self._thread.start()
-
-    def _run(self, lister: Any, namespace: str) -> None:
-        for event in self._watch.stream(lister, namespace, timeout_seconds=300,
-                                        _request_timeout=310):
-            obj = client.ApiClient().sanitize_for_serialization(event["object"])
-            self.seen.append((int(obj["metadata"]["resourceVersion"]), obj))
-
-    def stop(self) -> None:
-        self._watch.stop()
 
 
 @pytest.fixture
@@ -72,6 +50,7 @@ def test_scale_down_drains_cache_routes_first_and_capacity_ramps_back(
 
     maps, sets = Recorder(api, ns, "configmap"), Recorder(api, ns, "statefulset")
     try:
+        wait_for("the watches to list", lambda: maps.seen and sets.seen)
         kubectl.run("scale", "cc/eu", "-n", ns, "--replicas=1")
         wait_for("eu shrunk and Ready", lambda: is_ready(kubectl.get("cc", "eu", ns))
                  and (kubectl.get("statefulset", "eu", ns) or {})["spec"]["replicas"] == 1)
