@@ -38,6 +38,11 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def cluster(name: str, region: str) -> dict:
     return {"apiVersion": "aerocdn.dev/v1alpha1", "kind": "CacheCluster",
             "metadata": {"name": name},
@@ -71,6 +76,8 @@ def run_case(k: Kubectl, op: Operator, edges: int, clusters: int) -> dict[str, f
     ces = [edge(f"e{i}", [f"cc{(3 * i + j) % clusters}" for j in range(3)])
            for i in range(edges)]
     m0 = op.metrics()
+    assert op.proc is not None
+    cpu0 = cpu_seconds(op.proc.pid)
     start = time.monotonic()
     k.apply(*ccs, namespace=ns)
     k.apply(*ces, namespace=ns)
@@ -79,6 +86,7 @@ def run_case(k: Kubectl, op: Operator, edges: int, clusters: int) -> dict[str, f
     wait_for("ContentEdges Ready", lambda: all_ready(k, "ce", ns, edges), timeout=900,
              interval=1)
     elapsed = time.monotonic() - start
+    cpu = cpu_seconds(op.proc.pid) - cpu0
     m1 = op.metrics()
 
     def total(m: dict[str, float], prefix: str) -> float:
@@ -86,15 +94,27 @@ def run_case(k: Kubectl, op: Operator, edges: int, clusters: int) -> dict[str, f
     requests = total(m1, "aerocdn_api_requests_total") - total(m0, "aerocdn_api_requests_total")
     reconciles = total(m1, "aerocdn_reconciles_total") - total(m0, "aerocdn_reconciles_total")
     rss = rss_mb(op.proc.pid) if op.proc else float("nan")
-    # idle: two full resync rounds
+    # idle: once a whole resync round made no write (the last readiness changes have been
+    # written), count the writes of two more rounds
+    objects = edges + clusters
+
+    def quiet_round() -> bool:
+        w, r = op.writes(), op.reconciles()
+        wait_for("a resync round", lambda: op.reconciles() >= r + objects, timeout=600,
+                 interval=1)
+        return op.writes() == w
+    settle_start = time.monotonic()
+    wait_for("a resync round without writes", quiet_round, timeout=900, interval=0)
+    settle = time.monotonic() - settle_start
     w0, r0 = op.writes(), op.reconciles()
-    wait_for("two resync rounds", lambda: op.reconciles() >= r0 + 2 * (edges + clusters),
+    wait_for("two resync rounds", lambda: op.reconciles() >= r0 + 2 * objects,
              timeout=600, interval=1)
     idle_writes = op.writes() - w0
     k.run("delete", "namespace", ns, "--timeout=600s", check=False)
     return {"edges": edges, "clusters": clusters, "seconds": elapsed,
             "requests_per_reconcile": requests / max(reconciles, 1), "reconciles": reconciles,
-            "rss_mb": rss, "idle_writes": idle_writes}
+            "rss_mb": rss, "idle_writes": idle_writes, "operator_cpu": cpu,
+            "settle": settle}
 
 
 def main() -> int:
@@ -123,11 +143,13 @@ def main() -> int:
         if local:
             local.stop()
     print(f"machine: {platform.node()} {os.cpu_count()} cores; python {platform.python_version()}")
-    print("| ContentEdges | CacheClusters | apply -> all Ready (s) | reconciles | "
-          "API requests / reconcile | writes on 2 idle resyncs | operator RSS (MB) |")
-    print("|---|---|---|---|---|---|---|")
+    print("| ContentEdges | CacheClusters | apply -> all Ready (s) | operator CPU (s) | "
+          "reconciles | API requests / reconcile | writes on 2 idle resyncs | "
+          "operator RSS (MB) |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['edges']} | {r['clusters']} | {r['seconds']:.1f} | {r['reconciles']:.0f} | "
+        print(f"| {r['edges']} | {r['clusters']} | {r['seconds']:.1f} | "
+              f"{r['operator_cpu']:.1f} | {r['reconciles']:.0f} | "
               f"{r['requests_per_reconcile']:.1f} | {r['idle_writes']:.0f} | "
               f"{r['rss_mb']:.0f} |")
     return 0

@@ -43,6 +43,14 @@ def test_no_write_when_live_object_already_has_every_field_we_set() -> None:
     assert not needs_apply(desired(), LIVE_STS)
 
 
+def test_empty_maps_we_set_match_their_absence_in_the_stored_object() -> None:
+    # the apiserver drops `limits: {}` (omitempty): that is no drift
+    assert not needs_apply(desired(resources={"limits": {"memory": "1Gi"}, "requests": {}}),
+                           LIVE_STS)
+    assert needs_apply(desired(resources={"limits": {"memory": "1Gi"},
+                                          "requests": {"cpu": "1"}}), LIVE_STS)
+
+
 def test_write_on_drift_or_absence() -> None:
     assert needs_apply(desired(image="y"), LIVE_STS)
     drifted = desired()

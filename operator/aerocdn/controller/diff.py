@@ -41,7 +41,9 @@ def covers(live: Any, desired: Any) -> bool:
     if isinstance(desired, dict):
         if not isinstance(live, dict):
             return False
-        return all(k in live and covers(live[k], v) for k, v in desired.items())
+        # the apiserver stores an empty map or list as absent (omitempty)
+        return all(covers(live[k], v) if k in live else v in ({}, [], None)
+                   for k, v in desired.items())
     if isinstance(desired, list):
         if not isinstance(live, list) or len(live) != len(desired):
             return False

@@ -128,7 +128,7 @@ def render_cachecluster(
     seed_hosts = seeds(name, namespace, layout)
     base_labels = {**labels("aerospike", name, "cache"), "aerocdn.dev/cachecluster": name}
     resources = (
-        spec.resources.model_dump(exclude_defaults=False)
+        spec.resources.model_dump(exclude_defaults=True)
         if spec.resources is not None
         else default_resources(spec)
     )

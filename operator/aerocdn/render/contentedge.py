@@ -75,7 +75,7 @@ def edge_config(
 
 
 def _resources(value: Any, default: dict[str, Any]) -> dict[str, Any]:
-    return value.model_dump() if value is not None else default
+    return value.model_dump(exclude_defaults=True) if value is not None else default
 
 
 def render_contentedge(
