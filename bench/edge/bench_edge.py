@@ -108,6 +108,9 @@ def uptime() -> str:
     return subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
 
 
+LOG_DIR = Path(tempfile.mkdtemp(prefix="aerocdn-bench-edge-logs-"))
+
+
 class Procs:
     def __init__(self) -> None:
         self.procs: list[subprocess.Popen[bytes]] = []
@@ -115,7 +118,10 @@ class Procs:
     def start(self, cmd: list[str], cpu: str | None = None) -> subprocess.Popen[bytes]:
         if cpu is not None and shutil.which("taskset"):
             cmd = ["taskset", "-c", cpu, *cmd]
-        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # stderr kept (in the temp dir) so a server that dies under load says why
+        log = LOG_DIR / f"{len(self.procs)}-{Path(cmd[-1]).name[:40]}.log"
+        with log.open("wb") as err:
+            p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
         self.procs.append(p)
         return p
 
