@@ -10,7 +10,6 @@ starts a local control plane; prints a Markdown table.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import tempfile
@@ -22,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tests.integration.operator_harness import (
     Kubectl,
     Operator,
+    cluster_for_bench,
     install,
     serviceaccount_kubeconfig,
     wait_for,
@@ -53,23 +53,12 @@ def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--runs", type=int, default=3)
     args = p.parse_args()
-    from aerocdn.localcluster import LocalCluster
-
-    local = None
-    kubeconfig = os.environ.get("KUBECONFIG")
-    if not kubeconfig:
-        local = LocalCluster()
-        local.start()
-        kubeconfig = str(local.kubeconfig)
     work = Path(tempfile.mkdtemp(prefix="aerocdn-failover-"))
-    try:
+    with cluster_for_bench() as kubeconfig:
         k = Kubectl(kubeconfig)
         install(k)
         killed = [takeover(k, work, True, i) for i in range(args.runs)]
         clean = [takeover(k, work, False, 100 + i) for i in range(args.runs)]
-    finally:
-        if local:
-            local.stop()
     print("| leader stops by | runs | median takeover (s) | max (s) |")
     print("|---|---|---|---|")
     for name, xs in (("SIGKILL (lease expires: 15 s)", killed), ("clean stop (lease released)",

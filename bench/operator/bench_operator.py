@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tests.integration.operator_harness import (
     Kubectl,
     Operator,
+    cluster_for_bench,
     install,
     is_ready,
     wait_for,
@@ -122,26 +123,15 @@ def main() -> int:
     p.add_argument("--edges", type=int, nargs="+", default=[1, 50, 200])
     p.add_argument("--clusters", type=int, default=30)
     args = p.parse_args()
-    from aerocdn.localcluster import LocalCluster
-
-    local = None
-    kubeconfig = os.environ.get("KUBECONFIG")
-    if not kubeconfig:
-        local = LocalCluster()
-        local.start()
-        kubeconfig = str(local.kubeconfig)
     work = Path(tempfile.mkdtemp(prefix="aerocdn-bench-"))
-    op = None
-    try:
+    with cluster_for_bench() as kubeconfig:
         k = Kubectl(kubeconfig)
         install(k)
         op = Operator(Path(kubeconfig), work / "operator.log").start()
-        rows = [run_case(k, op, n, min(args.clusters, max(3, n))) for n in args.edges]
-    finally:
-        if op:
+        try:
+            rows = [run_case(k, op, n, min(args.clusters, max(3, n))) for n in args.edges]
+        finally:
             op.stop()
-        if local:
-            local.stop()
     print(f"machine: {platform.node()} {os.cpu_count()} cores; python {platform.python_version()}")
     print("| ContentEdges | CacheClusters | apply -> all Ready (s) | operator CPU (s) | "
           "reconciles | API requests / reconcile | writes on 2 idle resyncs | "

@@ -3,6 +3,7 @@ manifests/base (so a verb missing from its ClusterRole fails the tests), and kub
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -12,7 +13,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -222,3 +223,21 @@ class Recorder:
 
     def stop(self) -> None:
         self._watch.stop()
+
+
+@contextlib.contextmanager
+def cluster_for_bench() -> Iterator[str]:
+    """The kubeconfig of $KUBECONFIG's cluster, or of a local control plane started for the
+    caller and stopped when it is done (the benchmarks' way to get a cluster)."""
+    given = os.environ.get("KUBECONFIG")
+    if given:
+        yield given
+        return
+    from aerocdn.localcluster import LocalCluster
+
+    local = LocalCluster()
+    local.start()
+    try:
+        yield str(local.kubeconfig)
+    finally:
+        local.stop()
