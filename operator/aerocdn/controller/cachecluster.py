@@ -41,6 +41,7 @@ from aerocdn.controller.children import list_children, sync_children
 from aerocdn.controller.conditions import Cond, condition_events, merge_conditions
 from aerocdn.controller.context import API_VERSION, CC_KIND, Context, timestamp
 from aerocdn.controller.diff import status_changed
+from aerocdn.controller.status import report_invalid, write_status
 from aerocdn.render.cachecluster import (
     CONFIG_HASH,
     READINESS_GATE,
@@ -75,17 +76,11 @@ async def reconcile_cachecluster(ctx: Context, namespace: str, name: str) -> flo
         assert isinstance(obj, CacheCluster)
         cc = obj
     except InputError as exc:
-        message = "; ".join(f"{p.field}: {p.message}" for p in exc.problems)
-        await _write_status(ctx, raw, {
-            "observedGeneration": generation, "phase": "Invalid",
-            "conditions": merge_conditions(status.get("conditions", []), [
-                Cond("Ready", False, "InvalidSpec", message),
-                Cond("Degraded", True, "InvalidSpec", f"fix the spec: {message}"),
-            ], generation, now)}, "InvalidSpec", message, warning=True)
+        await report_invalid(ctx, raw, exc, now)
         return None
 
     if cc.spec.paused:
-        await _write_status(ctx, raw, {
+        await write_status(ctx, raw, {
             "observedGeneration": generation, "phase": "Paused",
             "conditions": merge_conditions(status.get("conditions", []), [
                 Cond("Progressing", False, "Paused",
@@ -110,7 +105,7 @@ async def reconcile_cachecluster(ctx: Context, namespace: str, name: str) -> flo
     refused = refused_changes([o for o in desired_full if o["kind"] == "StatefulSet"], live_sts)
     if refused:
         message = "; ".join(refused)
-        await _write_status(ctx, raw, {
+        await write_status(ctx, raw, {
             "observedGeneration": generation, "phase": "Refused",
             "conditions": merge_conditions(status.get("conditions", []), [
                 Cond("Ready", _all_ready(racks, pods), "ChangeRefused", message),
@@ -388,13 +383,3 @@ def _status(ctx: Context, cc: CacheCluster, racks: Any, pods: list[PodView],
         "clusterKey": stability.cluster_key if isinstance(stability, Stability) else None,
         "conditions": merge_conditions(old.get("conditions", []), conditions, generation, now),
     }
-
-
-async def _write_status(ctx: Context, raw: dict[str, Any], new: dict[str, Any], reason: str,
-                        message: str, warning: bool = False) -> None:
-    meta = raw["metadata"]
-    old = raw.get("status") or {}
-    if status_changed(new, old):
-        await ctx.kube.patch_status(API_VERSION, raw["kind"], meta["namespace"], meta["name"],
-                                    new)
-        await ctx.kube.event(raw, "Warning" if warning else "Normal", reason, message)

@@ -10,6 +10,7 @@ from aerocdn.controller.children import list_children, sync_children
 from aerocdn.controller.conditions import Cond, condition_events, merge_conditions
 from aerocdn.controller.context import API_VERSION, CC_KIND, CE_KIND, Context, timestamp
 from aerocdn.controller.diff import status_changed
+from aerocdn.controller.status import report_invalid
 from aerocdn.render.contentedge import (
     cache_cluster_of,
     region_name,
@@ -42,15 +43,7 @@ async def reconcile_contentedge(ctx: Context, namespace: str, name: str) -> floa
         assert isinstance(obj, ContentEdge)
         ce = obj
     except InputError as exc:
-        message = "; ".join(f"{p.field}: {p.message}" for p in exc.problems)
-        new = {"observedGeneration": generation, "phase": "Invalid",
-               "conditions": merge_conditions(status.get("conditions", []), [
-                   Cond("Ready", False, "InvalidSpec", message),
-                   Cond("Degraded", True, "InvalidSpec", f"fix the spec: {message}")],
-                   generation, now)}
-        if status_changed(new, status):
-            await kube.patch_status(API_VERSION, CE_KIND, namespace, name, new)
-            await kube.event(raw, "Warning", "InvalidSpec", message)
+        await report_invalid(ctx, raw, exc, now)
         return None
 
     cc_raw = {c["metadata"]["name"]: c

@@ -3,6 +3,7 @@ PodDisruptionBudget and (optionally) HorizontalPodAutoscaler; plus the routing C
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -184,8 +185,11 @@ def dns_endpoint(ce: ContentEdge, plan: dict[str, Any]) -> dict[str, Any]:
 
 
 def _is_ipv4(text: str) -> bool:
-    parts = text.split(".")
-    return len(parts) == 4 and all(p.isdigit() and int(p) < 256 for p in parts)
+    try:
+        ipaddress.IPv4Address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def routing_configmap(ce: ContentEdge, routes_json: str) -> dict[str, Any]:
