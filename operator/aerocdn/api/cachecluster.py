@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
+from aerocdn.api.aerospikeconfig import AerospikeConfig
 from aerocdn.api.common import (
     ApiModel,
     Condition,
@@ -115,6 +116,11 @@ class Rack(ApiModel):
     zone: str = Field(
         min_length=1, description="Value of topology.kubernetes.io/zone for this rack's pods."
     )
+    aerospike_config: AerospikeConfig | None = Field(
+        default=None,
+        description="aerospike.conf keys for this rack's pods, merged over "
+        "spec.aerospikeConfig key by key.",
+    )
 
 
 class Exporter(ApiModel):
@@ -167,6 +173,12 @@ class CacheClusterSpec(ImagePull):
         description="Pods that may be down at once during voluntary disruptions and rolls.",
     )
     exporter: Exporter = Field(default_factory=Exporter, description="Metrics exporter.")
+    aerospike_config: AerospikeConfig | None = Field(
+        default=None,
+        description="aerospike.conf keys beside the typed fields (service, logging, network, "
+        "namespaces), merged into the rendered configuration; keys the operator owns or "
+        "that have a typed field are refused.",
+    )
     paused: bool = Field(
         default=False, description="When true the operator leaves this cluster's children alone."
     )
@@ -179,6 +191,17 @@ class CacheClusterSpec(ImagePull):
         ids = [r.id for r in self.racks]
         if len(set(ids)) != len(ids):
             raise ValueError(f"rack ids must be unique, got {ids}")
+        declared = set(names)
+        configs = [("aerospikeConfig", self.aerospike_config)] + [
+            (f"racks[{i}].aerospikeConfig", r.aerospike_config) for i, r in enumerate(self.racks)
+        ]
+        for where, config in configs:
+            for j, ns in enumerate(config.namespaces if config else []):
+                if ns.name not in declared:
+                    raise ValueError(
+                        f"{where}.namespaces[{j}].name: {ns.name!r} is not a namespace of "
+                        f"spec.namespaces ({', '.join(sorted(declared))})"
+                    )
         if self.racks and self.size < len(self.racks):
             raise ValueError(
                 f"size ({self.size}) must be at least the number of racks ({len(self.racks)})"
@@ -187,11 +210,29 @@ class CacheClusterSpec(ImagePull):
 
 
 # Cross-field rules the apiserver enforces at admission (CEL), mirroring the validators above.
+# spec.namespaces may be absent (pydantic's default is one namespace named cache).
+_NAMESPACE_DECLARED = (
+    "(has(self.namespaces) ? self.namespaces.exists(m, m.name == n.name) : n.name == 'cache')"
+)
 CEL_RULES: list[dict[str, str]] = [
     {
         "rule": "!has(self.racks) || self.size >= size(self.racks)",
         "message": "spec.size must be at least the number of racks",
         "fieldPath": ".size",
+    },
+    {
+        "rule": "!has(self.aerospikeConfig) || !has(self.aerospikeConfig.namespaces) || "
+        f"self.aerospikeConfig.namespaces.all(n, {_NAMESPACE_DECLARED})",
+        "message": "aerospikeConfig.namespaces[].name must be a namespace of spec.namespaces",
+        "fieldPath": ".aerospikeConfig.namespaces",
+    },
+    {
+        "rule": "!has(self.racks) || self.racks.all(r, !has(r.aerospikeConfig) || "
+        f"!has(r.aerospikeConfig.namespaces) || r.aerospikeConfig.namespaces.all(n, "
+        f"{_NAMESPACE_DECLARED}))",
+        "message": "racks[].aerospikeConfig.namespaces[].name must be a namespace of "
+        "spec.namespaces",
+        "fieldPath": ".racks",
     },
 ]
 FIELD_CEL_RULES: dict[str, list[dict[str, str]]] = {

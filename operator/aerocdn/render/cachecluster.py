@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from aerocdn.api.aerospikeconfig import AerospikeConfig
 from aerocdn.api.cachecluster import KIND, AerospikeNamespace, CacheClusterSpec
 from aerocdn.api.common import parse_quantity
 from aerocdn.api.objects import CacheCluster
@@ -75,19 +76,100 @@ def _data_size_mib(ns: AerospikeNamespace) -> int:
     return size // MIB
 
 
-def aerospike_conf(cc: CacheCluster, rack_id: int, seed_hosts: list[str]) -> str:
-    namespaces = [
-        {**ns.__dict__, "storage": ns.storage, "data_size_mib": _data_size_mib(ns)}
-        for ns in cc.spec.namespaces
+def conf_sections(
+    cc: CacheCluster, rack_id: int, seed_hosts: list[str], user: AerospikeConfig
+) -> dict[str, Any]:
+    """The sections of aerospike.conf as maps of key -> value, the operator's keys first and
+    spec.aerospikeConfig merged over them (its validation refuses the keys we own)."""
+    spec = cc.spec
+    user_ns = {ns.name: ns for ns in user.namespaces}
+    namespaces = []
+    for ns in spec.namespaces:
+        extra = user_ns.get(ns.name)
+        config: dict[str, Any] = {
+            "replication-factor": ns.replication_factor,
+            "default-ttl": ns.default_ttl_seconds,
+            "# Expiry runs even with default-ttl 0: edges write records with a TTL, which "
+            "Aerospike": None,
+            "# refuses while nsup-period is 0.": None,
+            "nsup-period": 120,
+        }
+        if rack_id and spec.edition == "enterprise":
+            config["rack-id"] = rack_id  # Community Edition refuses rack-id
+        if ns.storage.type == "memory":
+            engine = "memory"
+            storage: dict[str, Any] = {"data-size": f"{_data_size_mib(ns)}M"}
+        else:
+            engine = "device"
+            storage = {
+                "file": f"/opt/aerospike/data/{ns.name}/{ns.name}.dat",
+                "filesize": f"{_data_size_mib(ns)}M",
+            }
+        storage["evict-used-pct"] = ns.evict_used_pct
+        storage["stop-writes-used-pct"] = ns.stop_writes_used_pct
+        if extra is not None:
+            config.update(extra.config)
+            storage.update(extra.storage_engine)
+        namespaces.append({"name": ns.name, "config": config, "engine": engine,
+                           "storage": storage})
+    return {
+        "service": {
+            "cluster-name": cc.name,
+            "proto-fd-max": 15000,
+            "work-directory": "/opt/aerospike/work",
+            **user.service,
+        },
+        "logging": {"console": {"any": "info", **user.logging.get("console", {})}},
+        "network": {
+            "service": {
+                "address": "any",
+                "port": PORTS["service"],
+                "access-address": "__POD_IP__",
+                **user.network.service,
+            },
+            "heartbeat": {
+                "mode": "mesh",
+                "address": "any",
+                "port": PORTS["heartbeat"],
+                "mesh-seed-address-port": [f"{h} {PORTS['heartbeat']}" for h in seed_hosts],
+                "interval": 150,
+                "timeout": 10,
+                **user.network.heartbeat,
+            },
+            "fabric": {"address": "any", "port": PORTS["fabric"], **user.network.fabric},
+        },
+        "namespaces": namespaces,
+    }
+
+
+def conf_lines(values: dict[str, Any]) -> list[str]:
+    """A section's map as aerospike.conf lines; a list value repeats its key, None writes
+    the key alone (comments: user keys cannot start with '#')."""
+    return [
+        key if v is None else f"{key} {v}"
+        for key, value in values.items()
+        for v in (value if isinstance(value, list) else [value])
     ]
+
+
+def aerospike_conf(cc: CacheCluster, rack_id: int, seed_hosts: list[str]) -> str:
+    user = cc.spec.aerospike_config or AerospikeConfig()
+    rack = next((r for r in cc.spec.racks if r.id == rack_id), None)
+    if rack is not None:
+        user = user.merged(rack.aerospike_config)
+    sections = conf_sections(cc, rack_id, seed_hosts, user)
     return render_text(
         "aerospike.conf.j2",
         name=cc.name,
         rack_id=rack_id,
-        seeds=seed_hosts,
         ports=PORTS,
-        namespaces=namespaces,
-        enterprise=cc.spec.edition == "enterprise",
+        service=conf_lines(sections["service"]),
+        logging=sections["logging"],
+        network={k: conf_lines(v) for k, v in sections["network"].items()},
+        namespaces=[
+            {**ns, "config": conf_lines(ns["config"]), "storage": conf_lines(ns["storage"])}
+            for ns in sections["namespaces"]
+        ],
     )
 
 
