@@ -111,7 +111,8 @@ class EdgeRegion(ApiModel):
         default=None,
         max_length=253,
         description="Public address of this region's edges (a load balancer's host name or "
-        "IP) for the weighted DNS records (default: the region's Service name).",
+        "IP) for the DNS records (default: the address of the region's LoadBalancer "
+        "Service; a region with neither gets no record).",
     )
     placement: Placement | None = Field(
         default=None,
@@ -120,10 +121,35 @@ class EdgeRegion(ApiModel):
     )
 
 
-class DnsOutput(ApiModel):
-    """Weighted DNS records (ExternalDNS DNSEndpoint) following the traffic weights."""
+class ProviderProperty(ApiModel):
+    """One providerSpecific property of an ExternalDNS endpoint."""
 
-    enabled: bool = Field(default=False, description="Render DNSEndpoint objects.")
+    name: str = Field(
+        pattern=r"^[a-z0-9]([a-z0-9./-]*[a-z0-9])?$",
+        max_length=63,
+        description="Property name, e.g. aws/geolocation-continent-code or aws/region.",
+    )
+    value: str = Field(max_length=253, description="Property value, e.g. EU or *.")
+
+
+class ClientRegionMatch(ApiModel):
+    """How the DNS provider recognises clients of one region."""
+
+    region: DnsLabel = Field(description="A region of spec.regions.")
+    provider_specific: list[ProviderProperty] = Field(
+        min_length=1,
+        max_length=8,
+        description="Properties that select these clients, e.g. [{name: "
+        "aws/geolocation-continent-code, value: EU}]. A region may be listed several times "
+        "(one record each), e.g. once more with aws/geolocation-country-code: '*' as the "
+        "default for clients no other record matches.",
+    )
+
+
+class DnsOutput(ApiModel):
+    """ExternalDNS DNSEndpoint records following the traffic weights."""
+
+    enabled: bool = Field(default=False, description="Render a DNSEndpoint.")
     hostname: str | None = Field(
         default=None, description="Record name (default: the first host)."
     )
@@ -133,8 +159,16 @@ class DnsOutput(ApiModel):
         description="providerSpecific property ExternalDNS reads the record weight from "
         "(for example aws/weight).",
     )
-
-
+    client_regions: list[ClientRegionMatch] = Field(
+        default_factory=list,
+        max_length=100,
+        description="Per-client-region routing. Set: each listed client region gets its own "
+        "weighted record set (<region>.<hostname>, weights of that region's row of the "
+        "plan) and <hostname> answers a CNAME to it for the clients these properties "
+        "select (geolocation or latency routing; AWS Route 53 through ExternalDNS). "
+        "Empty: one weighted set for all clients, from each region's global share (the "
+        "ContentEdge then says so in a DnsRouting condition).",
+    )
 class RoutingPolicy(ApiModel):
     """How traffic and cache routes are spread between regions."""
 
@@ -233,6 +267,12 @@ class ContentEdgeSpec(ImagePull):
         names = [r.name for r in self.regions]
         if len(set(names)) != len(names):
             raise ValueError(f"region names must be unique, got {names}")
+        for i, match in enumerate(self.routing.dns.client_regions):
+            if match.region not in names:
+                raise ValueError(
+                    f"routing.dns.clientRegions[{i}].region: {match.region!r} is not a region "
+                    f"of spec.regions ({', '.join(names)})"
+                )
         for a, row in self.routing.latencies_ms.items():
             for b, ms in row.items():
                 if ms < 0:
@@ -241,6 +281,13 @@ class ContentEdgeSpec(ImagePull):
 
 
 CEL_RULES: list[dict[str, str]] = [
+    {
+        "rule": "!has(self.routing) || !has(self.routing.dns) || "
+        "!has(self.routing.dns.clientRegions) || "
+        "self.routing.dns.clientRegions.all(m, self.regions.exists(r, r.name == m.region))",
+        "message": "routing.dns.clientRegions[].region must be a region of spec.regions",
+        "fieldPath": ".routing.dns.clientRegions",
+    },
     {
         "rule": "!has(self.autoscaling) || !has(self.autoscaling.minReplicas) || "
         "!has(self.autoscaling.maxReplicas) || "

@@ -3,7 +3,6 @@ PodDisruptionBudget and (optionally) HorizontalPodAutoscaler; plus the routing C
 
 from __future__ import annotations
 
-import ipaddress
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -13,6 +12,7 @@ from aerocdn.api.contentedge import KIND, EdgeRegion
 from aerocdn.api.objects import CacheCluster, ContentEdge
 from aerocdn.edge.config import CacheClusterRef, EdgeConfig
 from aerocdn.render.cachecluster import CONTAINER_SECURITY, PORTS
+from aerocdn.render.dns import dns_endpoint, dns_plan
 from aerocdn.render.engine import config_hash, finish, labels, owner_references, render_objects
 from aerocdn.render.nginx import render_nginx_conf
 from aerocdn.render.placement import image_pull, pod_placement
@@ -84,9 +84,11 @@ def render_contentedge(
     ce: ContentEdge,
     clusters: Mapping[str, CacheCluster] | None = None,
     routes_json: str | None = None,
+    addresses: Mapping[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """All children of a ContentEdge. ``clusters`` are the CacheClusters of its namespace
-    (by name); ``routes_json`` the routing plan to publish, when one has been made."""
+    (by name); ``routes_json`` the routing plan to publish, when one has been made;
+    ``addresses`` the external address of each region's Service, where one is known."""
     clusters = clusters or {}
     spec = ce.spec
     owner = owner_references(KIND, ce.name, ce.metadata.uid)
@@ -141,63 +143,8 @@ def render_contentedge(
     if routes_json is not None:
         objects.append(routing_configmap(ce, routes_json))
         if spec.routing.dns.enabled:
-            objects.append(dns_endpoint(ce, json.loads(routes_json)))
+            objects.append(dns_endpoint(ce, dns_plan(ce, json.loads(routes_json), addresses)))
     return finish(objects, owner)
-
-
-DNS_WEIGHT_SCALE = 100
-
-
-def region_weights(plan: dict[str, Any]) -> dict[str, float]:
-    """Share of all demand each edge region serves under a routing plan (sums to 1)."""
-    demand = {n: b.get("demand", 0.0) for n, b in
-              (plan.get("basis", {}).get("regions") or {}).items()}
-    load: dict[str, float] = {}
-    for client, row in (plan.get("trafficWeights") or {}).items():
-        for edge, share in row.items():
-            load[edge] = load.get(edge, 0.0) + demand.get(client, 0.0) * share
-    total = sum(load.values())
-    return {e: (v / total if total else 0.0) for e, v in sorted(load.items())}
-
-
-def dns_endpoint(ce: ContentEdge, plan: dict[str, Any]) -> dict[str, Any]:
-    """ExternalDNS DNSEndpoint: one weighted record set per region, following the traffic
-    weights, so a GSLB in front of the regions sends clients where the plan says."""
-    dns = ce.spec.routing.dns
-    shares = region_weights(plan)
-    if not any(shares.values()):  # no demand declared: spread by region
-        shares = {r.name: 1.0 for r in ce.spec.regions}
-    endpoints = []
-    for region in ce.spec.regions:
-        target = region.dns_target or f"{region_name(ce.name, region.name)}.{ce.namespace}.svc"
-        weight = round(shares.get(region.name, 0.0) * DNS_WEIGHT_SCALE)
-        endpoints.append({
-            "dnsName": dns.hostname or ce.spec.hosts[0],
-            "recordType": "A" if _is_ipv4(target) else "CNAME",
-            "targets": [target],
-            "recordTTL": dns.ttl,
-            "setIdentifier": region.name,
-            "providerSpecific": [{"name": dns.weight_key, "value": str(weight)}],
-        })
-    return {
-        "apiVersion": "externaldns.k8s.io/v1alpha1",
-        "kind": "DNSEndpoint",
-        "metadata": {
-            "name": ce.name,
-            "namespace": ce.namespace,
-            "labels": {**labels("aerocdn-edge", ce.name, "dns"),
-                       "aerocdn.dev/contentedge": ce.name},
-        },
-        "spec": {"endpoints": endpoints},
-    }
-
-
-def _is_ipv4(text: str) -> bool:
-    try:
-        ipaddress.IPv4Address(text)
-    except ValueError:
-        return False
-    return True
 
 
 def routing_configmap(ce: ContentEdge, routes_json: str) -> dict[str, Any]:
