@@ -64,7 +64,8 @@ BAD = [
     {"service": {"migrate-threads": "a b"}},
     {"service": {"Bad": 1}},
     {"service": {"enable-health-check": True}},
-    {"logging": {"/var/log/aerospike.log": {"any": "info"}}},
+    {"logging": {"console": {"any": "loud"}}},
+    {"logging": {"console": {"Any Context": "info"}}},
     {"namespaces": [{"name": "other", "config": {"nsup-period": 60}}]},
     {"service": {"migrate-threads": "x" * 300}},
 ]

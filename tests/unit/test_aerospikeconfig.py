@@ -132,8 +132,11 @@ def test_namespaces_must_be_declared_and_sinks_are_console() -> None:
     with pytest.raises(InputError, match=re.escape("racks[0].aerospikeConfig.namespaces")):
         cachecluster({"racks": [{"id": 1, "zone": "a", "aerospikeConfig": {
             "namespaces": [{"name": "other"}]}}]})
-    with pytest.raises(InputError, match="only console"):
+    # Only the console sink exists (files would go to the read-only root).
+    with pytest.raises(InputError, match=r"logging\./var/log/a\.log"):
         cachecluster({"aerospikeConfig": {"logging": {"/var/log/a.log": {"any": "info"}}}})
+    with pytest.raises(InputError, match=r"logging\.console\.any"):
+        cachecluster({"aerospikeConfig": {"logging": {"console": {"any": "loud"}}}})
 
 
 def test_without_aerospike_config_nothing_changes() -> None:

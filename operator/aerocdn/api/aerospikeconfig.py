@@ -14,7 +14,6 @@ import re
 from typing import Annotated, Any
 
 from pydantic import (
-    ConfigDict,
     Field,
     JsonValue,
     StrictInt,
@@ -29,12 +28,16 @@ KEY = r"^[a-z][a-z0-9-]*$"
 # One token of aerospike.conf: no whitespace, braces or comment signs that would let a value
 # open or close a section.
 VALUE = r"^[A-Za-z0-9._:/@+,=*-]+$"
-MAX_KEYS = 64
-MAX_VALUE_LENGTH = 256
+MAX_KEYS = 32
+MAX_VALUE_LENGTH = 128
 
 ConfValue = Annotated[
     StrictInt | StrictStr,
-    WithJsonSchema({"x-kubernetes-int-or-string": True, "maxLength": MAX_VALUE_LENGTH}),
+    WithJsonSchema({
+        "x-kubernetes-int-or-string": True,
+        "maxLength": MAX_VALUE_LENGTH,
+        "pattern": VALUE,
+    }),
 ]
 
 # Keys the operator sets and users may not: section -> key -> why / what to use instead.
@@ -87,10 +90,6 @@ def _cel_rules(section: str) -> list[JsonValue]:
             "rule": f"self.all(k, k.matches('{KEY}'))",
             "message": "keys are aerospike.conf names: lower case, digits and '-'",
         },
-        {
-            "rule": f"self.all(k, type(self[k]) == int || string(self[k]).matches('{VALUE}'))",
-            "message": "values are one token: letters, digits and ._:/@+,=*- (no spaces)",
-        },
     ]
     for key, why in OWNED.get(section, {}).items():
         rules.append({"rule": f"!('{key}' in self)", "message": f"{key} is set by the "
@@ -107,6 +106,7 @@ def section(name: str, description: str) -> Any:
             "additionalProperties": {
                 "x-kubernetes-int-or-string": True,
                 "maxLength": MAX_VALUE_LENGTH,
+                "pattern": VALUE,
             },
             "x-kubernetes-validations": _cel_rules(name),
         },
@@ -152,36 +152,33 @@ class NamespaceConfig(ApiModel):
     )
 
 
+LEVEL = Annotated[str, Field(pattern=r"^(critical|warning|info|debug|detail)$", max_length=8)]
+
+
+class LoggingConfig(ApiModel):
+    """Log levels per context (sinks other than the console would write to the read-only
+    root filesystem)."""
+
+    console: dict[str, LEVEL] = Field(
+        default_factory=dict,
+        description="Level per context of the console sink, e.g. {any: info, migrate: debug}.",
+        json_schema_extra={
+            "maxProperties": MAX_KEYS,
+            "x-kubernetes-validations": [{
+                "rule": f"self.all(k, k.matches('{KEY}'))",
+                "message": "contexts are names: lower case, digits and '-'",
+            }],
+        },
+    )
+
+
 class AerospikeConfig(ApiModel):
     """aerospike.conf keys merged into what the operator renders."""
-
-    model_config = ApiModel.model_config | ConfigDict(json_schema_extra={
-        "x-kubernetes-validations": [
-            {
-                "rule": "!has(self.logging) || self.logging.all(k, k == 'console')",
-                "message": "logging sinks: only console (the root filesystem is read-only)",
-                "fieldPath": ".logging",
-            },
-            {
-                "rule": "!has(self.logging) || self.logging.all(s, "
-                f"self.logging[s].all(c, c.matches('{KEY}')))",
-                "message": "logging contexts are names: lower case, digits and '-'",
-                "fieldPath": ".logging",
-            },
-        ]
-    })
 
     service: dict[str, ConfValue] = section(
         "service", "service keys (e.g. proto-fd-max, migrate-threads)."
     )
-    logging: dict[str, dict[str, Annotated[str, Field(pattern=r"^[a-z]+$", max_length=16)]]] = (
-        Field(
-            default_factory=dict,
-            description="Log levels per context of a sink: {console: {any: info, migrate: "
-            "debug}}.",
-            json_schema_extra={"maxProperties": 1},
-        )
-    )
+    logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Log levels.")
     network: NetworkConfig = Field(default_factory=NetworkConfig, description="network keys.")
     namespaces: list[NamespaceConfig] = Field(
         default_factory=list,
@@ -193,13 +190,9 @@ class AerospikeConfig(ApiModel):
     @model_validator(mode="after")
     def _check(self) -> AerospikeConfig:
         _check_section("service", "service", self.service)
-        for sink, contexts in self.logging.items():
-            if sink != "console":
-                raise ValueError(f"logging.{sink}: only console (the root "
-                                 "filesystem is read-only)")
-            for ctx in contexts:
-                if not re.fullmatch(KEY, ctx):
-                    raise ValueError(f"logging.{sink}.{ctx}: not a context name")
+        for ctx in self.logging.console:
+            if not re.fullmatch(KEY, ctx):
+                raise ValueError(f"logging.console.{ctx}: not a context name")
         for part in ("service", "heartbeat", "fabric"):
             _check_section(f"network.{part}", f"network.{part}",
                            getattr(self.network, part))
@@ -221,12 +214,9 @@ class AerospikeConfig(ApiModel):
                 config={**base.config, **ns.config},
                 storage_engine={**base.storage_engine, **ns.storage_engine},
             )
-        logging = {k: dict(v) for k, v in self.logging.items()}
-        for sink, contexts in other.logging.items():
-            logging[sink] = {**logging.get(sink, {}), **contexts}
         return AerospikeConfig(
             service={**self.service, **other.service},
-            logging=logging,
+            logging=LoggingConfig(console={**self.logging.console, **other.logging.console}),
             network=NetworkConfig(
                 service={**self.network.service, **other.network.service},
                 heartbeat={**self.network.heartbeat, **other.network.heartbeat},

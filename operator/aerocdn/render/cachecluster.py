@@ -119,7 +119,7 @@ def conf_sections(
             "work-directory": "/opt/aerospike/work",
             **user.service,
         },
-        "logging": {"console": {"any": "info", **user.logging.get("console", {})}},
+        "logging": {"console": {"any": "info", **user.logging.console}},
         "network": {
             "service": {
                 "address": "any",
