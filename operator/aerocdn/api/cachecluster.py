@@ -240,3 +240,9 @@ class CacheClusterStatus(StatusModel):
     )
     capacity_bytes: int | None = None
     cluster_key: str | None = None
+    migrating_partitions: int | None = Field(
+        default=None,
+        description="Partitions Aerospike still had to migrate at the last status write (a "
+        "count alone never triggers a write; live value: the operator's metric "
+        "aerocdn_aerospike_migrating_partitions).",
+    )

@@ -10,6 +10,7 @@ from typing import Any
 from aerocdn.aerospike.scale import (
     Done,
     Hold,
+    HoldCause,
     RackPods,
     RemoveOne,
     RestartPod,
@@ -90,7 +91,8 @@ def kubernetes_scale_step(racks: tuple[RackPods, ...], pods: list[PodView]) -> S
         return Done()
     down = [p.name for p in pods if not (p.running and p.ready) or p.terminating]
     if down:
-        return Hold(f"pod {', '.join(down)} not ready; scale-down waits ({KUBE_PROBE_NOTE})")
+        return Hold(f"pod {', '.join(down)} not ready; scale-down waits ({KUBE_PROBE_NOTE})",
+                    HoldCause.NODE_DOWN)
     return RemoveOne(rack=shrinking.name, pod=shrinking.pods[-1],
                      replicas=len(shrinking.pods) - 1,
                      why=f"all pods ready ({KUBE_PROBE_NOTE})")
