@@ -34,6 +34,11 @@ class Storage(ApiModel):
             "message": "a memory namespace needs size of at least 512Mi (the least Aerospike "
             "accepts for storage-engine memory)",
             "fieldPath": ".size",
+        }, {
+            "rule": "!has(self.storageClassName) || self.storageClassName == '' || "
+            "(has(self.type) && self.type == 'persistent')",
+            "message": "storageClassName applies only to persistent storage",
+            "fieldPath": ".storageClassName",
         }]
     })
 

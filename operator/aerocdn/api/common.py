@@ -18,6 +18,12 @@ VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+# Names the edge puts into nginx variables ($arg_x, $http_x) and its own cache key: one
+# pattern for the API (and so the CRD) and the edge config, so nothing admitted fails later.
+QUERY_PARAM = r"^[A-Za-z0-9_]+$"
+HEADER_NAME = r"^[A-Za-z0-9-]+$"
+# metadata.name of our objects: children append suffixes, so it is shorter than a DNS label
+OBJECT_NAME_MAX = 40
 QUANTITY = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$"
 
 DnsLabel = Annotated[str, Field(pattern=DNS_LABEL, min_length=1, max_length=63)]

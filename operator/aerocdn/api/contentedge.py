@@ -7,6 +7,8 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, model_validator
 
 from aerocdn.api.common import (
+    HEADER_NAME,
+    QUERY_PARAM,
     ApiModel,
     Condition,
     DnsLabel,
@@ -47,11 +49,11 @@ class CacheKey(ApiModel):
     include_query_string: bool = Field(
         default=True, description="Include the query string in the cache key."
     )
-    query_params: list[str] | None = Field(
+    query_params: list[Annotated[str, Field(pattern=QUERY_PARAM, max_length=256)]] | None = Field(
         default=None,
         description="Only these query parameters are part of the key (sorted). Unset: all.",
     )
-    vary_headers: list[str] = Field(
+    vary_headers: list[Annotated[str, Field(pattern=HEADER_NAME, max_length=256)]] = Field(
         default_factory=lambda: ["Accept-Encoding"],
         description="Request headers always part of the key; an origin's Vary adds to these.",
     )
@@ -131,7 +133,7 @@ class DnsOutput(ApiModel):
 class RoutingPolicy(ApiModel):
     """How traffic and cache routes are spread between regions."""
 
-    latencies_ms: dict[str, dict[str, int]] = Field(
+    latencies_ms: dict[str, dict[str, Annotated[int, Field(ge=0)]]] = Field(
         default_factory=dict,
         description="Latency between regions in ms: latenciesMs[a][b]. Missing pairs are "
         "taken as symmetric when the reverse is given, else as unreachable.",
@@ -221,10 +223,6 @@ class ContentEdgeSpec(ApiModel):
         names = [r.name for r in self.regions]
         if len(set(names)) != len(names):
             raise ValueError(f"region names must be unique, got {names}")
-        for a, row in self.routing.latencies_ms.items():
-            for b, ms in row.items():
-                if ms < 0:
-                    raise ValueError(f"routing.latenciesMs[{a}][{b}] must not be negative")
         return self
 
 

@@ -49,7 +49,7 @@ from aerocdn.controller.conditions import Cond, condition_events, merge_conditio
 from aerocdn.controller.context import API_VERSION, CC_KIND, Context, timestamp
 from aerocdn.controller.diff import status_changed
 from aerocdn.controller.kube import KubeError
-from aerocdn.controller.status import report_invalid, write_status
+from aerocdn.controller.status import already_failed, report_invalid, write_status
 from aerocdn.render.cachecluster import (
     CONFIG_HASH,
     READINESS_GATE,
@@ -74,7 +74,7 @@ def selector_string(name: str) -> str:
 async def reconcile_cachecluster(ctx: Context, namespace: str, name: str) -> float | None:
     kube = ctx.kube
     raw = await kube.get(API_VERSION, CC_KIND, namespace, name)
-    if raw is None or raw["metadata"].get("deletionTimestamp"):
+    if raw is None or raw["metadata"].get("deletionTimestamp") or already_failed(ctx, raw):
         return None  # children go with garbage collection
     status: dict[str, Any] = raw.get("status") or {}
     generation = raw["metadata"].get("generation")

@@ -10,7 +10,7 @@ from aerocdn.controller.children import list_children, sync_children
 from aerocdn.controller.conditions import Cond, condition_events, merge_conditions
 from aerocdn.controller.context import API_VERSION, CC_KIND, CE_KIND, Context, timestamp
 from aerocdn.controller.diff import status_changed
-from aerocdn.controller.status import report_invalid
+from aerocdn.controller.status import already_failed, report_invalid
 from aerocdn.render.contentedge import (
     cache_cluster_of,
     region_name,
@@ -32,7 +32,7 @@ DNS_KIND = ("externaldns.k8s.io/v1alpha1", "DNSEndpoint")
 async def reconcile_contentedge(ctx: Context, namespace: str, name: str) -> float | None:
     kube = ctx.kube
     raw = await kube.get(API_VERSION, CE_KIND, namespace, name)
-    if raw is None or raw["metadata"].get("deletionTimestamp"):
+    if raw is None or raw["metadata"].get("deletionTimestamp") or already_failed(ctx, raw):
         return None
     status: dict[str, Any] = raw.get("status") or {}
     generation = raw["metadata"].get("generation")
