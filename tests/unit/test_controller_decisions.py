@@ -230,3 +230,14 @@ def test_work_queue_runs_a_key_at_most_once_per_min_interval() -> None:
 
     asyncio.run(asyncio.wait_for(scenario(), timeout=30))
     assert runs.count("cc") == 1
+
+
+def test_growing_only_while_no_ready_pod_was_lost() -> None:
+    from aerocdn.controller.ccplan import growing
+    assert growing(True, 2, 2, 3, scaling_down=False, problem=False)  # 2 -> 3: a pod joins
+    assert growing(True, 2, 3, 4, scaling_down=False, problem=False)
+    assert not growing(True, 3, 2, 3, scaling_down=False, problem=False)  # a ready pod lost
+    assert not growing(False, 0, 1, 3, scaling_down=False, problem=False)  # never was Ready
+    assert not growing(True, 2, 2, 3, scaling_down=True, problem=False)
+    assert not growing(True, 2, 2, 3, scaling_down=False, problem=True)
+    assert not growing(True, 3, 3, 3, scaling_down=False, problem=False)  # simply ready

@@ -13,6 +13,7 @@ from aerocdn.api.common import (
     Quantity,
     ResourceRequirements,
     StatusModel,
+    find_condition,
     free_object,
     parse_quantity,
 )
@@ -245,6 +246,13 @@ class CacheClusterStatus(StatusModel):
     )
     capacity_bytes: int | None = None
     cluster_key: str | None = None
+    def condition(self, type_: str) -> Condition | None:
+        return find_condition(self.conditions, type_)
+
+    def is_true(self, type_: str) -> bool:
+        cond = self.condition(type_)
+        return cond is not None and cond.true
+
     migrating_partitions: int | None = Field(
         default=None,
         description="Partitions Aerospike still had to migrate at the last status write (a "

@@ -55,9 +55,15 @@ class ApiModel(BaseModel):
 
 
 class StatusModel(BaseModel):
-    """Base of status models: camelCase, tolerant of fields written by newer operators."""
+    """Base of status models: camelCase, tolerant of fields written by newer operators. The
+    operator builds the status it writes with these models and reads statuses (its own, and
+    a CacheCluster's from a ContentEdge's reconcile) back through them."""
 
     model_config = ConfigDict(alias_generator=camel, populate_by_name=True, extra="allow")
+
+    def to_api(self) -> dict[str, Any]:
+        """The JSON the status subresource stores (camelCase)."""
+        return self.model_dump(by_alias=True, mode="json")
 
 
 _SUFFIX = {
@@ -110,6 +116,14 @@ class Condition(StatusModel):
     message: str = ""
     last_transition_time: str | None = None
     observed_generation: int | None = None
+
+    @property
+    def true(self) -> bool:
+        return self.status == "True"
+
+
+def find_condition(conditions: list[Condition], type_: str) -> Condition | None:
+    return next((c for c in conditions if c.type == type_), None)
 
 
 def camel_path(loc: tuple[int | str, ...]) -> str:

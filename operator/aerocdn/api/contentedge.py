@@ -15,6 +15,7 @@ from aerocdn.api.common import (
     Quantity,
     ResourceRequirements,
     StatusModel,
+    find_condition,
 )
 
 KIND = "ContentEdge"
@@ -252,4 +253,8 @@ class ContentEdgeStatus(StatusModel):
     ready: str | None = Field(default=None, description="Ready regions, e.g. 3/3.")
     regions: list[RegionStatus] = Field(default_factory=list)
     conditions: list[Condition] = Field(default_factory=list)
-    routing: dict[str, Any] | None = None
+    routing: dict[str, Any] | None = Field(
+        default=None, description="Summary of the routing plan (aerocdn.routing Plan.summary).")
+
+    def condition(self, type_: str) -> Condition | None:
+        return find_condition(self.conditions, type_)

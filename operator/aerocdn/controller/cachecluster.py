@@ -34,10 +34,13 @@ from aerocdn.aerospike.stability import (
     readiness_gate_condition,
 )
 from aerocdn.api import CacheCluster, InputError, parse_object
+from aerocdn.api.cachecluster import CacheClusterStatus, RackStatus
+from aerocdn.api.common import Condition
 from aerocdn.controller import metrics
 from aerocdn.controller.ccplan import (
     KUBE_PROBE_NOTE,
     PodView,
+    growing,
     kubernetes_roll_step,
     kubernetes_scale_step,
     pod_view,
@@ -363,19 +366,22 @@ def _status(ctx: Context, cc: CacheCluster, racks: Any, pods: list[PodView],
     rack_status = []
     for r in racks:
         rack_pods = [p for p in alive if p.sts == r.name]
-        rack_status.append({
-            "name": r.name, "zone": zones.get(r.name) or "", "desired": r.desired,
-            "current": len(rack_pods), "ready": sum(1 for p in rack_pods if p.ready)})
+        rack_status.append(RackStatus(
+            name=r.name, zone=zones.get(r.name) or "", desired=r.desired,
+            current=len(rack_pods), ready=sum(1 for p in rack_pods if p.ready)))
     all_ready = len(ready) == desired == len(alive)
     stable_ok = ctx.probe == "kubernetes" or (isinstance(stability, Stability)
                                               and stability.stable)
     conditions: list[Cond] = []
     problem = ""
+    problem_reason = "AsExpected"
     if isinstance(stability, Unreachable):
         problem = f"Aerospike cannot be asked: {stability.summary}; the operator removes " \
                   "nothing and retries"
+        problem_reason = HoldCause.UNREACHABLE.value
     elif isinstance(action, Hold) and scaling_down and action.needs_attention:
         problem = action.reason
+        problem_reason = action.cause.value
     if scaling_down:
         reason = {RemoveOne: "RemovingNode", WaitMigrations: "WaitingForMigrations",
                   Quiesce: "Quiescing", WaitQuiesced: "Quiescing", Recluster: "Quiescing",
@@ -394,6 +400,10 @@ def _status(ctx: Context, cc: CacheCluster, racks: Any, pods: list[PodView],
     if problem:
         phase = "Degraded"
     progressing = scaling_down or bool(scale_up) or bool(roll_message) or not all_ready
+    old_ready: dict[str, Any] = next(
+        (c for c in old.get("conditions", []) if c.get("type") == "Ready"), {})
+    grows = growing(old_ready.get("status") == "True", old.get("readyReplicas") or 0,
+                    len(ready), desired, scaling_down, bool(problem))
     if all_ready and stable_ok:
         ready_cond = Cond("Ready", True, "ClusterReady",
                           f"{len(ready)}/{desired} Aerospike pods ready"
@@ -405,26 +415,31 @@ def _status(ctx: Context, cc: CacheCluster, racks: Any, pods: list[PodView],
         if isinstance(stability, Stability | Unreachable) and not stable_ok:
             why += f"; {stability.summary}"
         ready_cond = Cond("Ready", False, "NotReady", why)
+        if grows:  # still serving every record while new nodes join: stays in the routes
+            ready_cond = Cond("Ready", True, "Growing",
+                              f"{len(ready)}/{desired} Aerospike pods ready; the cluster "
+                              "serves while new nodes join and data migrates to them")
     conditions = [
         ready_cond,
         Cond("Progressing", progressing,
              "Reconciling" if progressing else "Converged",
              roll_message or (action.reason if scaling_down else "")
              or ("waiting for pods" if progressing else "children match the spec")),
-        Cond("Degraded", bool(problem), "Problem" if problem else "AsExpected",
+        Cond("Degraded", bool(problem), problem_reason if problem else "AsExpected",
              problem or "no problem seen"),
         *conditions,
     ]
-    return {
-        "observedGeneration": generation,
-        "phase": phase,
-        "replicas": len(alive),
-        "readyReplicas": len(ready),
-        "selector": selector_string(cc.name),
-        "probe": ctx.probe,
-        "racks": rack_status,
-        "clusterKey": stability.cluster_key if isinstance(stability, Stability) else None,
-        "migratingPartitions": (stability.partitions_remaining
-                                if isinstance(stability, Stability) else None),
-        "conditions": merge_conditions(old.get("conditions", []), conditions, generation, now),
-    }
+    return CacheClusterStatus(
+        observed_generation=generation,
+        phase=phase,
+        replicas=len(alive),
+        ready_replicas=len(ready),
+        selector=selector_string(cc.name),
+        probe=ctx.probe,
+        racks=rack_status,
+        cluster_key=stability.cluster_key if isinstance(stability, Stability) else None,
+        migrating_partitions=(stability.partitions_remaining
+                              if isinstance(stability, Stability) else None),
+        conditions=[Condition.model_validate(c) for c in merge_conditions(
+            old.get("conditions", []), conditions, generation, now)],
+    ).to_api()

@@ -4,7 +4,6 @@ PodDisruptionBudget and (optionally) HorizontalPodAutoscaler; plus the routing C
 from __future__ import annotations
 
 import ipaddress
-import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,6 +14,7 @@ from aerocdn.edge.config import CacheClusterRef, EdgeConfig
 from aerocdn.render.cachecluster import CONTAINER_SECURITY, PORTS
 from aerocdn.render.engine import config_hash, finish, labels, owner_references, render_objects
 from aerocdn.render.nginx import render_nginx_conf
+from aerocdn.routing.model import Plan
 from aerocdn.yamlio import dump
 
 DEFAULT_EDGE_RESOURCES = {
@@ -133,26 +133,25 @@ def render_contentedge(
     if routes_json is not None:
         objects.append(routing_configmap(ce, routes_json))
         if spec.routing.dns.enabled:
-            objects.append(dns_endpoint(ce, json.loads(routes_json)))
+            objects.append(dns_endpoint(ce, Plan.from_json(routes_json)))
     return finish(objects, owner)
 
 
 DNS_WEIGHT_SCALE = 100
 
 
-def region_weights(plan: dict[str, Any]) -> dict[str, float]:
+def region_weights(plan: Plan) -> dict[str, float]:
     """Share of all demand each edge region serves under a routing plan (sums to 1)."""
-    demand = {n: b.get("demand", 0.0) for n, b in
-              (plan.get("basis", {}).get("regions") or {}).items()}
+    demand = {n: b.demand for n, b in plan.basis.items()}
     load: dict[str, float] = {}
-    for client, row in (plan.get("trafficWeights") or {}).items():
+    for client, row in plan.traffic_weights.items():
         for edge, share in row.items():
             load[edge] = load.get(edge, 0.0) + demand.get(client, 0.0) * share
     total = sum(load.values())
     return {e: (v / total if total else 0.0) for e, v in sorted(load.items())}
 
 
-def dns_endpoint(ce: ContentEdge, plan: dict[str, Any]) -> dict[str, Any]:
+def dns_endpoint(ce: ContentEdge, plan: Plan) -> dict[str, Any]:
     """ExternalDNS DNSEndpoint: one weighted record set per region, following the traffic
     weights, so a GSLB in front of the regions sends clients where the plan says."""
     dns = ce.spec.routing.dns
