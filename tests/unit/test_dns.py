@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest
@@ -48,11 +47,11 @@ PER_CLIENT = {"clientRegions": [
 
 def test_each_client_region_gets_its_own_row_of_the_plan() -> None:
     ce = edge(PER_CLIENT, dnsTarget="ap.lb.example.net")
-    plan = json.loads(preview_plan(ce, {}).to_json())
-    rows = plan["trafficWeights"]
+    plan = preview_plan(ce, {})
+    rows = plan.traffic_weights
     # The plan really differs per client region (else this test proves nothing).
     assert rows["eu"] != rows["us"]
-    (obj,) = by_kind(render_contentedge(ce, {}, json.dumps(plan)), "DNSEndpoint")
+    (obj,) = by_kind(render_contentedge(ce, {}, plan.to_json()), "DNSEndpoint")
     endpoints = obj["spec"]["endpoints"]
     for client in REGIONS:
         name = f"{client}.www.example.com"
@@ -77,7 +76,7 @@ def test_each_client_region_gets_its_own_row_of_the_plan() -> None:
 
 def test_no_svc_name_is_ever_a_target_and_a_region_without_address_is_reported() -> None:
     ce = edge(PER_CLIENT)  # ap has no dnsTarget and no observed address
-    plan = json.loads(preview_plan(ce, {}).to_json())
+    plan = preview_plan(ce, {})
     out = dns_plan(ce, plan)
     assert all(".svc" not in t for e in out.endpoints for t in e["targets"])
     assert any("region ap has no address" in w for w in out.warnings)
@@ -89,7 +88,7 @@ def test_no_svc_name_is_ever_a_target_and_a_region_without_address_is_reported()
 
 def test_without_client_regions_one_weighted_set_and_a_warning() -> None:
     ce = edge({}, dnsTarget="ap.lb.example.net")
-    plan = json.loads(preview_plan(ce, {}).to_json())
+    plan = preview_plan(ce, {})
     out = dns_plan(ce, plan)
     assert {e["dnsName"] for e in out.endpoints} == {"www.example.com"}
     assert sum(int(e["providerSpecific"][0]["value"]) for e in out.endpoints) == \

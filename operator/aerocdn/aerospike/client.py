@@ -322,10 +322,6 @@ class AerospikeInfo:
         failures = tuple(r for r in results if isinstance(r, PodFailure))
         return ClusterObservation(expected, nodes, failures)
 
-    async def run(self, pod: str, command: str) -> str:
-        """Async form of :meth:`info_sync` for the scale-down actions."""
-        return await asyncio.to_thread(self.info_sync, pod, command)
-
 
 def _observe_one(info: AerospikeInfo, pod: str, expected: int) -> NodeObservation | PodFailure:
     try:

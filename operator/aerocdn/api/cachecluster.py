@@ -16,6 +16,7 @@ from aerocdn.api.common import (
     Quantity,
     ResourceRequirements,
     StatusModel,
+    find_condition,
     parse_quantity,
 )
 
@@ -36,6 +37,11 @@ class Storage(ApiModel):
             "message": "a memory namespace needs size of at least 512Mi (the least Aerospike "
             "accepts for storage-engine memory)",
             "fieldPath": ".size",
+        }, {
+            "rule": "!has(self.storageClassName) || self.storageClassName == '' || "
+            "(has(self.type) && self.type == 'persistent')",
+            "message": "storageClassName applies only to persistent storage",
+            "fieldPath": ".storageClassName",
         }]
     })
 
@@ -263,3 +269,16 @@ class CacheClusterStatus(StatusModel):
     )
     capacity_bytes: int | None = None
     cluster_key: str | None = None
+    def condition(self, type_: str) -> Condition | None:
+        return find_condition(self.conditions, type_)
+
+    def is_true(self, type_: str) -> bool:
+        cond = self.condition(type_)
+        return cond is not None and cond.true
+
+    migrating_partitions: int | None = Field(
+        default=None,
+        description="Partitions Aerospike still had to migrate at the last status write (a "
+        "count alone never triggers a write; live value: the operator's metric "
+        "aerocdn_aerospike_migrating_partitions).",
+    )

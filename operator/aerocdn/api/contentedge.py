@@ -7,6 +7,8 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, model_validator
 
 from aerocdn.api.common import (
+    HEADER_NAME,
+    QUERY_PARAM,
     ApiModel,
     Condition,
     DnsLabel,
@@ -15,6 +17,7 @@ from aerocdn.api.common import (
     Quantity,
     ResourceRequirements,
     StatusModel,
+    find_condition,
 )
 
 KIND = "ContentEdge"
@@ -49,11 +52,11 @@ class CacheKey(ApiModel):
     include_query_string: bool = Field(
         default=True, description="Include the query string in the cache key."
     )
-    query_params: list[str] | None = Field(
+    query_params: list[Annotated[str, Field(pattern=QUERY_PARAM, max_length=256)]] | None = Field(
         default=None,
         description="Only these query parameters are part of the key (sorted). Unset: all.",
     )
-    vary_headers: list[str] = Field(
+    vary_headers: list[Annotated[str, Field(pattern=HEADER_NAME, max_length=256)]] = Field(
         default_factory=lambda: ["Accept-Encoding"],
         description="Request headers always part of the key; an origin's Vary adds to these.",
     )
@@ -172,7 +175,7 @@ class DnsOutput(ApiModel):
 class RoutingPolicy(ApiModel):
     """How traffic and cache routes are spread between regions."""
 
-    latencies_ms: dict[str, dict[str, int]] = Field(
+    latencies_ms: dict[str, dict[str, Annotated[int, Field(ge=0)]]] = Field(
         default_factory=dict,
         description="Latency between regions in ms: latenciesMs[a][b]. Missing pairs are "
         "taken as symmetric when the reverse is given, else as unreachable.",
@@ -273,10 +276,6 @@ class ContentEdgeSpec(ImagePull):
                     f"routing.dns.clientRegions[{i}].region: {match.region!r} is not a region "
                     f"of spec.regions ({', '.join(names)})"
                 )
-        for a, row in self.routing.latencies_ms.items():
-            for b, ms in row.items():
-                if ms < 0:
-                    raise ValueError(f"routing.latenciesMs[{a}][{b}] must not be negative")
         return self
 
 
@@ -313,4 +312,8 @@ class ContentEdgeStatus(StatusModel):
     ready: str | None = Field(default=None, description="Ready regions, e.g. 3/3.")
     regions: list[RegionStatus] = Field(default_factory=list)
     conditions: list[Condition] = Field(default_factory=list)
-    routing: dict[str, Any] | None = None
+    routing: dict[str, Any] | None = Field(
+        default=None, description="Summary of the routing plan (aerocdn.routing Plan.summary).")
+
+    def condition(self, type_: str) -> Condition | None:
+        return find_condition(self.conditions, type_)

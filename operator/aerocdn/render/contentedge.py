@@ -3,7 +3,6 @@ PodDisruptionBudget and (optionally) HorizontalPodAutoscaler; plus the routing C
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,6 +15,7 @@ from aerocdn.render.dns import dns_endpoint, dns_plan
 from aerocdn.render.engine import config_hash, finish, labels, owner_references, render_objects
 from aerocdn.render.nginx import render_nginx_conf
 from aerocdn.render.placement import image_pull, pod_placement
+from aerocdn.routing.model import Plan
 from aerocdn.yamlio import dump
 
 DEFAULT_EDGE_RESOURCES = {
@@ -143,7 +143,7 @@ def render_contentedge(
     if routes_json is not None:
         objects.append(routing_configmap(ce, routes_json))
         if spec.routing.dns.enabled:
-            objects.append(dns_endpoint(ce, dns_plan(ce, json.loads(routes_json), addresses)))
+            objects.append(dns_endpoint(ce, dns_plan(ce, Plan.from_json(routes_json), addresses)))
     return finish(objects, owner)
 
 

@@ -21,16 +21,16 @@ from typing import Any
 
 from aerocdn.api.objects import ContentEdge
 from aerocdn.render.engine import labels
+from aerocdn.routing.model import Plan
 
 WEIGHT_SCALE = 100
 
 
-def region_weights(plan: Mapping[str, Any]) -> dict[str, float]:
+def region_weights(plan: Plan) -> dict[str, float]:
     """Share of all demand each edge region serves under a routing plan (sums to 1)."""
-    demand = {n: b.get("demand", 0.0) for n, b in
-              (plan.get("basis", {}).get("regions") or {}).items()}
+    demand = {n: b.demand for n, b in plan.basis.items()}
     load: dict[str, float] = {}
-    for client, row in (plan.get("trafficWeights") or {}).items():
+    for client, row in plan.traffic_weights.items():
         for edge, share in row.items():
             load[edge] = load.get(edge, 0.0) + demand.get(client, 0.0) * share
     total = sum(load.values())
@@ -73,9 +73,9 @@ def _weighted(name: str, set_prefix: str, shares: Mapping[str, float],
 
 
 def dns_plan(
-    ce: ContentEdge, plan: Mapping[str, Any], addresses: Mapping[str, str] | None = None
+    ce: ContentEdge, plan: Plan, addresses: Mapping[str, str] | None = None
 ) -> DnsPlan:
-    """Endpoints for ``plan`` (routes.json as a mapping); ``addresses`` are the observed
+    """Endpoints for ``plan`` (the routes.json model); ``addresses`` are the observed
     external addresses of each region's Service (LoadBalancer ingress), by region."""
     dns = ce.spec.routing.dns
     hostname = dns.hostname or ce.spec.hosts[0]
@@ -90,7 +90,7 @@ def dns_plan(
                 f"region {region.name} has no address clients outside the cluster can reach: "
                 "set regions[].dnsTarget or use service.type LoadBalancer; it gets no record"
             )
-    rows: Mapping[str, Mapping[str, float]] = plan.get("trafficWeights") or {}
+    rows = plan.traffic_weights
     if dns.client_regions:
         clients = sorted({m.region for m in dns.client_regions})
         served: set[str] = set()
