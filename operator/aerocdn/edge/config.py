@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -41,7 +42,20 @@ class OriginConfig(_Model):
     host_header: str | None = None
     connect_timeout_seconds: float = Field(default=5.0, gt=0)
     read_timeout_seconds: float = Field(default=30.0, gt=0)
+    # the whole fetch (connect + headers + body): a trickling origin cannot hold a fill longer
+    fetch_timeout_seconds: float = Field(default=60.0, gt=0)
     tls_verify: bool = True
+    # request headers sent to the origin besides the key's (cacheKey.varyHeaders); an answer
+    # is stored only if its Vary names each of them that the request carried
+    forward_headers: tuple[str, ...] = ()
+
+    @field_validator("forward_headers")
+    @classmethod
+    def _fwd(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for h in v:
+            if not _HEADER_RE.match(h):
+                raise ValueError(f"origin.forwardHeaders entry {h!r} is not a header name")
+        return tuple(h.lower() for h in v)
 
     @field_validator("url")
     @classmethod
@@ -85,6 +99,14 @@ class CachePolicyConfig(_Model):
     l1_cache_size: str = "1Gi"
     l2_max_ttl_seconds: int = Field(default=7 * 86400, gt=0)
     cache_key: CacheKeyConfig = CacheKeyConfig()
+    # Requests with Cookie: strip (the origin never sees cookies), bypass (to the origin with
+    # the cookie, never stored nor answered from cache), forward (to the origin; stored only
+    # if the answer says Vary: Cookie, then one variant per cookie value).
+    cookies: Literal["strip", "bypass", "forward"] = "strip"
+    # Requests with Authorization: rfc9111 (forwarded; the answer is shared only if it is
+    # public / s-maxage / must-revalidate, RFC 9111 3.5) or bypass (never stored nor answered
+    # from cache).
+    authorization: Literal["rfc9111", "bypass"] = "rfc9111"
 
     @field_validator("l1_cache_size")
     @classmethod
@@ -201,6 +223,10 @@ class EdgeConfig(_Model):
     shutdown_delay_seconds: float = Field(default=5.0, ge=0)
     drain_seconds: float = Field(default=20.0, ge=0)
     max_request_header_bytes: int = Field(default=16384, gt=0)
+    # The container's memory limit; every per-pod structure gets a byte budget from it (unset:
+    # the cgroup's memory.max, else 512Mi).
+    memory_limit: str | None = None
+    admin_header_timeout_seconds: float = Field(default=10.0, gt=0)
 
     @field_validator("hosts")
     @classmethod
@@ -233,15 +259,58 @@ class EdgeConfig(_Model):
             )
         return self
 
+    @field_validator("memory_limit")
+    @classmethod
+    def _limit(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                parse_quantity(v)
+            except ValueError as e:
+                raise ValueError(f"memoryLimit: {e}") from None
+        return v
+
+    @property
+    def memory_limit_bytes(self) -> int:
+        if self.memory_limit is not None:
+            return parse_quantity(self.memory_limit)
+        return cgroup_memory_limit() or 512 * 2**20
+
+    @property
+    def budgets(self) -> Budgets:
+        return budgets(self.memory_limit_bytes, parse_quantity(self.memory_tier_size))
+
     @property
     def memory_tier_bytes(self) -> int:
-        return parse_quantity(self.memory_tier_size)
+        return self.budgets.memory_tier
 
     def cluster_set(self, name: str) -> str:
         return self.cache_clusters[name].set or self.content_edge
 
     def serves_host(self, host: str) -> bool:
         return host_allowed(self.hosts, host)
+
+
+class Budgets(_Model):
+    """Byte budgets of the per-pod structures, from the container's memory limit.  What is
+    left (~45%) is the interpreter, aiohttp's buffers and the Aerospike client."""
+
+    limit: int
+    memory_tier: int  # the L2 memory tier (no Aerospike)
+    fills: int  # bodies of fills in flight; past it a fill streams without storing
+    l1_index: int  # the index of what nginx holds (for purge)
+
+
+def budgets(limit: int, memory_tier_size: int) -> Budgets:
+    return Budgets(limit=limit, memory_tier=min(memory_tier_size, limit * 25 // 100),
+                   fills=limit * 20 // 100, l1_index=limit * 5 // 100)
+
+
+def cgroup_memory_limit(path: str = "/sys/fs/cgroup/memory.max") -> int | None:
+    try:
+        text = Path(path).read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
 
 
 def host_allowed(hosts: tuple[str, ...], host: str) -> bool:
