@@ -20,6 +20,11 @@ PLURAL = "contentedges"
 DEFAULT_IMAGE = "aerocdn:0.1.0"
 
 HOSTNAME = r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+# The edge's own checks (aerocdn.edge.config), so nothing the CRD admits fails later: nginx
+# variables ($arg_x, $http_x) take only these characters.
+HEADER_NAME = r"^[A-Za-z0-9-]+$"
+QUERY_PARAM = r"^[A-Za-z0-9_]+$"
+HeaderName = Annotated[str, Field(pattern=HEADER_NAME, min_length=1, max_length=128)]
 
 
 class Origin(ApiModel):
@@ -38,7 +43,18 @@ class Origin(ApiModel):
     read_timeout_seconds: float = Field(
         default=30.0, gt=0, le=600, description="Timeout for the origin's response."
     )
+    fetch_timeout_seconds: float = Field(
+        default=60.0, gt=0, le=3600,
+        description="Deadline for a whole origin fetch (connect, headers, body): an origin "
+        "that trickles cannot hold a fill longer; stale is served where allowed.",
+    )
     tls_verify: bool = Field(default=True, description="Verify the origin's TLS certificate.")
+    forward_headers: list[HeaderName] = Field(
+        default_factory=list, max_length=64,
+        description="Request headers sent to the origin besides cacheKey.varyHeaders (all "
+        "others are dropped). An answer is cached only if its Vary names each of them the "
+        "request carried, so no header outside the key changes a cached answer.",
+    )
 
 
 class CacheKey(ApiModel):
@@ -47,11 +63,11 @@ class CacheKey(ApiModel):
     include_query_string: bool = Field(
         default=True, description="Include the query string in the cache key."
     )
-    query_params: list[str] | None = Field(
+    query_params: list[Annotated[str, Field(pattern=QUERY_PARAM, max_length=128)]] | None = Field(
         default=None,
         description="Only these query parameters are part of the key (sorted). Unset: all.",
     )
-    vary_headers: list[str] = Field(
+    vary_headers: list[HeaderName] = Field(
         default_factory=lambda: ["Accept-Encoding"],
         description="Request headers always part of the key; an origin's Vary adds to these.",
     )
@@ -87,6 +103,18 @@ class CachePolicy(ApiModel):
         default="1Gi", description="Size of each pod's nginx cache (an emptyDir)."
     )
     cache_key: CacheKey = Field(default_factory=CacheKey, description="Cache key policy.")
+    cookies: Literal["strip", "bypass", "forward"] = Field(
+        default="strip",
+        description="Requests with Cookie: strip (the origin never sees cookies; cached as "
+        "usual), bypass (sent to the origin with the cookie, never cached nor answered from "
+        "cache), forward (sent with the cookie; cached only if the answer says Vary: Cookie).",
+    )
+    authorization: Literal["rfc9111", "bypass"] = Field(
+        default="rfc9111",
+        description="Requests with Authorization: rfc9111 (forwarded; the answer is shared "
+        "only when public, s-maxage or must-revalidate, RFC 9111 3.5) or bypass (never "
+        "cached nor answered from cache).",
+    )
 
 
 class EdgeRegion(ApiModel):

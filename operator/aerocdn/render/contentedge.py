@@ -71,8 +71,16 @@ def edge_config(
             "cachePolicy": spec.cache_policy.model_dump(by_alias=True, exclude_none=True),
             "cacheClusters": {k: v.model_dump(by_alias=True) for k, v in sorted(refs.items())},
             "peers": {"dnsName": f"{region_name(ce.name, region.name)}-peers.{ce.namespace}.svc"},
+            # the edge container's limit: its per-pod byte budgets are derived from it
+            "memoryLimit": edge_memory_limit(ce),
         }
     )
+
+
+def edge_memory_limit(ce: ContentEdge) -> str:
+    res = _resources(ce.spec.resources.edge, DEFAULT_EDGE_RESOURCES)
+    limit = (res.get("limits") or {}).get("memory")
+    return str(limit or DEFAULT_EDGE_RESOURCES["limits"]["memory"])
 
 
 def _resources(value: Any, default: dict[str, Any]) -> dict[str, Any]:
