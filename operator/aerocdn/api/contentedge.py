@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
 from aerocdn.api.common import (
     ApiModel,
@@ -115,6 +116,75 @@ class CachePolicy(ApiModel):
         "only when public, s-maxage or must-revalidate, RFC 9111 3.5) or bypass (never "
         "cached nor answered from cache).",
     )
+
+
+def _ip_or_cidr(v: str) -> str:
+    """The same set as the CRD's CEL ``isIP(c) || isCIDR(c)``: an address or a network,
+    no zone."""
+    try:
+        if "/" in v:
+            ipaddress.ip_network(v, strict=False)
+        else:
+            ipaddress.ip_address(v)
+    except ValueError:
+        raise ValueError(f"{v!r} is not an IP address or CIDR") from None
+    if "%" in v:
+        raise ValueError(f"{v!r}: zones are not allowed")
+    return v
+
+
+IpOrCidr = Annotated[
+    str,
+    Field(min_length=2, max_length=64, pattern=r"^[0-9a-fA-F:.]+(/[0-9]{1,3})?$"),
+    AfterValidator(_ip_or_cidr),
+]
+
+
+class RateLimits(ApiModel):
+    """Per-client-IP limits enforced by nginx (limit_req / limit_conn); over them a client
+    gets 429 with Retry-After."""
+
+    requests_per_second: int | None = Field(
+        default=None, ge=1, le=1_000_000,
+        description="Sustained requests per second per client IP (unset: no rate limit).",
+    )
+    burst: int = Field(
+        default=0, ge=0, le=1_000_000,
+        description="Requests above the rate a client may send at once before getting 429.",
+    )
+    connections_per_client: int | None = Field(
+        default=None, ge=1, le=100_000,
+        description="Requests in progress at once per client IP (unset: no limit).",
+    )
+    trusted_proxies: list[IpOrCidr] = Field(
+        default_factory=list, max_length=64,
+        description="Addresses/CIDRs of load balancers in front of the edges: only for "
+        "connections from these is the client IP taken from clientIPHeader.",
+    )
+    client_ip_header: str = Field(
+        default="X-Forwarded-For", pattern=HEADER_NAME, max_length=128,
+        description="Header carrying the client IP, set by a trusted proxy.",
+    )
+
+
+class TLSEntry(ApiModel):
+    """A certificate for some of the hosts: a kubernetes.io/tls Secret (what cert-manager
+    writes), served with SNI on the HTTPS port (TLS 1.2+, HTTP/2)."""
+
+    hosts: list[Annotated[str, Field(pattern=HOSTNAME, max_length=253)]] = Field(
+        min_length=1, max_length=100,
+        description="Hosts (of spec.hosts) this certificate serves.",
+    )
+    secret_name: DnsLabel = Field(description="kubernetes.io/tls Secret in this namespace.")
+
+
+class TLSPolicy(ApiModel):
+    """HTTPS for the whole ContentEdge."""
+
+    redirect_http: bool = Field(
+        default=False, description="Answer plain HTTP with a 308 redirect to HTTPS."
+    )
+    http2: bool = Field(default=True, description="Offer HTTP/2 (ALPN h2) on HTTPS.")
 
 
 class EdgeRegion(ApiModel):
@@ -241,6 +311,14 @@ class ContentEdgeSpec(ApiModel):
     purge_token_secret_ref: SecretKeyRef | None = Field(
         default=None, description="Secret holding the bearer token for POST /purge."
     )
+    rate_limits: RateLimits | None = Field(
+        default=None, description="Per-client-IP request and connection limits."
+    )
+    tls: list[TLSEntry] = Field(
+        default_factory=list, max_length=50,
+        description="Certificates (kubernetes.io/tls Secrets) for HTTPS, one per host set.",
+    )
+    tls_policy: TLSPolicy = Field(default_factory=TLSPolicy, description="HTTPS options.")
 
     @model_validator(mode="after")
     def _check(self) -> ContentEdgeSpec:
@@ -253,6 +331,10 @@ class ContentEdgeSpec(ApiModel):
             for b, ms in row.items():
                 if ms < 0:
                     raise ValueError(f"routing.latenciesMs[{a}][{b}] must not be negative")
+        for t in self.tls:
+            for h in t.hosts:
+                if h not in self.hosts:
+                    raise ValueError(f"tls: host {h!r} is not one of spec.hosts")
         return self
 
 
@@ -265,7 +347,18 @@ CEL_RULES: list[dict[str, str]] = [
         "fieldPath": ".autoscaling",
     },
 ]
-FIELD_CEL_RULES: dict[str, list[dict[str, str]]] = {}
+CEL_RULES.append({
+    "rule": "!has(self.tls) || self.tls.all(t, t.hosts.all(h, h in self.hosts))",
+    "message": "tls: every host must be one of spec.hosts",
+    "fieldPath": ".tls",
+})
+FIELD_CEL_RULES: dict[str, list[dict[str, str]]] = {
+    "rateLimits": [{
+        "rule": "!has(self.trustedProxies) || "
+        "self.trustedProxies.all(c, !c.contains('%') && (isIP(c) || isCIDR(c)))",
+        "message": "rateLimits.trustedProxies: each entry must be an IP address or CIDR",
+    }],
+}
 
 
 class RegionStatus(StatusModel):

@@ -168,6 +168,39 @@ class LimitsConfig(_Model):
     large_client_header_buffers: str = "4 16k"
 
 
+class RateLimitsConfig(_Model):
+    """nginx limit_req / limit_conn per client IP (ContentEdge spec.rateLimits, validated
+    there; no stricter checks here)."""
+
+    requests_per_second: int | None = None
+    burst: int = 0
+    connections_per_client: int | None = None
+    trusted_proxies: tuple[str, ...] = ()
+    client_ip_header: str = "X-Forwarded-For"
+    zone_mb: int = Field(default=10, gt=0)
+
+    @property
+    def retry_after_seconds(self) -> int:
+        return 1
+
+
+class TLSCertConfig(_Model):
+    hosts: tuple[str, ...]
+    cert_file: str
+    key_file: str
+
+
+class TLSConfig(_Model):
+    """HTTPS listeners: one nginx ``server`` per certificate, chosen by SNI."""
+
+    listen: str = "8443"
+    certificates: tuple[TLSCertConfig, ...] = ()
+    redirect_http: bool = False
+    http2: bool = True
+    # how often the edge looks at the mounted certificates; a change reloads nginx (SIGHUP)
+    reload_poll_seconds: float = Field(default=10.0, gt=0)
+
+
 class NginxConfig(_Model):
     """nginx knobs; the defaults are the production pod, tests override ports and paths."""
 
@@ -199,6 +232,8 @@ class EdgeConfig(_Model):
     cache_policy: CachePolicyConfig = CachePolicyConfig()
     limits: LimitsConfig = LimitsConfig()
     nginx: NginxConfig = NginxConfig()
+    rate_limits: RateLimitsConfig | None = None
+    tls: TLSConfig | None = None
 
     listen: str = "127.0.0.1:8081"
     admin_listen: str = "0.0.0.0:9091"

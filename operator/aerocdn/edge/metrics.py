@@ -85,6 +85,9 @@ class EdgeMetrics:
         self.routing_reloads = Counter(
             "aerocdn_routing_reloads", "Routing plan reloads", registry=r
         )
+        self.tls_reloads = Counter(
+            "aerocdn_tls_reloads", "nginx reloads after a certificate changed", registry=r
+        )
         self.purges = Counter(
             "aerocdn_purges", "Purges handled, by kind and role", ["kind", "role"], registry=r
         )

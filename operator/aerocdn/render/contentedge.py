@@ -73,8 +73,28 @@ def edge_config(
             "peers": {"dnsName": f"{region_name(ce.name, region.name)}-peers.{ce.namespace}.svc"},
             # the edge container's limit: its per-pod byte budgets are derived from it
             "memoryLimit": edge_memory_limit(ce),
+            "rateLimits": (spec.rate_limits.model_dump(by_alias=True)
+                           if spec.rate_limits is not None else None),
+            "tls": tls_config(ce),
         }
     )
+
+
+TLS_DIR = "/etc/aerocdn/tls"
+
+
+def tls_config(ce: ContentEdge) -> dict[str, Any] | None:
+    """spec.tls as the edge/nginx config: each Secret mounted at TLS_DIR/<secretName>."""
+    if not ce.spec.tls:
+        return None
+    return {
+        "certificates": [{"hosts": list(t.hosts),
+                          "certFile": f"{TLS_DIR}/{t.secret_name}/tls.crt",
+                          "keyFile": f"{TLS_DIR}/{t.secret_name}/tls.key"}
+                         for t in ce.spec.tls],
+        "redirectHttp": ce.spec.tls_policy.redirect_http,
+        "http2": ce.spec.tls_policy.http2,
+    }
 
 
 def edge_memory_limit(ce: ContentEdge) -> str:
@@ -134,6 +154,7 @@ def render_contentedge(
             nginx_resources=nginx_resources,
             container_security=CONTAINER_SECURITY,
             purge_secret=spec.purge_token_secret_ref,
+            tls_secrets=sorted({t.secret_name for t in spec.tls}),
             l1_size_limit=f"{l1_limit}Mi",
             service=spec.service,
             autoscaling=spec.autoscaling,

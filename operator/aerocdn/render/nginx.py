@@ -58,5 +58,7 @@ def render_nginx_conf(cfg: EdgeConfig) -> str:
         cache_key=nginx_cache_key(policy.cache_key, "$aerocdn_path"),
         purge_key=nginx_cache_key(policy.cache_key, "$aerocdn_purge_path"),
         l1_max_size=_nginx_size(policy.l1_cache_bytes),
+        rl=cfg.rate_limits,
+        tls=cfg.tls if cfg.tls is not None and cfg.tls.certificates else None,
         upstream_read_timeout=upstream_read,
     )
