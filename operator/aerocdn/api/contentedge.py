@@ -187,6 +187,24 @@ class TLSPolicy(ApiModel):
     http2: bool = Field(default=True, description="Offer HTTP/2 (ALPN h2) on HTTPS.")
 
 
+class NetworkPolicySpec(ApiModel):
+    """NetworkPolicies for the edges (needs a CNI that enforces them)."""
+
+    enabled: bool = Field(
+        default=False,
+        description="Render NetworkPolicies: the admin port only from this ContentEdge's "
+        "pods, the operator and metricsNamespaces; this ContentEdge's edges may reach the "
+        "Aerospike port of the CacheClusters it uses.",
+    )
+    operator_namespace: DnsLabel = Field(
+        default="aerocdn-system", description="Namespace the aerocdn operator runs in."
+    )
+    metrics_namespaces: list[DnsLabel] = Field(
+        default_factory=list, max_length=20,
+        description="Namespaces allowed to scrape the admin port's /metrics (Prometheus).",
+    )
+
+
 class EdgeRegion(ApiModel):
     """Edge proxies in one region."""
 
@@ -319,6 +337,9 @@ class ContentEdgeSpec(ApiModel):
         description="Certificates (kubernetes.io/tls Secrets) for HTTPS, one per host set.",
     )
     tls_policy: TLSPolicy = Field(default_factory=TLSPolicy, description="HTTPS options.")
+    network_policy: NetworkPolicySpec = Field(
+        default_factory=NetworkPolicySpec, description="NetworkPolicies for the edges."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> ContentEdgeSpec:

@@ -14,6 +14,7 @@ from aerocdn.api.objects import CacheCluster, ContentEdge
 from aerocdn.edge.config import CacheClusterRef, EdgeConfig
 from aerocdn.render.cachecluster import CONTAINER_SECURITY, PORTS
 from aerocdn.render.engine import config_hash, finish, labels, owner_references, render_objects
+from aerocdn.render.networkpolicy import edge_network_policy, edge_to_cache_policy
 from aerocdn.render.nginx import render_nginx_conf
 from aerocdn.yamlio import dump
 
@@ -159,11 +160,34 @@ def render_contentedge(
             service=spec.service,
             autoscaling=spec.autoscaling,
         )
+    if spec.network_policy.enabled:
+        objects += network_policies(ce, clusters)
     if routes_json is not None:
         objects.append(routing_configmap(ce, routes_json))
         if spec.routing.dns.enabled:
             objects.append(dns_endpoint(ce, json.loads(routes_json)))
     return finish(objects, owner)
+
+
+def network_policies(ce: ContentEdge, clusters: Mapping[str, CacheCluster]) -> list[dict[str, Any]]:
+    np = ce.spec.network_policy
+    out = []
+    for region in ce.spec.regions:
+        name = region_name(ce.name, region.name)
+        out.append(edge_network_policy(
+            name=name, namespace=ce.namespace, ce_name=ce.name,
+            selector={"app.kubernetes.io/name": "aerocdn-edge",
+                      "app.kubernetes.io/instance": ce.name, "aerocdn.dev/region": region.name},
+            obj_labels={**labels("aerocdn-edge", ce.name, "edge"),
+                        "aerocdn.dev/contentedge": ce.name, "aerocdn.dev/region": region.name},
+            operator_namespace=np.operator_namespace,
+            metrics_namespaces=np.metrics_namespaces, https=bool(ce.spec.tls)))
+    for cc in sorted({cache_cluster_of(r, clusters) for r in ce.spec.regions}):
+        out.append(edge_to_cache_policy(
+            ce_name=ce.name, namespace=ce.namespace, cache_cluster=cc,
+            obj_labels={**labels("aerocdn-edge", ce.name, "network"),
+                        "aerocdn.dev/contentedge": ce.name}))
+    return out
 
 
 DNS_WEIGHT_SCALE = 100
