@@ -21,6 +21,7 @@ from tests.edge.edgeharness import (
     edge_subprocess,
     free_port,
     raw_get,
+    raw_request,
     write_config_file,
 )
 
@@ -576,3 +577,20 @@ async def test_no_cache_response_is_stored_and_revalidated_on_each_use(
         assert (r.status, r.body) == (200, b"body-v1")
     assert conditional == ['"v1"', '"v1"']
     assert origin.hits["/nc"] == 3
+
+
+async def test_the_origin_gets_exactly_the_keyed_query_bytes(
+        pods: PodFactory, origin: Origin) -> None:
+    async def q(request: web.Request) -> web.Response:
+        return web.Response(text=request.raw_path, headers={"Cache-Control": "max-age=300"})
+
+    origin.set("/q", handler=q)
+    pod = await pods()
+    for target in ("/q?a=%7e&b=+&c=%2B&d=%2f", "/q?a=~&b=%20&c=+&d=/"):
+        got = await raw_get(pod.url, target)
+        assert got.body == target.encode(), got.body  # not re-quoted on the way
+    # a raw non-ASCII byte: the edge's parser refuses it (and nothing is cached for it)
+    for _ in range(2):
+        raw = await raw_request(pod.url, b"GET /q?x=\xe9 HTTP/1.1\r\nHost: " + HOST.encode()
+                                + b"\r\nConnection: close\r\n\r\n")
+        assert raw.status == 400 and raw.headers.get("x-cache") != "HIT"

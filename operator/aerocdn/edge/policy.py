@@ -122,14 +122,20 @@ def canonical_path(raw: str) -> str:
 
 
 _QUERY_BAD = re.compile(r"[\x00-\x20\x7f#]")
+_QUERY_OK = frozenset(range(0x21, 0x7F)) - {ord("#")}
 
 
 def check_query(raw_query: str) -> str:
-    """The query is kept byte for byte (nginx's ``$args``); only what no HTTP parser should
-    have let through is refused."""
+    """The query as keyed and as sent to the origin: byte for byte what the client sent
+    (nginx's ``$args``), except bytes outside printable ASCII, which are percent-encoded (the
+    edge then tells nginx not to keep the answer: its raw key would differ).  Control
+    characters, spaces and '#' are refused."""
     if _QUERY_BAD.search(raw_query):
         raise BadTarget("control character, space or '#' in the query")
-    return raw_query
+    data = raw_query.encode("utf-8", "surrogateescape")
+    if all(b in _QUERY_OK for b in data):
+        return raw_query
+    return "".join(chr(b) if b in _QUERY_OK else f"%{b:02X}" for b in data)
 
 
 # --------------------------------------------------------------------------- cache key

@@ -476,7 +476,7 @@ class Edge:
         except BadTarget as e:
             return _short(400, f"400 Bad Request: {e}"), "bad-request"
         # nginx keys L1 on the raw target: it may keep only answers to canonical targets
-        l1_ok = path == raw_path
+        l1_ok = path == raw_path and query == raw_query
         hdrs = request.headers  # case-insensitive: lower-case lookups work
         if request.method not in ("GET", "HEAD"):
             return await self._pass_through(request, path, query, hdrs), "pass"
@@ -654,11 +654,11 @@ class Edge:
         return None
 
     def _origin_request(self, path: str, query: str, hdrs: Mapping[str, str], *,
-                        extra: frozenset[str] = frozenset()) -> tuple[str, CIMultiDict[str]]:
+                        extra: frozenset[str] = frozenset()) -> tuple[yarl.URL, CIMultiDict[str]]:
         """The origin request for the canonical target: only the allow-list (key headers,
         origin.forwardHeaders, Authorization, Cookie when the policy forwards it) goes out."""
         q = normalize_query(self.cfg.cache_policy.cache_key, query)
-        url = self.cfg.origin.url + path + ("?" + q if q else "")
+        url = self._origin_url(path, q)
         allowed = self._forward | extra
         out: CIMultiDict[str] = CIMultiDict(
             (k, v) for k, v in hdrs.items() if k.lower() in allowed
@@ -667,6 +667,12 @@ class Edge:
         via = hdrs.get("via")
         out["Via"] = (via + ", " if via else "") + self.cfg.nginx.via
         return url, out
+
+    def _origin_url(self, path: str, query: str) -> yarl.URL:
+        """Exactly the keyed bytes (``encoded=True``: no client-side re-quoting, which could
+        make the origin answer a different target than the key names)."""
+        return yarl.URL(self.cfg.origin.url + path + ("?" + query if query else ""),
+                        encoded=True)
 
     def _deadline(self) -> float:
         return asyncio.get_running_loop().time() + self.cfg.origin.fetch_timeout_seconds
@@ -858,7 +864,7 @@ class Edge:
         extra = _BODY_HEADERS | (frozenset({"cookie"}) if self.cfg.cache_policy.cookies != "strip"
                                  else frozenset())
         _, headers = self._origin_request(path, query, hdrs, extra=extra)
-        url = self.cfg.origin.url + path + ("?" + query if query else "")  # full query
+        url = self._origin_url(path, query)  # the full query
         deadline = self._deadline()
         try:
             async with asyncio.timeout_at(deadline):

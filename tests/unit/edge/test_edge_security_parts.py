@@ -299,3 +299,9 @@ def test_trusted_proxies_are_validated_identically_by_the_crd_pattern_and_pydant
     if not ok:
         return
     jsonschema.Draft4Validator(_crd_schema()).validate(spec)
+
+
+def test_query_bytes_outside_printable_ascii_are_encoded_the_rest_kept_as_sent() -> None:
+    assert check_query("a=%7e&b=+&c=%2B") == "a=%7e&b=+&c=%2B"
+    assert check_query("x=\u00e9") == "x=%C3%A9"
+    assert check_query("x=\udce9") == "x=%E9"  # a raw byte as aiohttp hands it over
