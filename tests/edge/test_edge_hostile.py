@@ -432,3 +432,45 @@ async def test_slow_and_silent_origins_are_cut_at_the_deadline(stack: Stack) -> 
         assert a.status != 200 or len(a.body) < 2**20
     await stack.victims_see_only_their_own_answers()
     stack.assert_edge_within_limit()
+
+
+async def _budget(stack: Stack, structure: str) -> tuple[float, float]:
+    async with aiohttp.ClientSession() as s, \
+            s.get(f"http://{stack.cfg.admin_listen}/metrics") as r:
+        text = await r.text()
+    def value(name: str) -> float:
+        m = re.search(rf'^{name}{{structure="{structure}"}} (\S+)$', text, re.M)
+        assert m is not None, name
+        return float(m.group(1))
+    return value("aerocdn_budget_used_bytes"), value("aerocdn_budget_limit_bytes")
+
+
+async def test_a_full_memory_tier_then_large_misses_stay_within_the_memory_limit(
+        stack: Stack) -> None:
+    """Fill the memory tier with many small objects (long unique queries), then make it
+    hold large ones: the small objects' memory is not all returned before the large ones
+    arrive, so the budgets must leave room for that."""
+    q = "x" * 3000
+    async with aiohttp.ClientSession() as s:
+        n = 0
+        while True:
+            used, limit = await _budget(stack, "memory-tier")
+            if used >= 0.9 * limit:
+                break
+            assert n < 40_000, "the memory tier never filled"
+
+            async def one(i: int) -> None:
+                async with s.get(f"{stack.url}/reflect?{q}{i}", headers={"Host": HOST}) as r:
+                    assert r.status == 200
+                    await r.read()
+            await asyncio.gather(*(one(n + i) for i in range(200)))
+            n += 200
+        stack.assert_edge_within_limit()
+
+        async def big(i: int) -> int:
+            async with s.get(f"{stack.url}/big?n={i}", headers={"Host": HOST}) as r:
+                return len(await r.read())
+        for _ in range(2):
+            assert await asyncio.gather(*(big(i) for i in range(40))) == [BIG] * 40
+    stack.assert_edge_within_limit()
+    await stack.victims_see_only_their_own_answers()

@@ -327,7 +327,10 @@ class EdgeConfig(_Model):
 
 class Budgets(_Model):
     """Byte budgets of the per-pod structures, from the container's memory limit.  What is
-    left (~45%) is the interpreter, aiohttp's buffers and the Aerospike client."""
+    left (65%) is the interpreter (~70 MiB), aiohttp's and the Aerospike client's buffers, and
+    the allocator's slack: memory freed by evicting many small objects is not always returned
+    to the OS before large ones take their place, so the memory tier can hold its budget twice
+    over in RSS (measured: bench/edge/bench_edge_tls.py (e))."""
 
     limit: int
     memory_tier: int  # the L2 memory tier (no Aerospike)
@@ -336,8 +339,8 @@ class Budgets(_Model):
 
 
 def budgets(limit: int, memory_tier_size: int) -> Budgets:
-    return Budgets(limit=limit, memory_tier=min(memory_tier_size, limit * 25 // 100),
-                   fills=limit * 20 // 100, l1_index=limit * 5 // 100)
+    return Budgets(limit=limit, memory_tier=min(memory_tier_size, limit * 15 // 100),
+                   fills=limit * 15 // 100, l1_index=limit * 5 // 100)
 
 
 def cgroup_memory_limit(path: str = "/sys/fs/cgroup/memory.max") -> int | None:

@@ -362,7 +362,7 @@ def decide_storage(
 class StoredObject:
     status: int
     headers: Headers
-    body: bytes
+    body: bytes | bytearray  # a fill's buffer, kept without a copy; never mutated
     url: str
     stored_at: float
     fresh_until: float

@@ -244,6 +244,14 @@ class Edge:
         self.bound: dict[str, tuple[str, int]] = {}
         self._hosts_seen: dict[str, bool] = {}
         self.m.inflight.set_function(lambda: self.inflight)
+        memory = self.l2.tiers.get("memory")
+        self.m.budget_used.labels("l1-index").set_function(lambda: self.l1.bytes)
+        self.m.budget_used.labels("fills").set_function(lambda: self.fill_budget.used)
+        if isinstance(memory, MemoryTier):
+            self.m.budget_used.labels("memory-tier").set_function(lambda: memory.bytes)
+            self.m.budget_limit.labels("memory-tier").set(memory.max_bytes)
+        self.m.budget_limit.labels("l1-index").set(b.l1_index)
+        self.m.budget_limit.labels("fills").set(b.fills)
 
     # ------------------------------------------------------------------ lifecycle
     def _plan_order(self) -> tuple[str, ...]:
@@ -765,13 +773,12 @@ class Edge:
             budget.give(taken)
         resp.release()
         self.m.origin_fetches.labels("stored").inc()
-        data = bytes(body)
-        del body
-        return await self._store(ck, hdrs, lock, decision, resp.status, rheaders, data, now)
+        # stored as read: no second copy of a body that may be megabytes (never mutated again)
+        return await self._store(ck, hdrs, lock, decision, resp.status, rheaders, body, now)
 
     async def _store(self, ck: CacheKey, hdrs: Mapping[str, str], lock: LockResult,
                      decision: StoreDecision, status: int, rheaders: tuple[tuple[str, str], ...],
-                     body: bytes, now: float) -> FillOutcome:
+                     body: bytes | bytearray, now: float) -> FillOutcome:
         obj = StoredObject(
             status=status,
             headers=store_headers(rheaders),
