@@ -122,20 +122,20 @@ def _ip_or_cidr(v: str) -> str:
     """The same set as the CRD's CEL ``isIP(c) || isCIDR(c)``: an address or a network,
     no zone."""
     try:
-        if "/" in v:
-            ipaddress.ip_network(v, strict=False)
-        else:
-            ipaddress.ip_address(v)
+        addr = (ipaddress.ip_network(v, strict=False).network_address if "/" in v
+                else ipaddress.ip_address(v))
     except ValueError:
         raise ValueError(f"{v!r} is not an IP address or CIDR") from None
-    if "%" in v:
-        raise ValueError(f"{v!r}: zones are not allowed")
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        # Kubernetes' CEL isIP/isCIDR refuse IPv4-mapped IPv6 (checked against a real
+        # apiserver): write the IPv4 address
+        raise ValueError(f"{v!r}: IPv4-mapped IPv6 is not allowed, use the IPv4 form")
     return v
 
 
 IpOrCidr = Annotated[
     str,
-    Field(min_length=2, max_length=64, pattern=r"^[0-9a-fA-F:.]+(/[0-9]{1,3})?$"),
+    Field(min_length=2, max_length=64, pattern=r"^[0-9a-fA-F:.]+(/(0|[1-9][0-9]{0,2}))?$"),
     AfterValidator(_ip_or_cidr),
 ]
 

@@ -284,6 +284,9 @@ def test_tls_secrets_are_mounted_and_served_and_the_objects_are_valid() -> None:
     (["300.1.1.1"], False),
     (["example.com"], False),
     (["fe80::1%eth0"], False),
+    (["1.2.3.4/024"], False),  # refused by the apiserver's isCIDR too
+    (["::ffff:1.2.3.4"], False),  # ditto isIP
+    (["::ffff:0:0/96"], False),
 ])
 def test_trusted_proxies_are_validated_identically_by_the_crd_pattern_and_pydantic(
         proxies: list[str], ok: bool) -> None:
