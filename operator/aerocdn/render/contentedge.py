@@ -13,6 +13,7 @@ from aerocdn.edge.config import CacheClusterRef, EdgeConfig
 from aerocdn.render.cachecluster import CONTAINER_SECURITY, PORTS
 from aerocdn.render.dns import dns_endpoint, dns_plan
 from aerocdn.render.engine import config_hash, finish, labels, owner_references, render_objects
+from aerocdn.render.networkpolicy import edge_network_policy, edge_to_cache_policy
 from aerocdn.render.nginx import render_nginx_conf
 from aerocdn.render.placement import image_pull, pod_placement
 from aerocdn.routing.model import Plan
@@ -72,8 +73,36 @@ def edge_config(
             "cachePolicy": spec.cache_policy.model_dump(by_alias=True, exclude_none=True),
             "cacheClusters": {k: v.model_dump(by_alias=True) for k, v in sorted(refs.items())},
             "peers": {"dnsName": f"{region_name(ce.name, region.name)}-peers.{ce.namespace}.svc"},
+            # the edge container's limit: its per-pod byte budgets are derived from it
+            "memoryLimit": edge_memory_limit(ce),
+            "rateLimits": (spec.rate_limits.model_dump(by_alias=True)
+                           if spec.rate_limits is not None else None),
+            "tls": tls_config(ce),
         }
     )
+
+
+TLS_DIR = "/etc/aerocdn/tls"
+
+
+def tls_config(ce: ContentEdge) -> dict[str, Any] | None:
+    """spec.tls as the edge/nginx config: each Secret mounted at TLS_DIR/<secretName>."""
+    if not ce.spec.tls:
+        return None
+    return {
+        "certificates": [{"hosts": list(t.hosts),
+                          "certFile": f"{TLS_DIR}/{t.secret_name}/tls.crt",
+                          "keyFile": f"{TLS_DIR}/{t.secret_name}/tls.key"}
+                         for t in ce.spec.tls],
+        "redirectHttp": ce.spec.tls_policy.redirect_http,
+        "http2": ce.spec.tls_policy.http2,
+    }
+
+
+def edge_memory_limit(ce: ContentEdge) -> str:
+    res = _resources(ce.spec.resources.edge, DEFAULT_EDGE_RESOURCES)
+    limit = (res.get("limits") or {}).get("memory")
+    return str(limit or DEFAULT_EDGE_RESOURCES["limits"]["memory"])
 
 
 def _resources(value: Any, default: dict[str, Any]) -> dict[str, Any]:
@@ -136,15 +165,39 @@ def render_contentedge(
             nginx_resources=nginx_resources,
             container_security=CONTAINER_SECURITY,
             purge_secret=spec.purge_token_secret_ref,
+            tls_secrets=sorted({t.secret_name for t in spec.tls}),
             l1_size_limit=f"{l1_limit}Mi",
             service=spec.service,
             autoscaling=spec.autoscaling,
         )
+    if spec.network_policy.enabled:
+        objects += network_policies(ce, clusters)
     if routes_json is not None:
         objects.append(routing_configmap(ce, routes_json))
         if spec.routing.dns.enabled:
             objects.append(dns_endpoint(ce, dns_plan(ce, Plan.from_json(routes_json), addresses)))
     return finish(objects, owner)
+
+
+def network_policies(ce: ContentEdge, clusters: Mapping[str, CacheCluster]) -> list[dict[str, Any]]:
+    np = ce.spec.network_policy
+    out = []
+    for region in ce.spec.regions:
+        name = region_name(ce.name, region.name)
+        out.append(edge_network_policy(
+            name=name, namespace=ce.namespace, ce_name=ce.name,
+            selector={"app.kubernetes.io/name": "aerocdn-edge",
+                      "app.kubernetes.io/instance": ce.name, "aerocdn.dev/region": region.name},
+            obj_labels={**labels("aerocdn-edge", ce.name, "edge"),
+                        "aerocdn.dev/contentedge": ce.name, "aerocdn.dev/region": region.name},
+            operator_namespace=np.operator_namespace,
+            metrics_namespaces=np.metrics_namespaces, https=bool(ce.spec.tls)))
+    for cc in sorted({cache_cluster_of(r, clusters) for r in ce.spec.regions}):
+        out.append(edge_to_cache_policy(
+            ce_name=ce.name, namespace=ce.namespace, cache_cluster=cc,
+            obj_labels={**labels("aerocdn-edge", ce.name, "network"),
+                        "aerocdn.dev/contentedge": ce.name}))
+    return out
 
 
 def routing_configmap(ce: ContentEdge, routes_json: str) -> dict[str, Any]:
