@@ -257,7 +257,7 @@ def test_client_security_names_the_secret_and_key_that_is_missing() -> None:
         client_security("eu", cc.spec, {"username": b64("ops")})
     with pytest.raises(SecretProblem, match="Secret eu-admin does not exist"):
         client_security("eu", cc.spec, None)
-    with pytest.raises(SecretProblem, match="Secret eu-tls has no key ca.crt"):
+    with pytest.raises(SecretProblem, match=r"Secret eu-tls has no key ca\.crt"):
         tls_files("eu-tls", {"tls.crt": b64("c"), "tls.key": b64("k")})
 
 

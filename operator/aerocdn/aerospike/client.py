@@ -23,6 +23,11 @@ Info commands this module sends:
                                                     first two; CE answers ERROR:25)
 ==================================================  ==========================================
 
+On Enterprise clusters with ``spec.tls`` / ``spec.accessControl`` the client is given a
+:class:`ClientSecurity` (built by :func:`aerocdn.aerospike.security.client_security`): it logs
+in with the admin credentials and connects with TLS to port 4333 checking the nodes' TLS name
+against ca.crt; endpoints must then be resolved with ``port=security.port``.
+
 The client raises on ``ERROR:`` replies (``ClusterChangeError`` for 7, ``InvalidRequest`` for
 4, ``NamespaceNotFound`` for 20, ``AerospikeError`` for 25): those are turned back into
 :class:`InfoErrorReply` with the code; connection failures and timeouts become
