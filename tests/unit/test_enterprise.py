@@ -15,7 +15,12 @@ from tests.unit.test_render import K8S_VERSION, by_kind, cachecluster, conf_of
 
 from aerocdn.aerospike.client import AerospikeInfo, ClientSecurity, ClientTls
 from aerocdn.aerospike.parse import HostPort
-from aerocdn.aerospike.security import SecretProblem, client_security, tls_files
+from aerocdn.aerospike.security import (
+    SecretProblem,
+    client_security,
+    referenced_secrets,
+    tls_files,
+)
 from aerocdn.aerospike.users import (
     ADMIN_ROLES,
     DEFAULT_ADMIN,
@@ -261,6 +266,16 @@ def test_client_security_names_the_secret_and_key_that_is_missing() -> None:
         tls_files("eu-tls", {"tls.crt": b64("c"), "tls.key": b64("k")})
 
 
+def test_the_secrets_the_operator_reads() -> None:
+    assert referenced_secrets(cachecluster(EE).spec) == {}
+    cc = cachecluster({**EE, "tls": TLS, "accessControl": ACCESS})
+    assert referenced_secrets(cc.spec) == {
+        "eu-tls": ("ca.crt", "tls.crt", "tls.key"),
+        "eu-admin": ("username", "password"),
+        "edge-pw": ("password",),
+    }
+
+
 class RecordingFactory:
     """Records the config the info client would be built with (no connection made)."""
 
@@ -374,3 +389,27 @@ def test_the_logged_in_user_is_never_dropped_and_digests_hide_passwords() -> Non
     assert len(digest) == 64 and digest != password_digest(SALT, "ops", "b")
     assert password_digest("other-uid", "ops", "a") != digest
     assert "password='a'" not in repr(plan)
+
+
+# ------------------------------------------------------------------ the controller's answer
+
+
+@pytest.mark.parametrize(("spec", "field"), [
+    ({"tls": TLS}, "spec.tls is Enterprise-only"),
+    ({"edition": "enterprise"}, "spec.featureKeySecretRef is required"),
+])
+async def test_a_refused_edition_field_is_a_condition_and_nothing_is_created(
+        spec: dict[str, Any], field: str) -> None:
+    """Stored past admission (an older CRD): the reconcile reports it, creates no pods."""
+    from tests.unit.controller.ccworld import NS, World, cc_object
+
+    from aerocdn.controller.runtime import reconcile_once
+
+    world = World.make()
+    world.kube.put(cc_object(**spec))
+    await reconcile_once(world.ctx, "CacheCluster", NS, "cc")
+    cc = world.kube.obj("CacheCluster", NS, "cc") or {}
+    degraded = next(c for c in cc["status"]["conditions"] if c["type"] == "Degraded")
+    assert degraded["status"] == "True" and degraded["reason"] == "InvalidSpec"
+    assert field in degraded["message"]
+    assert world.kube.kind_of("StatefulSet", NS) == []

@@ -78,3 +78,17 @@ def client_security(
             key_file=str(directory / "tls.key") if client_cert else None,
         )
     return ClientSecurity(user=user, password=password, tls=tls)
+
+
+def referenced_secrets(spec: CacheClusterSpec) -> dict[str, tuple[str, ...]]:
+    """Secret name -> keys the operator itself reads for ``spec`` (the admin, the TLS files
+    for its client, the users' passwords); the feature key is only mounted into the pods."""
+    wanted: dict[str, tuple[str, ...]] = {}
+    if spec.tls is not None and spec.tls.service:
+        wanted[spec.tls.secret_name] = TLS_KEYS
+    access = spec.access_control
+    if access is not None:
+        wanted[access.admin_secret_ref.name] = ("username", "password")
+        for user in access.users:
+            wanted[user.secret_name] = ("password",)
+    return wanted
