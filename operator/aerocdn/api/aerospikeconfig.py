@@ -55,6 +55,11 @@ OWNED: dict[str, dict[str, str]] = {
         "address": "the operator binds every address",
         "port": "the service port is 3000",
         "access-address": "access-address is the pod IP, set at start",
+        "tls-address": "use spec.tls",
+        "tls-port": "use spec.tls",
+        "tls-access-address": "use spec.tls",
+        "tls-name": "use spec.tls",
+        "tls-authenticate-client": "use spec.tls.clientAuthentication",
     },
     "network.heartbeat": {
         "mode": "heartbeats are mesh, seeded through the headless Service",
@@ -66,6 +71,9 @@ OWNED: dict[str, dict[str, str]] = {
     "network.fabric": {
         "address": "the operator binds every address",
         "port": "the fabric port is 3001",
+        "tls-address": "use spec.tls",
+        "tls-port": "use spec.tls",
+        "tls-name": "use spec.tls",
     },
     "namespace": {
         "rack-id": "use spec.racks (rack-id is written on Enterprise Edition)",

@@ -19,6 +19,13 @@ from aerocdn.api.common import (
     find_condition,
     parse_quantity,
 )
+from aerocdn.api.enterprise import CEL_RULES as ENTERPRISE_CEL_RULES
+from aerocdn.api.enterprise import (
+    AccessControl,
+    FeatureKeySecretRef,
+    Tls,
+    enterprise_errors,
+)
 
 KIND = "CacheCluster"
 PLURAL = "cacheclusters"
@@ -188,9 +195,27 @@ class CacheClusterSpec(ImagePull):
     paused: bool = Field(
         default=False, description="When true the operator leaves this cluster's children alone."
     )
+    feature_key_secret_ref: FeatureKeySecretRef | None = Field(
+        default=None,
+        description="Enterprise only, and required there: the Secret holding the feature key "
+        "file, mounted read-only and named by feature-key-file in aerospike.conf.",
+    )
+    tls: Tls | None = Field(
+        default=None,
+        description="Enterprise only: TLS for the service (port 4333) and fabric (port 3011).",
+    )
+    access_control: AccessControl | None = Field(
+        default=None,
+        description="Enterprise only: Aerospike security (users and roles from Secrets).",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> CacheClusterSpec:
+        errors = enterprise_errors(
+            self.edition, self.feature_key_secret_ref, self.tls, self.access_control
+        )
+        if errors:
+            raise ValueError("; ".join(errors))
         names = [ns.name for ns in self.namespaces]
         if len(set(names)) != len(names):
             raise ValueError(f"namespace names must be unique, got {names}")
@@ -240,6 +265,7 @@ CEL_RULES: list[dict[str, str]] = [
         "spec.namespaces",
         "fieldPath": ".racks",
     },
+    *ENTERPRISE_CEL_RULES,
 ]
 FIELD_CEL_RULES: dict[str, list[dict[str, str]]] = {
     "region": [{"rule": "self == oldSelf", "message": "spec.region is immutable"}],

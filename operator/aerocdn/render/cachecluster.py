@@ -8,6 +8,7 @@ from typing import Any
 from aerocdn.api.aerospikeconfig import AerospikeConfig
 from aerocdn.api.cachecluster import KIND, AerospikeNamespace, CacheClusterSpec
 from aerocdn.api.common import parse_quantity
+from aerocdn.api.enterprise import Tls
 from aerocdn.api.objects import CacheCluster
 from aerocdn.render.engine import (
     config_hash,
@@ -20,6 +21,11 @@ from aerocdn.render.engine import (
 from aerocdn.render.placement import image_pull, pod_placement
 
 PORTS = {"service": 3000, "fabric": 3001, "heartbeat": 3002, "admin": 3008}
+# Enterprise TLS ports (spec.tls), beside the plain ones: edges keep using 3000.
+TLS_PORTS = {"tls-service": 4333, "tls-fabric": 3011}
+FEATURE_KEY_DIR = "/etc/aerocdn/feature-key"
+FEATURE_KEY_FILE = f"{FEATURE_KEY_DIR}/features.conf"
+TLS_DIR = "/etc/aerocdn/tls"
 MIB = 2**20
 # A file-backed namespace leaves 10% of its volume for the filesystem.
 PERSISTENT_FILL = 0.9
@@ -112,19 +118,40 @@ def conf_sections(
             storage.update(extra.storage_engine)
         namespaces.append({"name": ns.name, "config": config, "engine": engine,
                            "storage": storage})
-    return {
-        "service": {
-            "cluster-name": cc.name,
-            "proto-fd-max": 15000,
-            "work-directory": "/opt/aerospike/work",
-            **user.service,
-        },
+    service: dict[str, Any] = {
+        "cluster-name": cc.name,
+        "proto-fd-max": 15000,
+        "work-directory": "/opt/aerospike/work",
+    }
+    if spec.feature_key_secret_ref is not None:
+        service["feature-key-file"] = FEATURE_KEY_FILE
+    tls = spec.tls
+    tls_service: dict[str, Any] = {}
+    tls_fabric: dict[str, Any] = {}
+    if tls is not None and tls.service:
+        tls_service = {
+            "tls-address": "any",
+            "tls-port": TLS_PORTS["tls-service"],
+            "tls-access-address": "__POD_IP__",
+            "tls-name": tls_name(cc.name, tls),
+            # Without the key Aerospike demands client certificates: say which it is.
+            "tls-authenticate-client": "any" if tls.client_authentication else "false",
+        }
+    if tls is not None and tls.fabric:
+        tls_fabric = {
+            "tls-address": "any",
+            "tls-port": TLS_PORTS["tls-fabric"],
+            "tls-name": tls_name(cc.name, tls),
+        }
+    sections: dict[str, Any] = {
+        "service": {**service, **user.service},
         "logging": {"console": {"any": "info", **user.logging.console}},
         "network": {
             "service": {
                 "address": "any",
                 "port": PORTS["service"],
                 "access-address": "__POD_IP__",
+                **tls_service,
                 **user.network.service,
             },
             "heartbeat": {
@@ -136,10 +163,45 @@ def conf_sections(
                 "timeout": 10,
                 **user.network.heartbeat,
             },
-            "fabric": {"address": "any", "port": PORTS["fabric"], **user.network.fabric},
+            "fabric": {
+                "address": "any",
+                "port": PORTS["fabric"],
+                **tls_fabric,
+                **user.network.fabric,
+            },
         },
         "namespaces": namespaces,
     }
+    if tls is not None:
+        sections["tls"] = {
+            tls_name(cc.name, tls): {
+                "cert-file": f"{TLS_DIR}/tls.crt",
+                "key-file": f"{TLS_DIR}/tls.key",
+                "ca-file": f"{TLS_DIR}/ca.crt",
+            }
+        }
+    if spec.access_control is not None:
+        # An empty security context turns security on (users are managed over the admin
+        # protocol: aerospike/users.py).
+        sections["security"] = {}
+    return sections
+
+
+def tls_ports(spec: CacheClusterSpec) -> dict[str, int]:
+    """Container/Service port name -> port of the TLS listeners spec.tls turns on."""
+    tls = spec.tls
+    if tls is None:
+        return {}
+    return {
+        name: port
+        for name, port in TLS_PORTS.items()
+        if (tls.service if name == "tls-service" else tls.fabric)
+    }
+
+
+def tls_name(cluster: str, tls: Tls) -> str:
+    """The nodes' TLS name: spec.tls.tlsName, else the CacheCluster's name."""
+    return tls.tls_name or cluster
 
 
 def conf_lines(values: dict[str, Any]) -> list[str]:
@@ -166,6 +228,8 @@ def aerospike_conf(cc: CacheCluster, rack_id: int, seed_hosts: list[str]) -> str
         service=conf_lines(sections["service"]),
         logging=sections["logging"],
         network={k: conf_lines(v) for k, v in sections["network"].items()},
+        tls={k: conf_lines(v) for k, v in sections.get("tls", {}).items()},
+        security=conf_lines(sections["security"]) if "security" in sections else None,
         namespaces=[
             {**ns, "config": conf_lines(ns["config"]), "storage": conf_lines(ns["storage"])}
             for ns in sections["namespaces"]
@@ -262,6 +326,11 @@ def render_cachecluster(
         exporter=spec.exporter,
         exporter_conf=ape,
         persistent=[ns for ns in spec.namespaces if ns.storage.type == "persistent"],
+        tls_ports=tls_ports(spec),
+        feature_key=spec.feature_key_secret_ref,
+        feature_key_dir=FEATURE_KEY_DIR,
+        tls=spec.tls,
+        tls_dir=TLS_DIR,
         container_security=CONTAINER_SECURITY,
     )
     return finish(objects, owner_references(KIND, name, cc.metadata.uid))

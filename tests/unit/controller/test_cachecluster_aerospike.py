@@ -97,7 +97,8 @@ async def test_unreachable_cluster_holds_removes_nothing_and_says_so(fx: Fixture
 
 async def test_enterprise_quiesces_and_reclusters_with_checked_replies(fx: Fixtures) -> None:
     world = World.make()
-    await ready_three(fx, world, enterprise=True, edition="enterprise")
+    await ready_three(fx, world, enterprise=True, edition="enterprise",
+                      featureKeySecretRef={"name": "aerospike-features"})
     world.edit(size=2)
     await world.reconcile()
     assert ("cc-2", "quiesce:") in world.aero.asked
@@ -117,7 +118,8 @@ async def test_enterprise_quiesces_and_reclusters_with_checked_replies(fx: Fixtu
 async def test_recluster_ignored_by_a_non_principal_is_a_warning_and_nothing_leaves(
         fx: Fixtures) -> None:
     world = World.make()
-    await ready_three(fx, world, enterprise=True, edition="enterprise")
+    await ready_three(fx, world, enterprise=True, edition="enterprise",
+                      featureKeySecretRef={"name": "aerospike-features"})
     for node in world.aero.nodes.values():  # the principal moved after the statistics
         node.principal = node.node_id == "A1"
     world.edit(size=2)
