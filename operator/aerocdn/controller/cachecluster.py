@@ -74,9 +74,24 @@ def selector_string(name: str) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(pod_selector(name).items()))
 
 
+class _ReadFresh(Exception):
+    """A node is about to leave or a pod to restart: decide again from fresh reads."""
+
+
 async def reconcile_cachecluster(ctx: Context, namespace: str, name: str) -> float | None:
+    """Observe (from the watch cache), decide (pure), apply, report. Before a node leaves or
+    a pod restarts the whole reconcile is run again from fresh API reads, and only what it
+    then decides is carried out."""
+    cached = getattr(ctx.kube, "store", None) is not None
+    try:
+        return await _reconcile(ctx, namespace, name, fresh=not cached)
+    except _ReadFresh:
+        return await _reconcile(ctx, namespace, name, fresh=True)
+
+
+async def _reconcile(ctx: Context, namespace: str, name: str, fresh: bool) -> float | None:
     kube = ctx.kube
-    raw = await kube.get(API_VERSION, CC_KIND, namespace, name)
+    raw = await kube.get(API_VERSION, CC_KIND, namespace, name, fresh=fresh)
     if raw is None or raw["metadata"].get("deletionTimestamp") or already_failed(ctx, raw):
         return None  # children go with garbage collection
     status: dict[str, Any] = raw.get("status") or {}
@@ -104,9 +119,9 @@ async def reconcile_cachecluster(ctx: Context, namespace: str, name: str) -> flo
 
     uid = raw["metadata"]["uid"]
     live = await list_children(kube, namespace, {"aerocdn.dev/cachecluster": name},
-                               CHILD_KINDS, uid)
+                               CHILD_KINDS, uid, fresh=fresh)
     live_sts = {n: o for (k, n), o in live.items() if k == "StatefulSet"}
-    pod_objs = await kube.list("v1", "Pod", namespace, pod_selector(name))
+    pod_objs = await kube.list("v1", "Pod", namespace, pod_selector(name), fresh=fresh)
     pods = [pod_view(p) for p in pod_objs]
     layout = {r.sts_name: r.replicas for r in rack_layout(name, cc.spec)}
     sts_replicas = {n: o["spec"].get("replicas", 0) for n, o in live_sts.items()}
@@ -148,7 +163,7 @@ async def reconcile_cachecluster(ctx: Context, namespace: str, name: str) -> flo
                 stability = assess_stability(observation, len(alive))
     try:
         return await _converge(ctx, raw, cc, racks, pods, live, live_sts, stability, info,
-                               status, generation, now)
+                               status, generation, now, fresh)
     finally:
         if info is not None:
             info.close()
@@ -165,10 +180,11 @@ def _all_ready(racks: Any, pods: list[PodView]) -> bool:
     return ready == desired and len(pods) == desired
 
 
-async def routes_drained(ctx: Context, namespace: str, cluster: str) -> tuple[bool, str]:
+async def routes_drained(ctx: Context, namespace: str, cluster: str, fresh: bool = True
+                         ) -> tuple[bool, str]:
     """True when no published routing plan in the namespace still sends weight to
     ``cluster``: only then may its capacity go."""
-    maps = await ctx.kube.list("v1", "ConfigMap", namespace, ROUTING_LABELS)
+    maps = await ctx.kube.list("v1", "ConfigMap", namespace, ROUTING_LABELS, fresh=fresh)
     still = []
     for cm in maps:
         try:
@@ -186,7 +202,8 @@ async def _converge(ctx: Context, raw: dict[str, Any], cc: CacheCluster, racks: 
                     pods: list[PodView], live: dict[tuple[str, str], dict[str, Any]],
                     live_sts: dict[str, dict[str, Any]],
                     stability: Stability | Unreachable | None, info: AerospikeInfo | None,
-                    status: dict[str, Any], generation: int | None, now: str) -> float | None:
+                    status: dict[str, Any], generation: int | None, now: str,
+                    fresh: bool) -> float | None:
     kube, name, namespace = ctx.kube, cc.name, cc.namespace
     replicas = {r.name: max(r.replicas, r.desired) if r.name in live_sts else r.desired
                 for r in racks}
@@ -197,7 +214,7 @@ async def _converge(ctx: Context, raw: dict[str, Any], cc: CacheCluster, racks: 
     events: list[tuple[str, str, str]] = []
 
     if scaling_down:
-        drained, drain_message = await routes_drained(ctx, namespace, name)
+        drained, drain_message = await routes_drained(ctx, namespace, name, fresh)
         if not drained:
             action = Hold(drain_message, HoldCause.DRAINING_ROUTES)
         elif ctx.probe == "kubernetes":
@@ -210,6 +227,8 @@ async def _converge(ctx: Context, raw: dict[str, Any], cc: CacheCluster, racks: 
             action = next_scale_step(ScaleState(
                 racks=racks, stability=stability or Unreachable("no pods to ask"),
                 edition=edition, nodes_down=down))
+        if isinstance(action, RemoveOne | Quiesce | UndoQuiesce | Recluster) and not fresh:
+            raise _ReadFresh
         if isinstance(action, RemoveOne):
             replicas[action.rack] = action.replicas
             events.append(("Normal", "ScaleDown", action.reason))
@@ -260,6 +279,8 @@ async def _converge(ctx: Context, raw: dict[str, Any], cc: CacheCluster, racks: 
     roll_message = ""
     if not scaling_down and not scale_up:
         roll = _roll_step(ctx, pods, roll_hashes, stability, cc.spec.max_unavailable)
+        if isinstance(roll, RestartPod) and not fresh:
+            raise _ReadFresh
         if isinstance(roll, RestartPod):
             await kube.delete_pod(namespace, roll.pod)
             events.append(("Normal", "RollingRestart", roll.reason))

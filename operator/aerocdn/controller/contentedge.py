@@ -61,8 +61,14 @@ async def reconcile_contentedge(ctx: Context, namespace: str, name: str) -> floa
             clusters[cc_name] = parsed
     uid = raw["metadata"]["uid"]
     # DNSEndpoints are listed even when DNS output is off, so turning it off removes them.
+    # DNSEndpoints (an optional API, not watched) are listed while DNS output is on and once
+    # after a start, so turning it off removes them.
+    dns_key = (namespace, name)
+    ask_dns = ce.spec.routing.dns.enabled or dns_key not in ctx.dns_checked
+    if ce.spec.routing.dns.enabled:
+        ctx.dns_checked.discard(dns_key)
     live = await list_children(kube, namespace, {"aerocdn.dev/contentedge": name},
-                               [*CHILD_KINDS, DNS_KIND], uid)
+                               [*CHILD_KINDS, DNS_KIND] if ask_dns else CHILD_KINDS, uid)
     deployments = {n: o for (k, n), o in live.items() if k == "Deployment"}
     ready = {r.name: (deployments.get(region_name(name, r.name), {}).get("status") or {})
              .get("readyReplicas", 0) for r in ce.spec.regions}
@@ -83,6 +89,8 @@ async def reconcile_contentedge(ctx: Context, namespace: str, name: str) -> floa
 
     desired = render_contentedge(ce, clusters, routes_json)
     applied = await sync_children(kube, desired, live)
+    if ask_dns and not ce.spec.routing.dns.enabled:
+        ctx.dns_checked.add(dns_key)  # none left (sync_children deleted any)
     if applied.applied or applied.deleted:
         log.info("ContentEdge %s/%s: applied %s, deleted %s", namespace, name,
                  applied.applied, applied.deleted)

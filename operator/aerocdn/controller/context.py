@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aerocdn.aerospike.parse import HostPort
+from aerocdn.controller.cache import CachedKube
 from aerocdn.controller.kube import Kube
 from aerocdn.controller.queue import WorkQueue
 
@@ -26,7 +27,7 @@ def timestamp(when: dt.datetime) -> str:
 
 @dataclass
 class Context:
-    kube: Kube
+    kube: Kube | CachedKube
     queue: WorkQueue
     probe: str = "aerospike"
     address_overrides: dict[str, HostPort] = field(default_factory=dict)
@@ -38,3 +39,6 @@ class Context:
     # (kind, namespace, name) -> the generation a permanent error was reported for: that
     # generation is not reconciled again (nothing would change until the object does)
     failed_generation: dict[tuple[str, str, str], int | None] = field(default_factory=dict)
+    # ContentEdges whose DNSEndpoints were listed since the start (DNSEndpoints are not
+    # watched: an optional API; listed while DNS output is on, and once after a start)
+    dns_checked: set[tuple[str, str]] = field(default_factory=set)

@@ -1,4 +1,5 @@
-"""kopf wiring only: watch events become work-queue keys; startup configures kopf.
+"""kopf wiring only: watch events feed the cache (reads from memory, cache.py) and become
+work-queue keys; startup configures kopf.
 
 Handlers are ``on.event`` only: kopf then stores no progress or diff-base annotations on our
 objects and adds no finalizer (children go with garbage collection; nothing has to happen
@@ -43,15 +44,19 @@ async def cleanup(**_: Any) -> None:
 
 
 @kopf.on.event("aerocdn.dev", "v1alpha1", "cacheclusters")
-def cachecluster_event(type: str, namespace: str | None, name: str, **_: Any) -> None:
+def cachecluster_event(type: str, body: kopf.Body, namespace: str | None, name: str,
+                       **_: Any) -> None:
     assert namespace is not None
+    RUNTIME.observe(type, body)
     RUNTIME.seen(CC_KIND, namespace, name, deleted=type == "DELETED")
     RUNTIME.cachecluster_changed(namespace)
 
 
 @kopf.on.event("aerocdn.dev", "v1alpha1", "contentedges")
-def contentedge_event(type: str, namespace: str | None, name: str, **_: Any) -> None:
+def contentedge_event(type: str, body: kopf.Body, namespace: str | None, name: str,
+                      **_: Any) -> None:
     assert namespace is not None
+    RUNTIME.observe(type, body)
     RUNTIME.seen(CE_KIND, namespace, name, deleted=type == "DELETED")
 
 
@@ -68,8 +73,11 @@ def _parent(labels: dict[str, str], namespace: str) -> None:
 @kopf.on.event("", "v1", "configmaps", labels=MANAGED)
 @kopf.on.event("", "v1", "services", labels=MANAGED)
 @kopf.on.event("policy", "v1", "poddisruptionbudgets", labels=MANAGED)
+@kopf.on.event("autoscaling", "v2", "horizontalpodautoscalers", labels=MANAGED)
 @kopf.on.event("", "v1", "pods", labels={"app.kubernetes.io/name": "aerospike", **MANAGED})
-def child_event(labels: Mapping[str, str], namespace: str | None, **_: Any) -> None:
+def child_event(type: str | None, body: kopf.Body, labels: Mapping[str, str],
+                namespace: str | None, **_: Any) -> None:
+    RUNTIME.observe(type, body)
     if namespace:
         _parent(dict(labels), namespace)
 

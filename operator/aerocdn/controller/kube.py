@@ -120,8 +120,9 @@ class Kube:
                 metrics.API_WRITES.labels(verb=method, kind=kind).inc()
         return await asyncio.to_thread(self._call, method, url_path, query, body, content_type)
 
-    async def get(self, api_version: str, kind: str, namespace: str, name: str
-                  ) -> dict[str, Any] | None:
+    async def get(self, api_version: str, kind: str, namespace: str, name: str, *,
+                  fresh: bool = False) -> dict[str, Any] | None:
+        """``fresh``: callers that must not be answered from a cache say so (CachedKube)."""
         try:
             obj: dict[str, Any] = await self.request(
                 "GET", path(api_version, kind, namespace, name), kind=kind)
@@ -132,7 +133,8 @@ class Kube:
             raise
 
     async def list(self, api_version: str, kind: str, namespace: str | None,
-                   selector: dict[str, str] | None = None) -> builtins.list[dict[str, Any]]:
+                   selector: dict[str, str] | None = None, *,
+                   fresh: bool = False) -> builtins.list[dict[str, Any]]:
         query = []
         if selector:
             query.append(("labelSelector", ",".join(f"{k}={v}" for k, v in
