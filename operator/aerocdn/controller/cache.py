@@ -18,6 +18,7 @@ import copy
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from aerocdn.constants import API_VERSION, CC_KIND, CE_KIND, MANAGED
 from aerocdn.controller.kube import Kube, KubeError
 
 Kind = tuple[str, str]  # apiVersion, kind
@@ -83,10 +84,11 @@ class Store:
         else:
             self.upsert(api_version, kind, body)
 
+    # Reads hand out the stored objects themselves (no copy: reconciles read thousands of
+    # them); they are read-only by contract - the store replaces, never edits, an object.
     def get(self, api_version: str, kind: str, namespace: str, name: str
             ) -> dict[str, Any] | None:
-        found = self._objects[(api_version, kind)].get((namespace, name))
-        return copy.deepcopy(found) if found is not None else None
+        return self._objects[(api_version, kind)].get((namespace, name))
 
     def list(self, api_version: str, kind: str, namespace: str | None,
              selector: Mapping[str, str] | None = None) -> builtins.list[dict[str, Any]]:
@@ -96,7 +98,7 @@ class Store:
                 continue
             labels = obj["metadata"].get("labels") or {}
             if all(labels.get(k) == v for k, v in (selector or {}).items()):
-                out.append(copy.deepcopy(obj))
+                out.append(obj)
         return out
 
 
@@ -140,7 +142,7 @@ class CachedKube:
         deleted = await self.api.delete(api_version, kind, namespace, name)
         if kind == "Pod" and deleted:
             # a deleted pod terminates first: keep it, terminating, until the watch says gone
-            pod = self.store.get(api_version, kind, namespace, name)
+            pod = copy.deepcopy(self.store.get(api_version, kind, namespace, name))
             if pod is not None:
                 pod["metadata"].setdefault("deletionTimestamp", "deleting")
                 self.store.upsert(api_version, kind, pod)
@@ -161,7 +163,7 @@ class CachedKube:
     async def patch_pod_conditions(self, namespace: str, name: str,
                                    conditions: builtins.list[dict[str, Any]]) -> None:
         await self.api.patch_pod_conditions(namespace, name, conditions)
-        pod = self.store.get("v1", "Pod", namespace, name)
+        pod = copy.deepcopy(self.store.get("v1", "Pod", namespace, name))
         if pod is not None:
             status = pod.setdefault("status", {})
             by_type = {c.get("type"): c for c in status.get("conditions") or []}
@@ -192,15 +194,36 @@ class CachedKube:
 
 
 # Only what the watches deliver (handlers.py): managed children and Aerospike pods.
-MANAGED = {"app.kubernetes.io/managed-by": "aerocdn"}
 LABELS: dict[str, dict[str, str]] = {
     "StatefulSet": MANAGED, "Deployment": MANAGED, "ConfigMap": MANAGED, "Service": MANAGED,
     "PodDisruptionBudget": MANAGED, "HorizontalPodAutoscaler": MANAGED,
     "Pod": {"app.kubernetes.io/name": "aerospike", **MANAGED},
 }
 WATCHED: list[Kind] = [
-    ("aerocdn.dev/v1alpha1", "CacheCluster"), ("aerocdn.dev/v1alpha1", "ContentEdge"),
+    (API_VERSION, CC_KIND), (API_VERSION, CE_KIND),
     ("apps/v1", "StatefulSet"), ("apps/v1", "Deployment"), ("v1", "ConfigMap"),
     ("v1", "Service"), ("policy/v1", "PodDisruptionBudget"),
     ("autoscaling/v2", "HorizontalPodAutoscaler"), ("v1", "Pod"),
 ]
+
+
+_PARSED: dict[tuple[str, str, str], Any] = {}
+_PARSED_MAX = 4096
+
+
+def parse_cached(raw: Mapping[str, Any]) -> Any:
+    """parse_object(raw), remembered per object version (uid, resourceVersion): a ContentEdge
+    reconcile reads every CacheCluster of its namespace, and most have not changed since."""
+    from aerocdn.api import parse_object
+
+    meta = raw["metadata"]
+    key = (raw.get("kind", ""), str(meta.get("uid")), str(meta.get("resourceVersion")))
+    if meta.get("resourceVersion") is None or meta.get("uid") is None:
+        return parse_object(raw, "")
+    found = _PARSED.get(key)
+    if found is None:
+        found = parse_object(raw, "")  # InputError propagates, and is not remembered
+        if len(_PARSED) >= _PARSED_MAX:
+            _PARSED.pop(next(iter(_PARSED)))
+        _PARSED[key] = found
+    return found

@@ -33,10 +33,12 @@ from aerocdn.aerospike.stability import (
     assess_stability,
     readiness_gate_condition,
 )
-from aerocdn.api import CacheCluster, InputError, parse_object
+from aerocdn.api import CacheCluster, InputError
 from aerocdn.api.cachecluster import CacheClusterStatus, RackStatus
 from aerocdn.api.common import Condition
+from aerocdn.constants import CONFIG_HASH, LABEL_CACHECLUSTER, MANAGED, READINESS_GATE
 from aerocdn.controller import metrics
+from aerocdn.controller.cache import parse_cached
 from aerocdn.controller.ccplan import (
     KUBE_PROBE_NOTE,
     PodView,
@@ -54,8 +56,6 @@ from aerocdn.controller.diff import status_changed
 from aerocdn.controller.kube import KubeError
 from aerocdn.controller.status import already_failed, report_invalid, write_status
 from aerocdn.render.cachecluster import (
-    CONFIG_HASH,
-    READINESS_GATE,
     pod_selector,
     rack_layout,
     render_cachecluster,
@@ -66,8 +66,7 @@ log = logging.getLogger(__name__)
 
 CHILD_KINDS = [("v1", "ConfigMap"), ("v1", "Service"), ("apps/v1", "StatefulSet"),
                ("policy/v1", "PodDisruptionBudget")]
-ROUTING_LABELS = {"app.kubernetes.io/component": "routing",
-                  "app.kubernetes.io/managed-by": "aerocdn"}
+ROUTING_LABELS = {"app.kubernetes.io/component": "routing", **MANAGED}
 
 
 def selector_string(name: str) -> str:
@@ -99,7 +98,7 @@ async def _reconcile(ctx: Context, namespace: str, name: str, fresh: bool) -> fl
     now = timestamp(ctx.clock())
 
     try:
-        obj = parse_object(raw, "")
+        obj = parse_cached(raw)
         assert isinstance(obj, CacheCluster)
         cc = obj
     except InputError as exc:
@@ -118,7 +117,7 @@ async def _reconcile(ctx: Context, namespace: str, name: str, fresh: bool) -> fl
         return None
 
     uid = raw["metadata"]["uid"]
-    live = await list_children(kube, namespace, {"aerocdn.dev/cachecluster": name},
+    live = await list_children(kube, namespace, {LABEL_CACHECLUSTER: name},
                                CHILD_KINDS, uid, fresh=fresh)
     live_sts = {n: o for (k, n), o in live.items() if k == "StatefulSet"}
     pod_objs = await kube.list("v1", "Pod", namespace, pod_selector(name), fresh=fresh)

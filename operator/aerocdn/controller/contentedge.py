@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from aerocdn.api import CacheCluster, ContentEdge, InputError, parse_object
+from aerocdn.api import CacheCluster, ContentEdge, InputError
 from aerocdn.api.cachecluster import CacheClusterStatus
 from aerocdn.api.common import Condition
 from aerocdn.api.contentedge import ContentEdgeStatus, RegionStatus
+from aerocdn.constants import LABEL_CONTENTEDGE
+from aerocdn.controller.cache import parse_cached
 from aerocdn.controller.children import list_children, sync_children
 from aerocdn.controller.conditions import Cond, condition_events, merge_conditions
 from aerocdn.controller.context import API_VERSION, CC_KIND, CE_KIND, Context, timestamp
@@ -42,7 +44,7 @@ async def reconcile_contentedge(ctx: Context, namespace: str, name: str) -> floa
     now_dt = ctx.clock()
     now = timestamp(now_dt)
     try:
-        obj = parse_object(raw, "")
+        obj = parse_cached(raw)
         assert isinstance(obj, ContentEdge)
         ce = obj
     except InputError as exc:
@@ -54,7 +56,7 @@ async def reconcile_contentedge(ctx: Context, namespace: str, name: str) -> floa
     clusters: dict[str, CacheCluster] = {}
     for cc_name, c in cc_raw.items():
         try:
-            parsed = parse_object(c, "")
+            parsed = parse_cached(c)
         except InputError:
             continue
         if isinstance(parsed, CacheCluster):
@@ -67,7 +69,7 @@ async def reconcile_contentedge(ctx: Context, namespace: str, name: str) -> floa
     ask_dns = ce.spec.routing.dns.enabled or dns_key not in ctx.dns_checked
     if ce.spec.routing.dns.enabled:
         ctx.dns_checked.discard(dns_key)
-    live = await list_children(kube, namespace, {"aerocdn.dev/contentedge": name},
+    live = await list_children(kube, namespace, {LABEL_CONTENTEDGE: name},
                                [*CHILD_KINDS, DNS_KIND] if ask_dns else CHILD_KINDS, uid)
     deployments = {n: o for (k, n), o in live.items() if k == "Deployment"}
     ready = {r.name: (deployments.get(region_name(name, r.name), {}).get("status") or {})

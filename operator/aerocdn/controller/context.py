@@ -8,13 +8,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aerocdn.aerospike.parse import HostPort
+from aerocdn.constants import API_VERSION as API_VERSION  # re-exported
+from aerocdn.constants import CC_KIND as CC_KIND
+from aerocdn.constants import CE_KIND as CE_KIND
 from aerocdn.controller.cache import CachedKube
 from aerocdn.controller.kube import Kube
 from aerocdn.controller.queue import WorkQueue
-
-API_VERSION = "aerocdn.dev/v1alpha1"
-CC_KIND = "CacheCluster"
-CE_KIND = "ContentEdge"
 
 
 def utcnow() -> dt.datetime:

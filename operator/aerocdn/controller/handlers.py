@@ -14,10 +14,9 @@ from typing import Any
 
 import kopf
 
+from aerocdn.constants import LABEL_CACHECLUSTER, LABEL_CONTENTEDGE, MANAGED
 from aerocdn.controller.context import CC_KIND, CE_KIND
 from aerocdn.controller.runtime import RUNTIME
-
-MANAGED = {"app.kubernetes.io/managed-by": "aerocdn"}
 
 
 @kopf.on.startup()
@@ -61,10 +60,10 @@ def contentedge_event(type: str, body: kopf.Body, namespace: str | None, name: s
 
 
 def _parent(labels: dict[str, str], namespace: str) -> None:
-    if "aerocdn.dev/cachecluster" in labels:
-        RUNTIME.enqueue(CC_KIND, namespace, labels["aerocdn.dev/cachecluster"])
-    if "aerocdn.dev/contentedge" in labels:
-        RUNTIME.enqueue(CE_KIND, namespace, labels["aerocdn.dev/contentedge"])
+    if LABEL_CACHECLUSTER in labels:
+        RUNTIME.enqueue(CC_KIND, namespace, labels[LABEL_CACHECLUSTER])
+    if LABEL_CONTENTEDGE in labels:
+        RUNTIME.enqueue(CE_KIND, namespace, labels[LABEL_CONTENTEDGE])
 
 
 # Children: any change (readiness, drift, deletion) re-runs the parent's reconcile promptly.

@@ -18,11 +18,10 @@ from urllib.parse import quote
 
 from kubernetes import client, config
 
+from aerocdn.constants import FIELD_MANAGER
 from aerocdn.controller import metrics
 
 log = logging.getLogger(__name__)
-
-FIELD_MANAGER = "aerocdn"
 
 # apiVersion/kind -> plural. Only what the operator touches.
 PLURALS: dict[tuple[str, str], str] = {
