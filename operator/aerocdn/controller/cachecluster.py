@@ -127,7 +127,7 @@ async def _reconcile(ctx: Context, namespace: str, name: str, fresh: bool) -> fl
     racks = racks_of(layout, sts_replicas, pods)
 
     # Refuse what cannot be done safely before changing anything.
-    desired_full = render_cachecluster(cc)
+    desired_full = _render(cc, None)
     refused = refused_changes([o for o in desired_full if o["kind"] == "StatefulSet"], live_sts)
     if refused:
         message = "; ".join(refused)
@@ -242,7 +242,7 @@ async def _converge(ctx: Context, raw: dict[str, Any], cc: CacheCluster, racks: 
         events.append(("Normal", "ScaleUp", "scaling up " + ", ".join(
             f"{r.name} {r.replicas} -> {r.desired}" for r in racks if r.name in scale_up)))
 
-    desired = render_cachecluster(cc, replicas=replicas)
+    desired = list(_render(cc, replicas))
     # A removed rack's StatefulSet stays (at 0) until its pods are gone, then is deleted.
     keep = {("StatefulSet", r.name) for r in racks
             if r.name not in {o["metadata"]["name"] for o in desired} and r.pods}
@@ -300,6 +300,24 @@ async def _converge(ctx: Context, raw: dict[str, Any], cc: CacheCluster, racks: 
         await kube.event(raw, type_, reason, message)
     in_progress = scaling_down or scale_up or roll_message or not _all_ready(racks, pods)
     return ctx.poll_seconds if in_progress else None
+
+
+_RENDERED: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+
+
+def _render(cc: CacheCluster, replicas: dict[str, int] | None) -> list[dict[str, Any]]:
+    """render_cachecluster, remembered per spec version (uid, generation) and replicas; the
+    objects are read-only."""
+    key = (cc.metadata.uid, cc.metadata.generation,
+           None if replicas is None else tuple(sorted(replicas.items())))
+    found = _RENDERED.get(key) if cc.metadata.uid is not None else None
+    if found is None:
+        found = (render_cachecluster(cc) if replicas is None
+                 else render_cachecluster(cc, replicas=replicas))
+        if len(_RENDERED) >= 1024:
+            _RENDERED.pop(next(iter(_RENDERED)))
+        _RENDERED[key] = found
+    return found
 
 
 def _scaled(sts: dict[str, Any], replicas: int) -> dict[str, Any]:

@@ -89,7 +89,7 @@ async def reconcile_contentedge(ctx: Context, namespace: str, name: str) -> floa
     plan = planner.plan(facts, policy_of(ce), previous)
     routes_json = plan.to_json()
 
-    desired = render_contentedge(ce, clusters, routes_json)
+    desired = _render(ce, clusters, routes_json)
     applied = await sync_children(kube, desired, live)
     if ask_dns and not ce.spec.routing.dns.enabled:
         ctx.dns_checked.add(dns_key)  # none left (sync_children deleted any)
@@ -163,6 +163,26 @@ async def reconcile_contentedge(ctx: Context, namespace: str, name: str) -> floa
     if plan.next_change_at is not None:
         return max(0.5, (plan.next_change_at - now_dt).total_seconds())
     return None if all_ready else ctx.poll_seconds * 2
+
+
+_RENDERED: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+
+
+def _render(ce: ContentEdge, clusters: dict[str, CacheCluster], routes_json: str
+            ) -> list[dict[str, Any]]:
+    """render_contentedge, remembered while its inputs are the same versions: the spec
+    (uid, generation), the CacheClusters it reads (uid, generation) and the routing plan. A
+    reconcile of an unchanged ContentEdge then costs no rendering. The result is read-only."""
+    key = (ce.metadata.uid, ce.metadata.generation, routes_json,
+           tuple(sorted((n, c.metadata.uid, c.metadata.generation)
+                        for n, c in clusters.items())))
+    found = _RENDERED.get(key) if ce.metadata.uid is not None else None
+    if found is None:
+        found = render_contentedge(ce, clusters, routes_json)
+        if len(_RENDERED) >= 2048:
+            _RENDERED.pop(next(iter(_RENDERED)))
+        _RENDERED[key] = found
+    return found
 
 
 def _serving(plan: Plan) -> dict[str, list[str]]:

@@ -1,6 +1,10 @@
 """kopf wiring only: watch events feed the cache (reads from memory, cache.py) and become
 work-queue keys; startup configures kopf.
 
+The handlers are coroutines: kopf runs them in the event loop (a plain ``def`` handler runs in
+a worker thread, where the work queue and the store - both the event loop's - must not be
+touched).
+
 Handlers are ``on.event`` only: kopf then stores no progress or diff-base annotations on our
 objects and adds no finalizer (children go with garbage collection; nothing has to happen
 before a CacheCluster or ContentEdge is deleted).
@@ -43,7 +47,7 @@ async def cleanup(**_: Any) -> None:
 
 
 @kopf.on.event("aerocdn.dev", "v1alpha1", "cacheclusters")
-def cachecluster_event(type: str, body: kopf.Body, namespace: str | None, name: str,
+async def cachecluster_event(type: str, body: kopf.Body, namespace: str | None, name: str,
                        **_: Any) -> None:
     assert namespace is not None
     RUNTIME.observe(type, body)
@@ -52,7 +56,7 @@ def cachecluster_event(type: str, body: kopf.Body, namespace: str | None, name: 
 
 
 @kopf.on.event("aerocdn.dev", "v1alpha1", "contentedges")
-def contentedge_event(type: str, body: kopf.Body, namespace: str | None, name: str,
+async def contentedge_event(type: str, body: kopf.Body, namespace: str | None, name: str,
                       **_: Any) -> None:
     assert namespace is not None
     RUNTIME.observe(type, body)
@@ -74,7 +78,7 @@ def _parent(labels: dict[str, str], namespace: str) -> None:
 @kopf.on.event("policy", "v1", "poddisruptionbudgets", labels=MANAGED)
 @kopf.on.event("autoscaling", "v2", "horizontalpodautoscalers", labels=MANAGED)
 @kopf.on.event("", "v1", "pods", labels={"app.kubernetes.io/name": "aerospike", **MANAGED})
-def child_event(type: str | None, body: kopf.Body, labels: Mapping[str, str],
+async def child_event(type: str | None, body: kopf.Body, labels: Mapping[str, str],
                 namespace: str | None, **_: Any) -> None:
     RUNTIME.observe(type, body)
     if namespace:
