@@ -108,13 +108,17 @@ def run_case(k: Kubectl, op: Operator, edges: int, clusters: int) -> dict[str, f
     wait_for("a resync round without writes", quiet_round, timeout=900, interval=0)
     settle = time.monotonic() - settle_start
     w0, r0 = op.writes(), op.reconciles()
+    q0 = total(op.metrics(), "aerocdn_api_requests_total")
     wait_for("two resync rounds", lambda: op.reconciles() >= r0 + 2 * objects,
              timeout=600, interval=1)
     idle_writes = op.writes() - w0
+    idle_requests = (total(op.metrics(), "aerocdn_api_requests_total") - q0) / max(
+        op.reconciles() - r0, 1)
     k.run("delete", "namespace", ns, "--timeout=600s", check=False)
     return {"edges": edges, "clusters": clusters, "seconds": elapsed,
             "requests_per_reconcile": requests / max(reconciles, 1), "reconciles": reconciles,
             "rss_mb": rss, "idle_writes": idle_writes, "operator_cpu": cpu,
+            "idle_requests": idle_requests,
             "settle": settle}
 
 
@@ -134,13 +138,14 @@ def main() -> int:
             op.stop()
     print(f"machine: {platform.node()} {os.cpu_count()} cores; python {platform.python_version()}")
     print("| ContentEdges | CacheClusters | apply -> all Ready (s) | operator CPU (s) | "
-          "reconciles | API requests / reconcile | writes on 2 idle resyncs | "
-          "operator RSS (MB) |")
-    print("|---|---|---|---|---|---|---|---|")
+          "reconciles | API requests / reconcile | API requests / idle reconcile | "
+          "writes on 2 idle resyncs | operator RSS (MB) |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['edges']} | {r['clusters']} | {r['seconds']:.1f} | "
               f"{r['operator_cpu']:.1f} | {r['reconciles']:.0f} | "
-              f"{r['requests_per_reconcile']:.1f} | {r['idle_writes']:.0f} | "
+              f"{r['requests_per_reconcile']:.1f} | {r['idle_requests']:.2f} | "
+              f"{r['idle_writes']:.0f} | "
               f"{r['rss_mb']:.0f} |")
     return 0
 

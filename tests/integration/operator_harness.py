@@ -164,6 +164,10 @@ class Operator:
         return sum(v for k, v in self.metrics().items()
                    if k.startswith("aerocdn_api_writes_total"))
 
+    def failed_reconciles(self) -> float:
+        return sum(v for k, v in self.metrics().items()
+                   if k.startswith("aerocdn_reconciles_total") and 'result="error"' in k)
+
     def reconciles(self) -> float:
         return sum(v for k, v in self.metrics().items()
                    if k.startswith("aerocdn_reconciles_total"))
@@ -209,6 +213,7 @@ class Recorder:
 
     def __init__(self, api: client.ApiClient, namespace: str, kind: str):
         self.seen: list[tuple[int, dict[str, Any]]] = []
+        self._stopped = False
         self._watch = watch.Watch()
         custom = client.CustomObjectsApi(api)
         lister, args = {
@@ -221,12 +226,17 @@ class Recorder:
         self._thread.start()
 
     def _run(self, lister: Any, args: tuple[str, ...]) -> None:
-        for event in self._watch.stream(lister, *args, timeout_seconds=300,
-                                        _request_timeout=310):
-            obj = client.ApiClient().sanitize_for_serialization(event["object"])
-            self.seen.append((int(obj["metadata"]["resourceVersion"]), obj))
+        try:
+            for event in self._watch.stream(lister, *args, timeout_seconds=300,
+                                            _request_timeout=310):
+                obj = client.ApiClient().sanitize_for_serialization(event["object"])
+                self.seen.append((int(obj["metadata"]["resourceVersion"]), obj))
+        except Exception:
+            if not self._stopped:  # a stream closed by stop() is no error
+                raise
 
     def stop(self) -> None:
+        self._stopped = True
         self._watch.stop()
 
 

@@ -112,6 +112,7 @@ def test_scale_subresource_scales_down_one_node_at_a_time(kubectl: Kubectl, oper
         sets = Recorder(api, ns, "statefulset")  # every version, not polls that can miss one
         try:
             wait_for("the watch to list the StatefulSet", lambda: sets.seen)
+            failed_before = operator.failed_reconciles()
             kubectl.run("scale", "cc/scale", "-n", ns, "--replicas=1")
             wait_for("a 1-node cluster", lambda: is_ready(kubectl.get("cc", "scale", ns))
                      and (kubectl.get("statefulset", "scale", ns) or {})["spec"]["replicas"] == 1)
@@ -129,6 +130,7 @@ def test_scale_subresource_scales_down_one_node_at_a_time(kubectl: Kubectl, oper
     removals = sorted(e["message"].split(" from ")[0] for e in events
                       if e["reason"] == "ScaleDown")
     assert removals == ["removing pod scale-1", "removing pod scale-2"]
+    assert operator.failed_reconciles() == failed_before, "a reconcile failed mid scale-down"
 
 
 def test_region_added_and_removed(kubectl: Kubectl, operator: Operator, ns: str) -> None:

@@ -241,3 +241,14 @@ def test_growing_only_while_no_ready_pod_was_lost() -> None:
     assert not growing(True, 2, 2, 3, scaling_down=True, problem=False)
     assert not growing(True, 2, 2, 3, scaling_down=False, problem=True)
     assert not growing(True, 3, 3, 3, scaling_down=False, problem=False)  # simply ready
+
+
+def test_watch_handlers_run_in_the_event_loop() -> None:
+    """kopf runs a plain ``def`` handler in a worker thread, where the work queue and the
+    watch cache (the event loop's) cannot be used: the queue raised 'no running event loop'
+    and the event was lost. Every event handler is a coroutine."""
+    import inspect
+
+    from aerocdn.controller import handlers
+    for fn in (handlers.cachecluster_event, handlers.contentedge_event, handlers.child_event):
+        assert inspect.iscoroutinefunction(fn), fn.__name__

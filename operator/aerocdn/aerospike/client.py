@@ -361,18 +361,6 @@ class AerospikeInfo:
             address=str(address) if address else "",
         )
 
-    def observe_sync(self, expected_size: int | None = None) -> ClusterObservation:
-        expected = len(self.endpoints) if expected_size is None else expected_size
-        nodes: list[NodeObservation] = []
-        failures: list[PodFailure] = []
-        for pod in sorted(self.endpoints):
-            result = _observe_one(self, pod, expected)
-            if isinstance(result, PodFailure):
-                failures.append(result)
-            else:
-                nodes.append(result)
-        return ClusterObservation(expected, tuple(nodes), tuple(failures))
-
     async def observe(self, expected_size: int | None = None) -> ClusterObservation:
         """Ask every pod concurrently, each in a worker thread (the client is blocking)."""
         expected = len(self.endpoints) if expected_size is None else expected_size

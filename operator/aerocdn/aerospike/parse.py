@@ -237,38 +237,6 @@ def parse_namespaces(value: str) -> tuple[str, ...]:
     return tuple(name for name in value.strip().split(";") if name)
 
 
-# --------------------------------------------------------------------------- sets
-
-
-@dataclass(frozen=True, slots=True)
-class SetStats:
-    namespace: str
-    name: str
-    objects: int
-    tombstones: int
-    data_used_bytes: int
-    stop_writes_count: int
-    stop_writes_size: int
-
-
-def parse_set(namespace: str, set_name: str, value: str) -> SetStats:
-    """Parse ``sets/<ns>/<set>``; its pairs are separated by ``:`` (not ``;``)."""
-    command = f"sets/{namespace}/{set_name}"
-    body = value.strip().rstrip(";")
-    if body == "type=unknown":
-        raise UnknownObjectReply(command)
-    f = _Fields(command, parse_kv(body, sep=":"))
-    return SetStats(
-        namespace=namespace,
-        name=set_name,
-        objects=f.integer("objects"),
-        tombstones=f.integer("tombstones", default=0),
-        data_used_bytes=f.integer("data_used_bytes", default=0),
-        stop_writes_count=f.integer("stop-writes-count", default=0),
-        stop_writes_size=f.integer("stop-writes-size", default=0),
-    )
-
-
 # --------------------------------------------------------------------------- cluster-stable
 
 
@@ -373,11 +341,6 @@ def parse_build(value: str) -> str:
     return build
 
 
-def build_tuple(build: str) -> tuple[int, ...]:
-    """``8.1.2.0`` -> (8, 1, 2, 0), for comparisons."""
-    return tuple(int(part) for part in re.split(r"[.-]", build) if part.isdigit())
-
-
 @dataclass(frozen=True, slots=True)
 class Release:
     """``release``: ``edition=Aerospike Community Edition;version=8.1.2.0;os=...;arch=...;sha=...``
@@ -440,11 +403,6 @@ def parse_host_port(text: str, default_port: int | None = None) -> HostPort:
     if default_port is None:
         raise ReplyParseError("host:port", f"{text!r} has no port")
     return HostPort(host, default_port)
-
-
-def parse_services(value: str) -> tuple[HostPort, ...]:
-    """``services``: ``127.0.0.1:3200;127.0.0.1:3300`` (the *other* nodes; empty when alone)."""
-    return tuple(parse_host_port(item) for item in value.strip().split(";") if item)
 
 
 @dataclass(frozen=True, slots=True)

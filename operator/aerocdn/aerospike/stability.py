@@ -26,8 +26,7 @@ from aerocdn.aerospike.parse import (
     NamespaceStats,
     NodeStatistics,
 )
-
-READINESS_GATE = "aerocdn.dev/cluster-stable"
+from aerocdn.constants import READINESS_GATE as READINESS_GATE  # re-exported
 
 
 @dataclass(frozen=True, slots=True)

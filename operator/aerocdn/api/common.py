@@ -13,9 +13,9 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-GROUP = "aerocdn.dev"
-VERSION = "v1alpha1"
-API_VERSION = f"{GROUP}/{VERSION}"
+from aerocdn.constants import API_VERSION as API_VERSION  # re-exported: part of the api
+from aerocdn.constants import GROUP as GROUP
+from aerocdn.constants import VERSION as VERSION
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 # Names the edge puts into nginx variables ($arg_x, $http_x) and its own cache key: one

@@ -33,10 +33,12 @@ from aerocdn.aerospike.stability import (
     assess_stability,
     readiness_gate_condition,
 )
-from aerocdn.api import CacheCluster, InputError, parse_object
+from aerocdn.api import CacheCluster, InputError
 from aerocdn.api.cachecluster import CacheClusterStatus, RackStatus
 from aerocdn.api.common import Condition
+from aerocdn.constants import CONFIG_HASH, LABEL_CACHECLUSTER, MANAGED, READINESS_GATE
 from aerocdn.controller import metrics
+from aerocdn.controller.cache import parse_cached
 from aerocdn.controller.ccplan import (
     KUBE_PROBE_NOTE,
     PodView,
@@ -54,8 +56,6 @@ from aerocdn.controller.diff import status_changed
 from aerocdn.controller.kube import KubeError
 from aerocdn.controller.status import already_failed, report_invalid, write_status
 from aerocdn.render.cachecluster import (
-    CONFIG_HASH,
-    READINESS_GATE,
     pod_selector,
     rack_layout,
     render_cachecluster,
@@ -66,17 +66,31 @@ log = logging.getLogger(__name__)
 
 CHILD_KINDS = [("v1", "ConfigMap"), ("v1", "Service"), ("apps/v1", "StatefulSet"),
                ("policy/v1", "PodDisruptionBudget")]
-ROUTING_LABELS = {"app.kubernetes.io/component": "routing",
-                  "app.kubernetes.io/managed-by": "aerocdn"}
+ROUTING_LABELS = {"app.kubernetes.io/component": "routing", **MANAGED}
 
 
 def selector_string(name: str) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(pod_selector(name).items()))
 
 
+class _ReadFresh(Exception):
+    """A node is about to leave or a pod to restart: decide again from fresh reads."""
+
+
 async def reconcile_cachecluster(ctx: Context, namespace: str, name: str) -> float | None:
+    """Observe (from the watch cache), decide (pure), apply, report. Before a node leaves or
+    a pod restarts the whole reconcile is run again from fresh API reads, and only what it
+    then decides is carried out."""
+    cached = getattr(ctx.kube, "store", None) is not None
+    try:
+        return await _reconcile(ctx, namespace, name, fresh=not cached)
+    except _ReadFresh:
+        return await _reconcile(ctx, namespace, name, fresh=True)
+
+
+async def _reconcile(ctx: Context, namespace: str, name: str, fresh: bool) -> float | None:
     kube = ctx.kube
-    raw = await kube.get(API_VERSION, CC_KIND, namespace, name)
+    raw = await kube.get(API_VERSION, CC_KIND, namespace, name, fresh=fresh)
     if raw is None or raw["metadata"].get("deletionTimestamp") or already_failed(ctx, raw):
         return None  # children go with garbage collection
     status: dict[str, Any] = raw.get("status") or {}
@@ -84,7 +98,7 @@ async def reconcile_cachecluster(ctx: Context, namespace: str, name: str) -> flo
     now = timestamp(ctx.clock())
 
     try:
-        obj = parse_object(raw, "")
+        obj = parse_cached(raw)
         assert isinstance(obj, CacheCluster)
         cc = obj
     except InputError as exc:
@@ -103,17 +117,17 @@ async def reconcile_cachecluster(ctx: Context, namespace: str, name: str) -> flo
         return None
 
     uid = raw["metadata"]["uid"]
-    live = await list_children(kube, namespace, {"aerocdn.dev/cachecluster": name},
-                               CHILD_KINDS, uid)
+    live = await list_children(kube, namespace, {LABEL_CACHECLUSTER: name},
+                               CHILD_KINDS, uid, fresh=fresh)
     live_sts = {n: o for (k, n), o in live.items() if k == "StatefulSet"}
-    pod_objs = await kube.list("v1", "Pod", namespace, pod_selector(name))
+    pod_objs = await kube.list("v1", "Pod", namespace, pod_selector(name), fresh=fresh)
     pods = [pod_view(p) for p in pod_objs]
     layout = {r.sts_name: r.replicas for r in rack_layout(name, cc.spec)}
     sts_replicas = {n: o["spec"].get("replicas", 0) for n, o in live_sts.items()}
     racks = racks_of(layout, sts_replicas, pods)
 
     # Refuse what cannot be done safely before changing anything.
-    desired_full = render_cachecluster(cc)
+    desired_full = _render(cc, None)
     refused = refused_changes([o for o in desired_full if o["kind"] == "StatefulSet"], live_sts)
     if refused:
         message = "; ".join(refused)
@@ -148,7 +162,7 @@ async def reconcile_cachecluster(ctx: Context, namespace: str, name: str) -> flo
                 stability = assess_stability(observation, len(alive))
     try:
         return await _converge(ctx, raw, cc, racks, pods, live, live_sts, stability, info,
-                               status, generation, now)
+                               status, generation, now, fresh)
     finally:
         if info is not None:
             info.close()
@@ -165,10 +179,11 @@ def _all_ready(racks: Any, pods: list[PodView]) -> bool:
     return ready == desired and len(pods) == desired
 
 
-async def routes_drained(ctx: Context, namespace: str, cluster: str) -> tuple[bool, str]:
+async def routes_drained(ctx: Context, namespace: str, cluster: str, fresh: bool = True
+                         ) -> tuple[bool, str]:
     """True when no published routing plan in the namespace still sends weight to
     ``cluster``: only then may its capacity go."""
-    maps = await ctx.kube.list("v1", "ConfigMap", namespace, ROUTING_LABELS)
+    maps = await ctx.kube.list("v1", "ConfigMap", namespace, ROUTING_LABELS, fresh=fresh)
     still = []
     for cm in maps:
         try:
@@ -186,7 +201,8 @@ async def _converge(ctx: Context, raw: dict[str, Any], cc: CacheCluster, racks: 
                     pods: list[PodView], live: dict[tuple[str, str], dict[str, Any]],
                     live_sts: dict[str, dict[str, Any]],
                     stability: Stability | Unreachable | None, info: AerospikeInfo | None,
-                    status: dict[str, Any], generation: int | None, now: str) -> float | None:
+                    status: dict[str, Any], generation: int | None, now: str,
+                    fresh: bool) -> float | None:
     kube, name, namespace = ctx.kube, cc.name, cc.namespace
     replicas = {r.name: max(r.replicas, r.desired) if r.name in live_sts else r.desired
                 for r in racks}
@@ -197,7 +213,7 @@ async def _converge(ctx: Context, raw: dict[str, Any], cc: CacheCluster, racks: 
     events: list[tuple[str, str, str]] = []
 
     if scaling_down:
-        drained, drain_message = await routes_drained(ctx, namespace, name)
+        drained, drain_message = await routes_drained(ctx, namespace, name, fresh)
         if not drained:
             action = Hold(drain_message, HoldCause.DRAINING_ROUTES)
         elif ctx.probe == "kubernetes":
@@ -210,6 +226,8 @@ async def _converge(ctx: Context, raw: dict[str, Any], cc: CacheCluster, racks: 
             action = next_scale_step(ScaleState(
                 racks=racks, stability=stability or Unreachable("no pods to ask"),
                 edition=edition, nodes_down=down))
+        if isinstance(action, RemoveOne | Quiesce | UndoQuiesce | Recluster) and not fresh:
+            raise _ReadFresh
         if isinstance(action, RemoveOne):
             replicas[action.rack] = action.replicas
             events.append(("Normal", "ScaleDown", action.reason))
@@ -224,7 +242,7 @@ async def _converge(ctx: Context, raw: dict[str, Any], cc: CacheCluster, racks: 
         events.append(("Normal", "ScaleUp", "scaling up " + ", ".join(
             f"{r.name} {r.replicas} -> {r.desired}" for r in racks if r.name in scale_up)))
 
-    desired = render_cachecluster(cc, replicas=replicas)
+    desired = list(_render(cc, replicas))
     # A removed rack's StatefulSet stays (at 0) until its pods are gone, then is deleted.
     keep = {("StatefulSet", r.name) for r in racks
             if r.name not in {o["metadata"]["name"] for o in desired} and r.pods}
@@ -260,6 +278,8 @@ async def _converge(ctx: Context, raw: dict[str, Any], cc: CacheCluster, racks: 
     roll_message = ""
     if not scaling_down and not scale_up:
         roll = _roll_step(ctx, pods, roll_hashes, stability, cc.spec.max_unavailable)
+        if isinstance(roll, RestartPod) and not fresh:
+            raise _ReadFresh
         if isinstance(roll, RestartPod):
             await kube.delete_pod(namespace, roll.pod)
             events.append(("Normal", "RollingRestart", roll.reason))
@@ -280,6 +300,24 @@ async def _converge(ctx: Context, raw: dict[str, Any], cc: CacheCluster, racks: 
         await kube.event(raw, type_, reason, message)
     in_progress = scaling_down or scale_up or roll_message or not _all_ready(racks, pods)
     return ctx.poll_seconds if in_progress else None
+
+
+_RENDERED: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+
+
+def _render(cc: CacheCluster, replicas: dict[str, int] | None) -> list[dict[str, Any]]:
+    """render_cachecluster, remembered per spec version (uid, generation) and replicas; the
+    objects are read-only."""
+    key = (cc.metadata.uid, cc.metadata.generation,
+           None if replicas is None else tuple(sorted(replicas.items())))
+    found = _RENDERED.get(key) if cc.metadata.uid is not None else None
+    if found is None:
+        found = (render_cachecluster(cc) if replicas is None
+                 else render_cachecluster(cc, replicas=replicas))
+        if len(_RENDERED) >= 1024:
+            _RENDERED.pop(next(iter(_RENDERED)))
+        _RENDERED[key] = found
+    return found
 
 
 def _scaled(sts: dict[str, Any], replicas: int) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from aerocdn.aerospike.scale import (
     WaitMigrations,
 )
 from aerocdn.api.common import parse_quantity
-from aerocdn.render.cachecluster import CONFIG_HASH, READINESS_GATE
+from aerocdn.constants import CONFIG_HASH, READINESS_GATE
 
 KUBE_PROBE_NOTE = "probe=kubernetes: pod readiness stands in, Aerospike was not asked"
 

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from aerocdn.controller.cache import CachedKube
 from aerocdn.controller.diff import needs_apply
 from aerocdn.controller.kube import Kube, KubeError
 
@@ -28,13 +29,13 @@ def owned_by(obj: dict[str, Any], uid: str) -> bool:
     return any(ref.get("uid") == uid for ref in obj["metadata"].get("ownerReferences", []))
 
 
-async def list_children(kube: Kube, namespace: str, selector: dict[str, str],
-                        kinds: Iterable[tuple[str, str]], uid: str
+async def list_children(kube: Kube | CachedKube, namespace: str, selector: dict[str, str],
+                        kinds: Iterable[tuple[str, str]], uid: str, *, fresh: bool = False
                         ) -> dict[tuple[str, str], dict[str, Any]]:
     live: dict[tuple[str, str], dict[str, Any]] = {}
     for api_version, kind in kinds:
         try:
-            items = await kube.list(api_version, kind, namespace, selector)
+            items = await kube.list(api_version, kind, namespace, selector, fresh=fresh)
         except KubeError as exc:
             if exc.status == 404 and "/" in api_version and not api_version.startswith(
                     ("apps/", "policy/", "autoscaling/")):
@@ -46,7 +47,7 @@ async def list_children(kube: Kube, namespace: str, selector: dict[str, str],
     return live
 
 
-async def sync_children(kube: Kube, desired: list[dict[str, Any]],
+async def sync_children(kube: Kube | CachedKube, desired: list[dict[str, Any]],
                         live: dict[tuple[str, str], dict[str, Any]],
                         keep: set[tuple[str, str]] | None = None) -> ApplyResult:
     """Apply every desired child that differs from its live copy; delete live children that

@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from aerocdn.api import CacheCluster, ContentEdge, InputError, parse_object
+from aerocdn.api import CacheCluster, ContentEdge, InputError
 from aerocdn.api.cachecluster import CacheClusterStatus
 from aerocdn.api.common import Condition
 from aerocdn.api.contentedge import ContentEdgeStatus, RegionStatus
+from aerocdn.constants import LABEL_CONTENTEDGE
+from aerocdn.controller.cache import parse_cached
 from aerocdn.controller.children import list_children, sync_children
 from aerocdn.controller.conditions import Cond, condition_events, merge_conditions
 from aerocdn.controller.context import API_VERSION, CC_KIND, CE_KIND, Context, timestamp
@@ -42,7 +44,7 @@ async def reconcile_contentedge(ctx: Context, namespace: str, name: str) -> floa
     now_dt = ctx.clock()
     now = timestamp(now_dt)
     try:
-        obj = parse_object(raw, "")
+        obj = parse_cached(raw)
         assert isinstance(obj, ContentEdge)
         ce = obj
     except InputError as exc:
@@ -54,15 +56,21 @@ async def reconcile_contentedge(ctx: Context, namespace: str, name: str) -> floa
     clusters: dict[str, CacheCluster] = {}
     for cc_name, c in cc_raw.items():
         try:
-            parsed = parse_object(c, "")
+            parsed = parse_cached(c)
         except InputError:
             continue
         if isinstance(parsed, CacheCluster):
             clusters[cc_name] = parsed
     uid = raw["metadata"]["uid"]
     # DNSEndpoints are listed even when DNS output is off, so turning it off removes them.
-    live = await list_children(kube, namespace, {"aerocdn.dev/contentedge": name},
-                               [*CHILD_KINDS, DNS_KIND], uid)
+    # DNSEndpoints (an optional API, not watched) are listed while DNS output is on and once
+    # after a start, so turning it off removes them.
+    dns_key = (namespace, name)
+    ask_dns = ce.spec.routing.dns.enabled or dns_key not in ctx.dns_checked
+    if ce.spec.routing.dns.enabled:
+        ctx.dns_checked.discard(dns_key)
+    live = await list_children(kube, namespace, {LABEL_CONTENTEDGE: name},
+                               [*CHILD_KINDS, DNS_KIND] if ask_dns else CHILD_KINDS, uid)
     deployments = {n: o for (k, n), o in live.items() if k == "Deployment"}
     ready = {r.name: (deployments.get(region_name(name, r.name), {}).get("status") or {})
              .get("readyReplicas", 0) for r in ce.spec.regions}
@@ -81,8 +89,10 @@ async def reconcile_contentedge(ctx: Context, namespace: str, name: str) -> floa
     plan = planner.plan(facts, policy_of(ce), previous)
     routes_json = plan.to_json()
 
-    desired = render_contentedge(ce, clusters, routes_json)
+    desired = _render(ce, clusters, routes_json)
     applied = await sync_children(kube, desired, live)
+    if ask_dns and not ce.spec.routing.dns.enabled:
+        ctx.dns_checked.add(dns_key)  # none left (sync_children deleted any)
     if applied.applied or applied.deleted:
         log.info("ContentEdge %s/%s: applied %s, deleted %s", namespace, name,
                  applied.applied, applied.deleted)
@@ -153,6 +163,26 @@ async def reconcile_contentedge(ctx: Context, namespace: str, name: str) -> floa
     if plan.next_change_at is not None:
         return max(0.5, (plan.next_change_at - now_dt).total_seconds())
     return None if all_ready else ctx.poll_seconds * 2
+
+
+_RENDERED: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+
+
+def _render(ce: ContentEdge, clusters: dict[str, CacheCluster], routes_json: str
+            ) -> list[dict[str, Any]]:
+    """render_contentedge, remembered while its inputs are the same versions: the spec
+    (uid, generation), the CacheClusters it reads (uid, generation) and the routing plan. A
+    reconcile of an unchanged ContentEdge then costs no rendering. The result is read-only."""
+    key = (ce.metadata.uid, ce.metadata.generation, routes_json,
+           tuple(sorted((n, c.metadata.uid, c.metadata.generation)
+                        for n, c in clusters.items())))
+    found = _RENDERED.get(key) if ce.metadata.uid is not None else None
+    if found is None:
+        found = render_contentedge(ce, clusters, routes_json)
+        if len(_RENDERED) >= 2048:
+            _RENDERED.pop(next(iter(_RENDERED)))
+        _RENDERED[key] = found
+    return found
 
 
 def _serving(plan: Plan) -> dict[str, list[str]]:

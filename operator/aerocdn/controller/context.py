@@ -8,12 +8,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aerocdn.aerospike.parse import HostPort
+from aerocdn.constants import API_VERSION as API_VERSION  # re-exported
+from aerocdn.constants import CC_KIND as CC_KIND
+from aerocdn.constants import CE_KIND as CE_KIND
+from aerocdn.controller.cache import CachedKube
 from aerocdn.controller.kube import Kube
 from aerocdn.controller.queue import WorkQueue
-
-API_VERSION = "aerocdn.dev/v1alpha1"
-CC_KIND = "CacheCluster"
-CE_KIND = "ContentEdge"
 
 
 def utcnow() -> dt.datetime:
@@ -26,7 +26,7 @@ def timestamp(when: dt.datetime) -> str:
 
 @dataclass
 class Context:
-    kube: Kube
+    kube: Kube | CachedKube
     queue: WorkQueue
     probe: str = "aerospike"
     address_overrides: dict[str, HostPort] = field(default_factory=dict)
@@ -38,3 +38,6 @@ class Context:
     # (kind, namespace, name) -> the generation a permanent error was reported for: that
     # generation is not reconciled again (nothing would change until the object does)
     failed_generation: dict[tuple[str, str, str], int | None] = field(default_factory=dict)
+    # ContentEdges whose DNSEndpoints were listed since the start (DNSEndpoints are not
+    # watched: an optional API; listed while DNS output is on, and once after a start)
+    dns_checked: set[tuple[str, str]] = field(default_factory=set)

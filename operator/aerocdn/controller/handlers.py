@@ -1,4 +1,9 @@
-"""kopf wiring only: watch events become work-queue keys; startup configures kopf.
+"""kopf wiring only: watch events feed the cache (reads from memory, cache.py) and become
+work-queue keys; startup configures kopf.
+
+The handlers are coroutines: kopf runs them in the event loop (a plain ``def`` handler runs in
+a worker thread, where the work queue and the store - both the event loop's - must not be
+touched).
 
 Handlers are ``on.event`` only: kopf then stores no progress or diff-base annotations on our
 objects and adds no finalizer (children go with garbage collection; nothing has to happen
@@ -13,10 +18,9 @@ from typing import Any
 
 import kopf
 
+from aerocdn.constants import LABEL_CACHECLUSTER, LABEL_CONTENTEDGE, MANAGED
 from aerocdn.controller.context import CC_KIND, CE_KIND
 from aerocdn.controller.runtime import RUNTIME
-
-MANAGED = {"app.kubernetes.io/managed-by": "aerocdn"}
 
 
 @kopf.on.startup()
@@ -43,23 +47,27 @@ async def cleanup(**_: Any) -> None:
 
 
 @kopf.on.event("aerocdn.dev", "v1alpha1", "cacheclusters")
-def cachecluster_event(type: str, namespace: str | None, name: str, **_: Any) -> None:
+async def cachecluster_event(type: str, body: kopf.Body, namespace: str | None, name: str,
+                       **_: Any) -> None:
     assert namespace is not None
+    RUNTIME.observe(type, body)
     RUNTIME.seen(CC_KIND, namespace, name, deleted=type == "DELETED")
     RUNTIME.cachecluster_changed(namespace)
 
 
 @kopf.on.event("aerocdn.dev", "v1alpha1", "contentedges")
-def contentedge_event(type: str, namespace: str | None, name: str, **_: Any) -> None:
+async def contentedge_event(type: str, body: kopf.Body, namespace: str | None, name: str,
+                      **_: Any) -> None:
     assert namespace is not None
+    RUNTIME.observe(type, body)
     RUNTIME.seen(CE_KIND, namespace, name, deleted=type == "DELETED")
 
 
 def _parent(labels: dict[str, str], namespace: str) -> None:
-    if "aerocdn.dev/cachecluster" in labels:
-        RUNTIME.enqueue(CC_KIND, namespace, labels["aerocdn.dev/cachecluster"])
-    if "aerocdn.dev/contentedge" in labels:
-        RUNTIME.enqueue(CE_KIND, namespace, labels["aerocdn.dev/contentedge"])
+    if LABEL_CACHECLUSTER in labels:
+        RUNTIME.enqueue(CC_KIND, namespace, labels[LABEL_CACHECLUSTER])
+    if LABEL_CONTENTEDGE in labels:
+        RUNTIME.enqueue(CE_KIND, namespace, labels[LABEL_CONTENTEDGE])
 
 
 # Children: any change (readiness, drift, deletion) re-runs the parent's reconcile promptly.
@@ -68,8 +76,11 @@ def _parent(labels: dict[str, str], namespace: str) -> None:
 @kopf.on.event("", "v1", "configmaps", labels=MANAGED)
 @kopf.on.event("", "v1", "services", labels=MANAGED)
 @kopf.on.event("policy", "v1", "poddisruptionbudgets", labels=MANAGED)
+@kopf.on.event("autoscaling", "v2", "horizontalpodautoscalers", labels=MANAGED)
 @kopf.on.event("", "v1", "pods", labels={"app.kubernetes.io/name": "aerospike", **MANAGED})
-def child_event(labels: Mapping[str, str], namespace: str | None, **_: Any) -> None:
+async def child_event(type: str | None, body: kopf.Body, labels: Mapping[str, str],
+                namespace: str | None, **_: Any) -> None:
+    RUNTIME.observe(type, body)
     if namespace:
         _parent(dict(labels), namespace)
 

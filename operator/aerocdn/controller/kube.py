@@ -18,11 +18,10 @@ from urllib.parse import quote
 
 from kubernetes import client, config
 
+from aerocdn.constants import FIELD_MANAGER
 from aerocdn.controller import metrics
 
 log = logging.getLogger(__name__)
-
-FIELD_MANAGER = "aerocdn"
 
 # apiVersion/kind -> plural. Only what the operator touches.
 PLURALS: dict[tuple[str, str], str] = {
@@ -120,8 +119,9 @@ class Kube:
                 metrics.API_WRITES.labels(verb=method, kind=kind).inc()
         return await asyncio.to_thread(self._call, method, url_path, query, body, content_type)
 
-    async def get(self, api_version: str, kind: str, namespace: str, name: str
-                  ) -> dict[str, Any] | None:
+    async def get(self, api_version: str, kind: str, namespace: str, name: str, *,
+                  fresh: bool = False) -> dict[str, Any] | None:
+        """``fresh``: callers that must not be answered from a cache say so (CachedKube)."""
         try:
             obj: dict[str, Any] = await self.request(
                 "GET", path(api_version, kind, namespace, name), kind=kind)
@@ -132,7 +132,8 @@ class Kube:
             raise
 
     async def list(self, api_version: str, kind: str, namespace: str | None,
-                   selector: dict[str, str] | None = None) -> builtins.list[dict[str, Any]]:
+                   selector: dict[str, str] | None = None, *,
+                   fresh: bool = False) -> builtins.list[dict[str, Any]]:
         query = []
         if selector:
             query.append(("labelSelector", ",".join(f"{k}={v}" for k, v in

@@ -15,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from aerocdn.aerospike.client import parse_address_overrides
 from aerocdn.controller import metrics
+from aerocdn.controller.cache import WATCHED, CachedKube, Store
 from aerocdn.controller.cachecluster import reconcile_cachecluster
 from aerocdn.controller.contentedge import reconcile_contentedge
 from aerocdn.controller.context import API_VERSION, CC_KIND, CE_KIND, Context
@@ -33,6 +34,7 @@ class Runtime:
                                           aerospike_probe="aerospike", aerospike_address=[],
                                           leader_election=False)
         self.queue = WorkQueue(self._reconcile)
+        self.store = Store(WATCHED)
         self.ctx: Context | None = None
         self.known: set[tuple[str, str, str]] = set()
         self._tasks: list[asyncio.Task[None]] = []
@@ -45,11 +47,12 @@ class Runtime:
 
     async def start(self) -> None:
         overrides = parse_address_overrides(",".join(self.options.aerospike_address))
-        self.ctx = Context(kube=Kube(), queue=self.queue, probe=self.options.aerospike_probe,
-                           address_overrides=overrides)
+        api = Kube()
+        self.ctx = Context(kube=CachedKube(self.store, api), queue=self.queue,
+                           probe=self.options.aerospike_probe, address_overrides=overrides)
         if self.options.leader_election:
             elector = LeaderElector(
-                self.ctx.kube, self.options.leader_election_namespace,
+                api, self.options.leader_election_namespace,
                 self.options.leader_election_id, self.options.identity,
                 on_start=self._lead, on_stop=self._stand_by)
             self._tasks.append(asyncio.create_task(elector.run(), name="leader-election"))
@@ -67,12 +70,31 @@ class Runtime:
         log.info("aerocdn operator started (probe=%s)", self.options.aerospike_probe)
 
     async def _lead(self) -> None:
-        """Start reconciling: workers, resyncs, and a pass over everything seen so far."""
+        """Start reconciling: the cache listed once, workers, resyncs, and a pass over
+        everything seen so far."""
         metrics.LEADER.set(1)
+        await self._sync()
         self.queue.start()
         self._resync_task = asyncio.create_task(self._resync(), name="resync")
         for key in sorted(self.known):
             self.queue.add(key)
+
+    async def _sync(self) -> None:
+        assert self.ctx is not None and isinstance(self.ctx.kube, CachedKube)
+        delay = 1.0
+        while True:
+            try:
+                await self.ctx.kube.sync(list(getattr(self.options, "namespace", []) or []))
+                return
+            except Exception as exc:  # the API may be briefly unreachable at start
+                log.warning("listing the watched objects failed (%s); retrying in %.0fs",
+                            exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+    def observe(self, event_type: str | None, body: Any) -> None:
+        """A watch event: keep the cache (reads from memory) up to date."""
+        self.store.observe(event_type, body)
 
     async def _stand_by(self) -> None:
         metrics.LEADER.set(0)
@@ -161,7 +183,7 @@ async def reconcile_once(ctx: Context, kind: str, namespace: str, name: str,
 
 async def _fresh(ctx: Context, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
     try:
-        return await ctx.kube.get(API_VERSION, kind, namespace, name)
+        return await ctx.kube.get(API_VERSION, kind, namespace, name, fresh=True)
     except Exception:
         return None
 

@@ -30,8 +30,6 @@ MIB = 2**20
 # A file-backed namespace leaves 10% of its volume for the filesystem.
 PERSISTENT_FILL = 0.9
 SEEDS_PER_RACK = 2
-READINESS_GATE = "aerocdn.dev/cluster-stable"
-CONFIG_HASH = "aerocdn.dev/config-hash"
 CONTAINER_SECURITY = {
     "allowPrivilegeEscalation": False,
     "readOnlyRootFilesystem": True,

@@ -12,7 +12,6 @@ from aerocdn.aerospike.parse import (
     Edition,
     HostPort,
     ReclusterResult,
-    build_tuple,
     cluster_stable_command,
     edition_from_error,
     parse_build,
@@ -25,8 +24,6 @@ from aerocdn.aerospike.parse import (
     parse_peers,
     parse_recluster,
     parse_release,
-    parse_services,
-    parse_set,
     parse_statistics,
     parse_version,
     reply_value,
@@ -105,13 +102,6 @@ def test_unknown_namespace_is_typed_error(fx: Fixtures) -> None:
     assert reply.command == "namespace/nosuchns"
     with pytest.raises(UnknownObjectReply, match="nosuchns"):
         parse_namespace("nosuchns", reply.value)
-
-
-def test_sets_use_colon_separator(fx: Fixtures) -> None:
-    s = parse_set("cache", "cdn", fx.reply("03-loaded-sets-A1.txt").value)
-    assert s.objects == 135580
-    assert s.data_used_bytes == 149680320
-    assert s.stop_writes_count == 0
 
 
 def test_namespaces_list(fx: Fixtures) -> None:
@@ -204,7 +194,6 @@ def test_version_and_build(fx: Fixtures) -> None:
     assert version.edition is Edition.COMMUNITY
     assert version.build == "8.1.2.0"
     assert parse_build(fx.reply("01-single-build.txt").value) == "8.1.2.0"
-    assert build_tuple("8.1.2.0") >= (8, 1)
     with pytest.raises(ReplyParseError):
         parse_version("8.1.2.0")
 
@@ -220,14 +209,6 @@ def test_release(fx: Fixtures) -> None:
 
 def test_node_id(fx: Fixtures) -> None:
     assert parse_node(fx.reply("01-single-node.txt").value) == "A1"
-
-
-def test_services(fx: Fixtures) -> None:
-    assert parse_services(fx.reply("01-single-services.txt").value) == ()
-    assert parse_services(fx.reply("02-three-services-A1.txt").value) == (
-        HostPort("127.0.0.1", 3200),
-        HostPort("127.0.0.1", 3300),
-    )
 
 
 def test_peers(fx: Fixtures) -> None:

@@ -82,14 +82,15 @@ class FakeKube:
                 if k == kind and ns == namespace]
 
     # ------------------------------------------------------------------ the Kube interface
-    async def get(self, api_version: str, kind: str, namespace: str, name: str
-                  ) -> dict[str, Any] | None:
+    async def get(self, api_version: str, kind: str, namespace: str, name: str, *,
+                  fresh: bool = False) -> dict[str, Any] | None:
         self._record("GET", kind, name)
         found = self.objects.get((kind, namespace, name))
         return copy.deepcopy(found) if found is not None else None
 
     async def list(self, api_version: str, kind: str, namespace: str | None,
-                   selector: dict[str, str] | None = None) -> list[dict[str, Any]]:
+                   selector: dict[str, str] | None = None, *,
+                   fresh: bool = False) -> list[dict[str, Any]]:
         self._record("LIST", kind, "")
         out = []
         for (k, ns, _), o in sorted(self.objects.items()):
