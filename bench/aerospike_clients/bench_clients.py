@@ -250,6 +250,14 @@ async def check_support(d: Driver, tag: str, legacy: bool) -> Support:
         ttl = await d.ttl_of(obj)
         return None if 0 < ttl <= 300 else f"ttl read back as {ttl}, wrote 300"
 
+    async def get() -> str | None:
+        rec, none = await asyncio.gather(d.get(obj), d.get(missing))
+        if none is not None:
+            return "a missing key did not read as None"
+        if rec is None or bytes(rec["b"]) != bytes(bins["b"]) or rec["h"] != bins["h"]:
+            return "the stored object did not read back equal"
+        return None
+
     async def batch_get() -> str | None:
         got = await d.batch_get([obj, missing])
         if len(got) != 2 or got[1] is not None:
@@ -290,7 +298,7 @@ async def check_support(d: Driver, tag: str, legacy: bool) -> Support:
         got = dict(rec["ex"]) if rec else None
         return None if got == {"/new": 200.0} else f"rules map read back as {got}"
 
-    for name, body in (("put_ttl", put_ttl), ("batch_get", batch_get),
+    for name, body in (("put_ttl", put_ttl), ("get", get), ("batch_get", batch_get),
                        ("create_only", create_only), ("delete_if_owner", delete_if_owner),
                        ("delete", delete), ("purge_rule", purge_rule)):
         await check(name, body)
@@ -337,6 +345,11 @@ async def bench_client(d: Driver, *, tag: str, sizes: list[int], concurrency: in
             async def put(i: int, objs: list[str] = objs, bins: dict[str, Any] = bins) -> None:
                 await d.put_ttl(objs[i % HOT_KEYS], bins, 600)
 
+            async def get1(i: int, objs: list[str] = objs) -> None:
+                if await d.get(objs[i % HOT_KEYS]) is None:
+                    raise RuntimeError("a stored object was not found")
+
+            await run("get", size, get1)
             await run("batch_get", size, get)
             await run("put_ttl", size, put)
             for k in objs:
@@ -428,7 +441,7 @@ def server_release(host: str, port: int) -> str:
 
 def markdown(report: dict[str, Any]) -> str:
     """The report as Markdown tables: what each client supports, then every measurement."""
-    ops = ["batch_get", "put_ttl", "create_only", "delete_if_owner", "delete", "purge_rule"]
+    ops = ["get", "batch_get", "put_ttl", "create_only", "delete_if_owner", "delete", "purge_rule"]
     lines = ["| client | " + " | ".join(ops) + " |", "|---" * (len(ops) + 1) + "|"]
     for s in report["support"]:
         cells = []

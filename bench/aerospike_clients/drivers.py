@@ -3,6 +3,8 @@
 Each driver performs the edge's access pattern (operator/aerocdn/edge/tiers.py) with its own
 client's calls:
 
+- ``get``: one object read, as a request's L2 lookup; gets issued in the same event-loop
+  iteration may be sent together (the tier coalesces them into one batch read);
 - ``batch_get``: a batch read of object records plus the purge-rules record, missing keys
   reported as ``None`` (the tier's coalesced gets and its rules refresh);
 - ``put_ttl``: an upsert of the tier's object bins with a per-record TTL;
@@ -29,6 +31,7 @@ class Driver(Protocol):
 
     async def connect(self) -> None: ...
     async def close(self) -> None: ...
+    async def get(self, key: str) -> dict[str, Any] | None: ...
     async def batch_get(self, keys: list[str]) -> list[dict[str, Any] | None]: ...
     async def put_ttl(self, key: str, bins: dict[str, Any], ttl: int) -> None: ...
     async def create_only(self, key: str, bins: dict[str, Any], ttl: int) -> bool: ...
@@ -54,6 +57,8 @@ class LegacyDriver:
         self._timeout_ms = timeout_ms
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="as-bench")
         self._client: Any = None
+        self._pending: list[tuple[str, asyncio.Future[dict[str, Any] | None]]] = []
+        self._flushes: set[asyncio.Task[None]] = set()
 
     def _key(self, key: str) -> tuple[str, str, str]:
         return (self._ns, self._set, key)
@@ -82,6 +87,44 @@ class LegacyDriver:
         if self._client is not None:
             await self._run(self._client.close)
         self._pool.shutdown(wait=True)
+
+    async def get(self, key: str) -> dict[str, Any] | None:
+        # As AerospikeTier.get: gets of one event-loop iteration go out as one batch read (up to
+        # 128 keys), one thread-pool hop for all of them.
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[dict[str, Any] | None] = loop.create_future()
+        self._pending.append((key, fut))
+        if len(self._pending) == 1:
+            loop.call_soon(self._start_flush)
+        return await fut
+
+    def _start_flush(self) -> None:
+        batch, self._pending = self._pending, []
+        for i in range(0, len(batch), 128):
+            task = asyncio.ensure_future(self._flush(batch[i:i + 128]))
+            self._flushes.add(task)
+            task.add_done_callback(self._flushes.discard)
+
+    async def _flush(self, batch: list[tuple[str, asyncio.Future[dict[str, Any] | None]]]) -> None:
+        import aerospike.exception as ex
+
+        try:
+            if len(batch) == 1:
+                try:
+                    _, _, bins = await self._run(self._client.get, self._key(batch[0][0]))
+                    results: list[dict[str, Any] | None] = [bins]
+                except ex.RecordNotFound:
+                    results = [None]
+            else:
+                results = await self.batch_get([k for k, _ in batch])
+        except Exception as e:
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_exception(e)
+            return
+        for (_, fut), bins in zip(batch, results, strict=True):
+            if not fut.done():
+                fut.set_result(bins)
 
     async def batch_get(self, keys: list[str]) -> list[dict[str, Any] | None]:
         c = self._client
@@ -184,6 +227,16 @@ class SdkDriver:
         if self._cluster is not None:
             await self._cluster.close()
 
+    async def get(self, key: str) -> dict[str, Any] | None:
+        # The fast path; same-tick gets are fused by the session itself (PSDK_COALESCE).
+        from aerospike_sdk.exceptions import RecordNotFoundError
+
+        try:
+            rec = await self._session.get(self._ds.id(key))
+        except RecordNotFoundError:
+            return None
+        return dict(rec.bins)
+
     async def batch_get(self, keys: list[str]) -> list[dict[str, Any] | None]:
         ks = [self._ds.id(k) for k in keys]
         stream = await self._session.query(ks).include_missing_keys().execute()
@@ -213,11 +266,14 @@ class SdkDriver:
         return bool(row.is_ok)
 
     async def delete_if_owner(self, key: str, owner: str) -> bool:
+        from aerospike_sdk import Exp
         from aerospike_sdk.exceptions import FilteredOutError, RecordNotFoundError
 
+        # An AEL string ("$.o == 'x'") needs server-compiled AEL (server 8.2+); the expression
+        # builder works on 8.1.
+        owned = Exp.eq(Exp.string_bin("o"), Exp.string_val(owner))
         try:
-            stream = await (self._session.delete(self._ds.id(key))
-                            .where("$.o == %s", owner).execute())
+            stream = await self._session.delete(self._ds.id(key)).where(owned).execute()
             row = await stream.first_or_raise()
         except (FilteredOutError, RecordNotFoundError):
             return False
@@ -283,12 +339,21 @@ class AerospikePyDriver:
         if self._client is not None:
             await self._client.close()
 
+    async def get(self, key: str) -> dict[str, Any] | None:
+        from aerospike_py.exception import RecordNotFound
+
+        try:
+            rec = await self._client.get(self._key(key))
+        except RecordNotFound:
+            return None
+        return dict(rec.bins)
+
     async def batch_get(self, keys: list[str]) -> list[dict[str, Any] | None]:
         res = await self._client.batch_read([self._key(k) for k in keys])
         out: list[dict[str, Any] | None] = []
         for r in res.batch_records:
             if r.result == 0:
-                out.append(dict(r.record.bins) if r.record is not None else None)
+                out.append(dict(r.record[2]) if r.record is not None else None)  # (key, meta, bins)
             elif r.result == 2:
                 out.append(None)
             else:
