@@ -176,6 +176,7 @@ class Measured:
     p50_ms: float
     p99_ms: float
     first_error: str = ""
+    latencies_ms: list[float] = field(default_factory=list, repr=False)
 
 
 def percentile(sorted_ms: list[float], q: float) -> float:
@@ -214,7 +215,7 @@ async def measure(client: str, op: str, size: int | None, fn: Callable[[int], Aw
     lat.sort()
     return Measured(client, op, size, len(lat), errors, round(elapsed, 3),
                     round(len(lat) / elapsed, 1), round(percentile(lat, 0.50), 3),
-                    round(percentile(lat, 0.99), 3), first_error)
+                    round(percentile(lat, 0.99), 3), first_error, lat)
 
 
 # --------------------------------------------------------------------------- capability checks
@@ -308,85 +309,137 @@ async def check_support(d: Driver, tag: str, legacy: bool) -> Support:
     return sup
 
 
-# --------------------------------------------------------------------------- one client
+# --------------------------------------------------------------------------- all clients
 
 
-async def bench_client(d: Driver, *, tag: str, sizes: list[int], concurrency: int,
-                       seconds: float, legacy: bool) -> tuple[Support, list[Measured]]:
-    await d.connect()
-    try:
-        sup = await check_support(d, tag, legacy)
-        out: list[Measured] = []
-        now = time.time()
+@dataclass
+class Candidate:
+    driver: Driver
+    tag: str
+    legacy: bool
+    support: Support | None = None
+
+
+async def bench_all(cands: list[Candidate], *, sizes: list[int], concurrency: int,
+                    seconds: float, rounds: int) -> list[Measured]:
+    """Every operation for every client, the clients taking turns per operation, ``rounds``
+    times over: load from elsewhere on the machine then falls on all clients alike."""
+    out: list[Measured] = []
+    now = time.time()
+
+    async def run(c: Candidate, op: str, size: int | None, fn: Callable[[int], Awaitable[Any]],
+                  limit: int | None = None) -> Measured | None:
+        assert c.support is not None
+        if not c.support.ok.get(op.split("(")[0], True):
+            return None
+        m = await measure(c.driver.name, op, size, fn, concurrency=concurrency,
+                          seconds=seconds, limit=limit)
+        out.append(m)
+        print(f"  {c.driver.name:14} {op:17} {size or '':>6} {m.ops_per_s:>9.0f}/s "
+              f"p50 {m.p50_ms:7.3f} ms  p99 {m.p99_ms:7.3f} ms  errors {m.errors}",
+              file=sys.stderr)
+        return m
+
+    objs: dict[tuple[str, int], list[str]] = {}
+    bins: dict[tuple[str, int], dict[str, Any]] = {}
+    for c in cands:
+        d = c.driver
         await d.purge_rule(RULES_KEY, "ex", "/purged", now, now - 3600)
-
-        async def run(op: str, size: int | None, fn: Callable[[int], Awaitable[Any]],
-                      limit: int | None = None) -> None:
-            if not sup.ok.get(op.split("(")[0], True):
-                return
-            m = await measure(d.name, op, size, fn, concurrency=concurrency, seconds=seconds,
-                              limit=limit)
-            out.append(m)
-            print(f"  {d.name:14} {op:16} {size or '':>6} {m.ops_per_s:>9.0f}/s "
-                  f"p50 {m.p50_ms:7.3f} ms  p99 {m.p99_ms:7.3f} ms  errors {m.errors}",
-                  file=sys.stderr)
-
         for size in sizes:
-            bins = object_bins(size, "/obj", now, legacy)
-            objs = [f"{tag}-o{size}-{i}" for i in range(HOT_KEYS)]
-            for k in objs:  # the records the gets read
-                await d.put_ttl(k, bins, 600)
+            b = object_bins(size, "/obj", now, c.legacy)
+            ks = [f"{c.tag}-o{size}-{i}" for i in range(HOT_KEYS)]
+            for k in ks:  # the records the gets read
+                await d.put_ttl(k, b, 600)
+            objs[c.tag, size], bins[c.tag, size] = ks, b
 
-            async def get(i: int, objs: list[str] = objs) -> None:
-                rec, _rules = await d.batch_get([objs[i % HOT_KEYS], RULES_KEY])
-                if rec is None:
-                    raise RuntimeError("a stored object was not found")
+    for r in range(rounds):
+        print(f"round {r + 1}/{rounds}", file=sys.stderr)
+        for size in sizes:
+            for op in ("get", "batch_get", "put_ttl"):
+                for c in cands:
+                    d, ks, b = c.driver, objs[c.tag, size], bins[c.tag, size]
 
-            async def put(i: int, objs: list[str] = objs, bins: dict[str, Any] = bins) -> None:
-                await d.put_ttl(objs[i % HOT_KEYS], bins, 600)
+                    async def get1(i: int, d: Driver = d, ks: list[str] = ks) -> None:
+                        if await d.get(ks[i % HOT_KEYS]) is None:
+                            raise RuntimeError("a stored object was not found")
 
-            async def get1(i: int, objs: list[str] = objs) -> None:
-                if await d.get(objs[i % HOT_KEYS]) is None:
-                    raise RuntimeError("a stored object was not found")
+                    async def get2(i: int, d: Driver = d, ks: list[str] = ks) -> None:
+                        rec, _rules = await d.batch_get([ks[i % HOT_KEYS], RULES_KEY])
+                        if rec is None:
+                            raise RuntimeError("a stored object was not found")
 
-            await run("get", size, get1)
-            await run("batch_get", size, get)
-            await run("put_ttl", size, put)
-            for k in objs:
-                await d.delete(k)
+                    async def put(i: int, d: Driver = d, ks: list[str] = ks,
+                                  b: dict[str, Any] = b) -> None:
+                        await d.put_ttl(ks[i % HOT_KEYS], b, 600)
+
+                    await run(c, op, size, {"get": get1, "batch_get": get2, "put_ttl": put}[op])
 
         # Locks: each acquire creates a new record; the records made are then released (the
-        # owner-filtered delete) and deleted (the plain delete), each once, so every release and
-        # delete hits an existing record.
-        lock_prefix = f"lock|{tag}-"
+        # owner-filtered delete) and deleted (the plain delete), each once, so every release
+        # and delete hits an existing record.
+        made: dict[str, int] = {}
+        for c in cands:
+            d, prefix = c.driver, f"lock|{c.tag}-r{r}-"
 
-        async def acquire(i: int) -> None:
-            if not await d.create_only(f"{lock_prefix}{i}", {"o": OWNER}, 60):
-                raise RuntimeError("create-only refused a new key")
+            async def acquire(i: int, d: Driver = d, prefix: str = prefix) -> None:
+                if not await d.create_only(f"{prefix}{i}", {"o": OWNER}, 60):
+                    raise RuntimeError("create-only refused a new key")
 
-        await run("create_only", None, acquire)
-        made = out[-1].ops + out[-1].errors if out and out[-1].op == "create_only" else 0
-        half = made // 2
+            m = await run(c, "create_only", None, acquire)
+            made[c.tag] = (m.ops + m.errors) if m else 0
+        for phase in ("create_only(held)", "delete_if_owner", "delete"):
+            for c in cands:
+                d, prefix, n = c.driver, f"lock|{c.tag}-r{r}-", made[c.tag]
+                half = n // 2
+                if not n:
+                    continue
 
-        async def held(i: int) -> None:  # another pod holds the lock: the refusal path
-            if await d.create_only(f"{lock_prefix}{i % max(1, half)}", {"o": "pod-b"}, 60):
-                raise RuntimeError("create-only accepted a held key")
+                async def held(i: int, d: Driver = d, prefix: str = prefix,
+                               half: int = half) -> None:  # another pod holds the lock
+                    if await d.create_only(f"{prefix}{i % max(1, half)}", {"o": "pod-b"}, 60):
+                        raise RuntimeError("create-only accepted a held key")
 
-        async def release(i: int) -> None:
-            if not await d.delete_if_owner(f"{lock_prefix}{i}", OWNER):
-                raise RuntimeError("owner's release found nothing to delete")
+                async def release(i: int, d: Driver = d, prefix: str = prefix) -> None:
+                    if not await d.delete_if_owner(f"{prefix}{i}", OWNER):
+                        raise RuntimeError("owner's release found nothing to delete")
 
-        async def delete(i: int) -> None:
-            if not await d.delete(f"{lock_prefix}{half + i}"):
-                raise RuntimeError("delete found nothing to delete")
+                async def delete(i: int, d: Driver = d, prefix: str = prefix,
+                                 half: int = half) -> None:
+                    if not await d.delete(f"{prefix}{half + i}"):
+                        raise RuntimeError("delete found nothing to delete")
 
-        if made:
-            await run("create_only(held)", None, held)
-            await run("delete_if_owner", None, release, limit=half)
-            await run("delete", None, delete, limit=made - half)
-        return sup, out
-    finally:
-        await d.close()
+                if phase == "create_only(held)":
+                    await run(c, phase, None, held)
+                elif phase == "delete_if_owner":
+                    await run(c, phase, None, release, limit=half)
+                else:
+                    await run(c, phase, None, delete, limit=n - half)
+
+    for c in cands:
+        for k in [k for (tag, _), ks in objs.items() if tag == c.tag for k in ks]:
+            await c.driver.delete(k)
+    return out
+
+
+def summarize(ms: list[Measured]) -> list[dict[str, Any]]:
+    """Per client, operation and size over the rounds: the median round's ops/s (and the
+    range), p50/p99 of all latencies of all rounds pooled."""
+    groups: dict[tuple[str, str, int | None], list[Measured]] = {}
+    for m in ms:
+        groups.setdefault((m.client, m.op, m.size), []).append(m)
+    rows = []
+    for (client, op, size), g in groups.items():
+        rates = sorted(m.ops_per_s for m in g)
+        lat = sorted(x for m in g for x in m.latencies_ms)
+        errors = sum(m.errors for m in g)
+        rows.append({
+            "client": client, "op": op, "size": size, "rounds": len(g),
+            "ops_per_s": rates[len(rates) // 2], "ops_per_s_min": rates[0],
+            "ops_per_s_max": rates[-1], "ops": len(lat), "errors": errors,
+            "p50_ms": round(percentile(lat, 0.50), 3), "p99_ms": round(percentile(lat, 0.99), 3),
+            "first_error": next((m.first_error for m in g if m.first_error), ""),
+        })
+    return rows
 
 
 def make_driver(name: str, host: str, port: int, ns: str, set_name: str, timeout_ms: int,
@@ -413,20 +466,29 @@ def versions() -> dict[str, str]:
 
 
 async def main_async(args: argparse.Namespace, host: str, port: int) -> dict[str, Any]:
-    results: list[Measured] = []
+    cands: list[Candidate] = []
     support: list[Support] = []
     for name in args.clients:
         d = make_driver(name, host, port, args.namespace, args.set, args.timeout_ms, args.threads)
-        print(f"{name}:", file=sys.stderr)
+        c = Candidate(d, f"{name}-{os.getpid()}", legacy=name == "aerospike")
         try:
-            sup, ms = await bench_client(d, tag=f"{name}-{os.getpid()}", sizes=args.sizes,
-                                         concurrency=args.concurrency, seconds=args.seconds,
-                                         legacy=name == "aerospike")
+            await d.connect()
+            c.support = await check_support(d, c.tag, c.legacy)
         except Exception as e:  # a client that cannot even connect is reported, not fatal
-            sup, ms = Support(name, {"connect": False}, {"connect": f"{type(e).__name__}: {e}"}), []
-        support.append(sup)
-        results.extend(ms)
-    return {"support": [asdict(s) for s in support], "results": [asdict(m) for m in results]}
+            c.support = Support(name, {"connect": False},
+                                {"connect": f"{type(e).__name__}: {e}"[:300]})
+            support.append(c.support)
+            continue
+        support.append(c.support)
+        cands.append(c)
+    try:
+        ms = await bench_all(cands, sizes=args.sizes, concurrency=args.concurrency,
+                             seconds=args.seconds, rounds=args.rounds)
+    finally:
+        for c in cands:
+            await c.driver.close()
+    runs = [{k: v for k, v in asdict(m).items() if k != "latencies_ms"} for m in ms]
+    return {"support": [asdict(s) for s in support], "summary": summarize(ms), "runs": runs}
 
 
 def server_release(host: str, port: int) -> str:
@@ -450,13 +512,17 @@ def markdown(report: dict[str, Any]) -> str:
             cells.append("yes" if ok else ("no: " + s["notes"].get(op, "")) if ok is False
                          else "not run: " + "; ".join(s["notes"].values()))
         lines.append(f"| {s['client']} | " + " | ".join(cells) + " |")
-    lines += ["", "| operation | value | client | ops/s | p50 ms | p99 ms | errors |",
-              "|---|---|---|---:|---:|---:|---:|"]
-    rows = sorted(report["results"], key=lambda m: (m["op"], m["size"] or 0))
+    lines += ["", "| operation | value | client | ops/s (median round) | range over rounds "
+              "| p50 ms | p99 ms | errors |", "|---|---|---|---:|---:|---:|---:|---:|"]
+    order = {op: i for i, op in enumerate(["get", "batch_get", "put_ttl", "create_only",
+                                           "create_only(held)", "delete_if_owner", "delete"])}
+    rows = sorted(report["summary"],
+                  key=lambda m: (order.get(m["op"], 99), m["size"] or 0, m["client"]))
     for m in rows:
         size = f"{m['size'] // 1024} KiB" if m["size"] else ""
         err = f"{m['errors']}" + (f" ({m['first_error']})" if m["errors"] else "")
         lines.append(f"| {m['op']} | {size} | {m['client']} | {m['ops_per_s']:.0f} | "
+                     f"{m['ops_per_s_min']:.0f}-{m['ops_per_s_max']:.0f} | "
                      f"{m['p50_ms']:.2f} | {m['p99_ms']:.2f} | {err} |")
     return "\n".join(lines) + "\n"
 
@@ -473,7 +539,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--clients", nargs="+", default=["aerospike", "aerospike-sdk", "aerospike-py"])
     p.add_argument("--sizes", nargs="+", type=int, default=[1024, 65536])
     p.add_argument("--concurrency", type=int, default=50)
-    p.add_argument("--seconds", type=float, default=5.0, help="per operation and size")
+    p.add_argument("--seconds", type=float, default=3.0,
+                   help="per operation, size, client and round")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="the clients take turns per operation, this many times over")
     p.add_argument("--threads", type=int, default=16,
                    help="executor threads for the blocking client (the edge's tier_threads)")
     p.add_argument("--timeout-ms", type=int, default=1000,
@@ -511,7 +580,8 @@ def main(argv: list[str] | None = None) -> None:
                     "platform": platform.platform(), "loadavg_at_end": os.getloadavg()},
         "pinning": {"asd_cpu": args.asd_cpu if args.asd else None, "load_cpu": args.load_cpu},
         "packages": versions(),
-        "concurrency": args.concurrency, "seconds": args.seconds, "threads": args.threads,
+        "concurrency": args.concurrency, "seconds": args.seconds, "rounds": args.rounds,
+        "threads": args.threads,
         "timeout_ms": args.timeout_ms,
     })
     text = json.dumps(report, indent=2)
