@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from tests.unit.test_render import cachecluster
 
-from aerocdn.aerospike.dynamic import Setting, drift, split
+from aerocdn.aerospike.dynamic import DYNAMIC, Setting, drift, split
 from aerocdn.aerospike.parse import parse_kv, reply_value
 from aerocdn.api.aerospikeconfig import AerospikeConfig
 from aerocdn.render.cachecluster import conf_sections
@@ -79,3 +80,29 @@ def test_drift_against_a_freshly_started_node() -> None:
     for s in desired:
         held.setdefault(s.get_command, {})[s.reply_key] = s.value
     assert drift(desired, held) == ()
+
+
+@pytest.mark.parametrize(("setting", "fixture"), [
+    (Setting("storage-engine", "evict-used-pct", "70", "cache"),
+     "04-setconfig-evict-used-pct-70.txt"),
+    (Setting("storage-engine", "stop-writes-used-pct", "80", "cache"),
+     "04-setconfig-stop-writes-used-pct-80.txt"),
+    (Setting("namespace", "default-ttl", "3600", "cache"), "04-setconfig-default-ttl-3600.txt"),
+    (Setting("namespace", "nsup-period", "60", "cache"), "04-setconfig-nsup-period-60.txt"),
+    (Setting("service", "proto-fd-max", "20000"), "04-setconfig-service-proto-fd-max-20000.txt"),
+])
+def test_set_commands_are_the_ones_a_real_server_answered_ok(setting: Setting, fixture: str
+                                                              ) -> None:
+    """Storage keys are set without the storage-engine. prefix get-config shows: the
+    prefixed form is refused (04-setconfig-storage-engine-*)."""
+    lines = [ln for ln in (FIXTURES / fixture).read_text().splitlines() if not ln.startswith("#")]
+    command, reply = lines[0].split("\t", 1)
+    assert setting.set_command == command
+    assert reply == "ok"
+    refused = (FIXTURES / "04-setconfig-storage-engine-evict-used-pct-70.txt").read_text()
+    assert "ERROR:4" in refused
+
+
+def test_static_keys_a_real_server_refused_are_not_in_the_table() -> None:
+    for key in ("data-size", "partition-tree-sprigs", "index-stage-size", "strong-consistency"):
+        assert all(key not in keys for keys in DYNAMIC.values())
