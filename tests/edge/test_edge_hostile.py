@@ -155,7 +155,7 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
     cfg = with_nginx(edge_config(
         origin.url, tmp_path, listen=f"127.0.0.1:{port}", memoryLimit=f"{LIMIT}",
         shutdownDelaySeconds=0, drainSeconds=1,
-        origin={"readTimeoutSeconds": 2, "fetchTimeoutSeconds": 3},
+        origin={"readTimeoutSeconds": 10, "fetchTimeoutSeconds": 20},
         limits={"clientHeaderTimeoutSeconds": 2, "clientBodyTimeoutSeconds": 2,
                 "sendTimeoutSeconds": 5},
         cachePolicy={"maxObjectSizeBytes": 8 * 2**20}))
@@ -424,8 +424,12 @@ async def test_slow_readers_of_large_answers_do_not_grow_the_edge(stack: Stack) 
 
 
 async def test_slow_and_silent_origins_are_cut_at_the_deadline(stack: Stack) -> None:
-    reqs = [raw_get(stack.url, f"/trickle?i={i}") for i in range(20)]
-    reqs += [raw_get(stack.url, f"/hang?i={i}") for i in range(20)]
+    # the stack's fetch deadline is 20 s and its read timeout 10 s: every answer comes well
+    # within the 60 s each client waits
+    reqs = [raw_request(stack.url, _req(f"/trickle?i={i}", f"Host: {HOST}"), 60)
+            for i in range(20)]
+    reqs += [raw_request(stack.url, _req(f"/hang?i={i}", f"Host: {HOST}"), 60)
+             for i in range(20)]
     answers = await asyncio.wait_for(asyncio.gather(*reqs), 90)
     for a in answers:  # every client gets an answer: cut stream or a gateway error
         assert a.status in (0, 200, 502, 504), a.raw[:200]

@@ -1043,8 +1043,32 @@ async def serve(cfg: EdgeConfig) -> None:
     await edge.stop(delay=cfg.shutdown_delay_seconds)
 
 
+def pin_malloc_thresholds() -> bool:
+    """Make glibc give large buffers (object bodies) back to the OS when they are freed.
+
+    By default glibc raises its mmap threshold to the size of the largest block freed (up to
+    32 MiB), after which multi-MiB bodies come from the heap and their memory stays in RSS
+    after eviction: the byte budgets held on paper while RSS crept past the limit
+    (tests/edge/test_edge_hostile.py).  Setting the thresholds explicitly turns that
+    adjustment off.  No-op where glibc is not the allocator."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if not name:
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        ok = libc.mallopt(m_mmap_threshold, 128 * 1024) == 1
+        return bool(libc.mallopt(m_trim_threshold, 256 * 1024) == 1 and ok)
+    except (OSError, AttributeError):
+        return False
+
+
 def run(config_path: str) -> None:
     cfg = load_edge_config(config_path)
+    pin_malloc_thresholds()
     try:
         import uvloop
 
