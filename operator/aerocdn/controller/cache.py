@@ -197,13 +197,15 @@ class CachedKube:
 LABELS: dict[str, dict[str, str]] = {
     "StatefulSet": MANAGED, "Deployment": MANAGED, "ConfigMap": MANAGED, "Service": MANAGED,
     "PodDisruptionBudget": MANAGED, "HorizontalPodAutoscaler": MANAGED,
+    "NetworkPolicy": MANAGED,
     "Pod": {"app.kubernetes.io/name": "aerospike", **MANAGED},
 }
 WATCHED: list[Kind] = [
     (API_VERSION, CC_KIND), (API_VERSION, CE_KIND),
     ("apps/v1", "StatefulSet"), ("apps/v1", "Deployment"), ("v1", "ConfigMap"),
     ("v1", "Service"), ("policy/v1", "PodDisruptionBudget"),
-    ("autoscaling/v2", "HorizontalPodAutoscaler"), ("v1", "Pod"),
+    ("autoscaling/v2", "HorizontalPodAutoscaler"), ("networking.k8s.io/v1", "NetworkPolicy"),
+    ("v1", "Pod"),
 ]
 
 

@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 
 CHILD_KINDS = [("v1", "ConfigMap"), ("v1", "Service"), ("apps/v1", "Deployment"),
                ("policy/v1", "PodDisruptionBudget"),
-               ("autoscaling/v2", "HorizontalPodAutoscaler")]
+               ("autoscaling/v2", "HorizontalPodAutoscaler"),
+               ("networking.k8s.io/v1", "NetworkPolicy")]
 DNS_KIND = ("externaldns.k8s.io/v1alpha1", "DNSEndpoint")
 
 

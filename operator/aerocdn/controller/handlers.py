@@ -77,6 +77,7 @@ def _parent(labels: dict[str, str], namespace: str) -> None:
 @kopf.on.event("", "v1", "services", labels=MANAGED)
 @kopf.on.event("policy", "v1", "poddisruptionbudgets", labels=MANAGED)
 @kopf.on.event("autoscaling", "v2", "horizontalpodautoscalers", labels=MANAGED)
+@kopf.on.event("networking.k8s.io", "v1", "networkpolicies", labels=MANAGED)
 @kopf.on.event("", "v1", "pods", labels={"app.kubernetes.io/name": "aerospike", **MANAGED})
 async def child_event(type: str | None, body: kopf.Body, labels: Mapping[str, str],
                 namespace: str | None, **_: Any) -> None:

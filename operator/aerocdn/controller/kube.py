@@ -34,6 +34,7 @@ PLURALS: dict[tuple[str, str], str] = {
     ("apps/v1", "Deployment"): "deployments",
     ("policy/v1", "PodDisruptionBudget"): "poddisruptionbudgets",
     ("autoscaling/v2", "HorizontalPodAutoscaler"): "horizontalpodautoscalers",
+    ("networking.k8s.io/v1", "NetworkPolicy"): "networkpolicies",
     ("externaldns.k8s.io/v1alpha1", "DNSEndpoint"): "dnsendpoints",
     ("aerocdn.dev/v1alpha1", "CacheCluster"): "cacheclusters",
     ("aerocdn.dev/v1alpha1", "ContentEdge"): "contentedges",
