@@ -100,3 +100,21 @@ def test_client_regions_must_be_regions_of_the_spec() -> None:
     with pytest.raises(InputError, match=r"clientRegions\[0\]\.region: 'mars'"):
         edge({"clientRegions": [{"region": "mars", "providerSpecific": [
             {"name": "aws/region", "value": "us-east-1"}]}]})
+
+
+def test_the_operator_reads_loadbalancer_addresses_and_reports_dns_gaps() -> None:
+    from aerocdn.controller.contentedge import dns_condition, external_addresses
+
+    services = {
+        "eu": {"status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.1"}]}}},
+        "us": {"status": {"loadBalancer": {"ingress": [{"hostname": "us.lb.example.net"}]}}},
+        "ap": {"status": {"loadBalancer": {}}},
+        "sa": None,
+    }
+    assert external_addresses(services) == {"eu": "203.0.113.1", "us": "us.lb.example.net"}
+    ce = edge(PER_CLIENT)
+    ok = dns_condition(dns_plan(ce, preview_plan(ce, {}), {"ap": "203.0.113.7"}).warnings)
+    assert (ok.type, ok.status, ok.reason) == ("DnsRecords", True, "AsPlanned")
+    gap = dns_condition(dns_plan(ce, preview_plan(ce, {})).warnings)
+    assert (gap.status, gap.reason) == (False, "Incomplete")
+    assert "region ap has no address" in gap.message

@@ -387,6 +387,11 @@ class ContentEdgeSpec(ImagePull):
     network_policy: NetworkPolicySpec = Field(
         default_factory=NetworkPolicySpec, description="NetworkPolicies for the edges."
     )
+    paused: bool = Field(
+        default=False,
+        description="When true the operator leaves this ContentEdge's children and routing "
+        "alone.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> ContentEdgeSpec:

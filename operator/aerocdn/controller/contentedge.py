@@ -15,13 +15,14 @@ from aerocdn.controller.children import list_children, sync_children
 from aerocdn.controller.conditions import Cond, condition_events, merge_conditions
 from aerocdn.controller.context import API_VERSION, CC_KIND, CE_KIND, Context, timestamp
 from aerocdn.controller.diff import status_changed
-from aerocdn.controller.status import already_failed, report_invalid
+from aerocdn.controller.status import already_failed, report_invalid, write_status
 from aerocdn.render.contentedge import (
     cache_cluster_of,
     region_name,
     render_contentedge,
     routing_configmap_name,
 )
+from aerocdn.render.dns import dns_plan
 from aerocdn.routing import planner
 from aerocdn.routing.inputs import facts_of, policy_of
 from aerocdn.routing.model import Plan, moved_traffic
@@ -50,6 +51,18 @@ async def reconcile_contentedge(ctx: Context, namespace: str, name: str) -> floa
         ce = obj
     except InputError as exc:
         await report_invalid(ctx, raw, exc, now)
+        return None
+
+    if ce.spec.paused:
+        await write_status(ctx, raw, {
+            "observedGeneration": generation, "phase": "Paused",
+            "conditions": merge_conditions(status.get("conditions", []), [
+                Cond("Progressing", False, "Paused",
+                     "spec.paused is true: the operator leaves this ContentEdge alone"),
+            ] + [Cond(c["type"], c["status"] == "True", c.get("reason", ""),
+                      c.get("message", "")) for c in status.get("conditions", [])
+                 if c["type"] in ("Ready", "Degraded")], generation, now)},
+            "Paused", "spec.paused is true: children and routing are left alone")
         return None
 
     cc_raw = {c["metadata"]["name"]: c
@@ -90,7 +103,9 @@ async def reconcile_contentedge(ctx: Context, namespace: str, name: str) -> floa
     plan = planner.plan(facts, policy_of(ce), previous)
     routes_json = plan.to_json()
 
-    desired = _render(ce, clusters, routes_json)
+    addresses = external_addresses(
+        {r.name: live.get(("Service", region_name(name, r.name))) for r in ce.spec.regions})
+    desired = _render(ce, clusters, routes_json, addresses)
     applied = await sync_children(kube, desired, live)
     if ask_dns and not ce.spec.routing.dns.enabled:
         ctx.dns_checked.add(dns_key)  # none left (sync_children deleted any)
@@ -147,6 +162,8 @@ async def reconcile_contentedge(ctx: Context, namespace: str, name: str) -> floa
             Cond("Progressing", progressing, "Reconciling" if progressing else "Converged",
                  "applying children and waiting for edges" if progressing
                  else "children match the spec"),
+            *([dns_condition(dns_plan(ce, plan, addresses).warnings)]
+              if ce.spec.routing.dns.enabled else []),
             Cond("Degraded", bool(missing) or plan.overloaded,
                  "CacheClusterMissing" if missing else
                  ("Overloaded" if plan.overloaded else "AsExpected"),
@@ -169,17 +186,38 @@ async def reconcile_contentedge(ctx: Context, namespace: str, name: str) -> floa
 _RENDERED: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
 
 
-def _render(ce: ContentEdge, clusters: dict[str, CacheCluster], routes_json: str
-            ) -> list[dict[str, Any]]:
+def external_addresses(services: dict[str, dict[str, Any] | None]) -> dict[str, str]:
+    """Per region, the address a LoadBalancer Service got (IP, else host name), if any."""
+    out = {}
+    for region, svc in services.items():
+        for ingress in (((svc or {}).get("status") or {}).get("loadBalancer") or {}).get(
+                "ingress") or []:
+            address = ingress.get("ip") or ingress.get("hostname")
+            if address:
+                out[region] = address
+                break
+    return out
+
+
+def dns_condition(warnings: list[str]) -> Cond:
+    """DnsRecords: True when the DNSEndpoint carries the plan as it is (per client region,
+    every region with a public address); else False with what is missing."""
+    if not warnings:
+        return Cond("DnsRecords", True, "AsPlanned", "DNS records follow the routing plan")
+    return Cond("DnsRecords", False, "Incomplete", "; ".join(warnings))
+
+
+def _render(ce: ContentEdge, clusters: dict[str, CacheCluster], routes_json: str,
+            addresses: dict[str, str]) -> list[dict[str, Any]]:
     """render_contentedge, remembered while its inputs are the same versions: the spec
     (uid, generation), the CacheClusters it reads (uid, generation) and the routing plan. A
     reconcile of an unchanged ContentEdge then costs no rendering. The result is read-only."""
-    key = (ce.metadata.uid, ce.metadata.generation, routes_json,
+    key = (ce.metadata.uid, ce.metadata.generation, routes_json, tuple(sorted(addresses.items())),
            tuple(sorted((n, c.metadata.uid, c.metadata.generation)
                         for n, c in clusters.items())))
     found = _RENDERED.get(key) if ce.metadata.uid is not None else None
     if found is None:
-        found = render_contentedge(ce, clusters, routes_json)
+        found = render_contentedge(ce, clusters, routes_json, addresses)
         if len(_RENDERED) >= 2048:
             _RENDERED.pop(next(iter(_RENDERED)))
         _RENDERED[key] = found
