@@ -183,7 +183,10 @@ class CacheClusterSpec(ImagePull):
     max_unavailable: int = Field(
         default=1,
         ge=1,
-        description="Pods that may be down at once during voluntary disruptions and rolls.",
+        description="Pods that may be down at once during voluntary disruptions (the "
+        "PodDisruptionBudget). Rolls restart one pod at a time whatever this says: a "
+        "restarted in-memory node comes back empty, and two at once could hold both copies "
+        "of a partition.",
     )
     exporter: Exporter = Field(default_factory=Exporter, description="Metrics exporter.")
     aerospike_config: AerospikeConfig | None = Field(
