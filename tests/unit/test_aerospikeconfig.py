@@ -71,15 +71,22 @@ def test_rack_keys_merge_over_the_clusters_per_rack() -> None:
     assert "migrate-threads 4" in one and "migrate-threads 2" not in one
     assert "proto-fd-max 20000" in one
     assert "migrate-threads 2" in two
-    # A config change rolls only the rack it changes.
-    hashes = {s["metadata"]["name"]: s["spec"]["template"]["metadata"]["annotations"][
-        "aerocdn.dev/config-hash"] for s in by_kind(objects, "StatefulSet")}
-    base = {s["metadata"]["name"]: s["spec"]["template"]["metadata"]["annotations"][
-        "aerocdn.dev/config-hash"] for s in by_kind(render_cachecluster(cachecluster({
-            "size": 2, "aerospikeConfig": {"service": {"proto-fd-max": 20000,
-                                                       "migrate-threads": 2}},
-            "racks": [{"id": 1, "zone": "a"}, {"id": 2, "zone": "b"}]})), "StatefulSet")}
-    assert hashes["eu-r1"] != base["eu-r1"] and hashes["eu-r2"] == base["eu-r2"]
+    # A change of a static key rolls only the rack it changes; a change of dynamic keys
+    # (set-config on running nodes) rolls nothing, unless the operator cannot ask Aerospike.
+    def hashes(rack_one: dict[str, object], set_config: bool = True) -> dict[str, str]:
+        spec = {"size": 2, "aerospikeConfig": {"service": {"proto-fd-max": 20000}},
+                "racks": [{"id": 1, "zone": "a", "aerospikeConfig": {"service": rack_one}},
+                          {"id": 2, "zone": "b"}]}
+        return {s["metadata"]["name"]: s["spec"]["template"]["metadata"]["annotations"][
+            "aerocdn.dev/config-hash"] for s in by_kind(
+                render_cachecluster(cachecluster(spec), set_config=set_config), "StatefulSet")}
+
+    base = hashes({})
+    static = hashes({"auto-pin": "none"})
+    assert static["eu-r1"] != base["eu-r1"] and static["eu-r2"] == base["eu-r2"]
+    assert hashes({"migrate-threads": 4}) == base
+    assert hashes({"migrate-threads": 4}, set_config=False)["eu-r1"] != hashes(
+        {}, set_config=False)["eu-r1"]
 
 
 OWNED_CASES = [

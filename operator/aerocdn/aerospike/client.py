@@ -63,6 +63,7 @@ from aerocdn.aerospike.parse import (
     parse_cluster_stable,
     parse_edition,
     parse_host_port,
+    parse_kv,
     parse_namespace,
     parse_namespaces,
     parse_node,
@@ -294,6 +295,14 @@ class AerospikeInfo:
         if not isinstance(raw, str):
             raise ReplyParseError(command, f"client returned {type(raw).__name__}, not str")
         return reply_value(command, raw, node=pod)
+
+    def get_config_sync(self, pod: str, command: str) -> dict[str, str]:
+        """A get-config reply as key -> value (``get-config:context=...``)."""
+        return parse_kv(self.info_sync(pod, command))
+
+    def set_config_sync(self, pod: str, command: str) -> None:
+        """Send a ``set-config:`` command; raises unless the node answers ok."""
+        parse_ok(command, self.info_sync(pod, command))
 
     # ----------------------------------------------------------------- questions
 

@@ -117,8 +117,10 @@ def split(sections: Mapping[str, Any]) -> Split:
         return rest
 
     static = {
+        # Sections without dynamic keys (tls, security, ...) are static as they are.
+        **{k: v for k, v in sections.items()
+           if k not in ("service", "network", "namespaces")},
         "service": take("service", sections["service"]),
-        "logging": sections["logging"],
         "network": {
             "service": dict(sections["network"]["service"]),
             "heartbeat": take("network.heartbeat", sections["network"]["heartbeat"]),

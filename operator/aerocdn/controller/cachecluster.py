@@ -7,6 +7,7 @@ import logging
 from typing import Any
 
 from aerocdn.aerospike.client import AerospikeInfo, resolve_endpoints
+from aerocdn.aerospike.dynamic import Setting, drift
 from aerocdn.aerospike.errors import AerospikeInfoError
 from aerocdn.aerospike.parse import Edition, ReclusterResult
 from aerocdn.aerospike.scale import (
@@ -56,6 +57,7 @@ from aerocdn.controller.diff import status_changed
 from aerocdn.controller.kube import KubeError
 from aerocdn.controller.status import already_failed, report_invalid, write_status
 from aerocdn.render.cachecluster import (
+    dynamic_settings,
     pod_selector,
     rack_layout,
     render_cachecluster,
@@ -127,7 +129,7 @@ async def _reconcile(ctx: Context, namespace: str, name: str, fresh: bool) -> fl
     racks = racks_of(layout, sts_replicas, pods)
 
     # Refuse what cannot be done safely before changing anything.
-    desired_full = _render(cc, None)
+    desired_full = _render(cc, None, ctx.probe == "aerospike")
     refused = refused_changes([o for o in desired_full if o["kind"] == "StatefulSet"], live_sts)
     if refused:
         message = "; ".join(refused)
@@ -242,7 +244,7 @@ async def _converge(ctx: Context, raw: dict[str, Any], cc: CacheCluster, racks: 
         events.append(("Normal", "ScaleUp", "scaling up " + ", ".join(
             f"{r.name} {r.replicas} -> {r.desired}" for r in racks if r.name in scale_up)))
 
-    desired = list(_render(cc, replicas))
+    desired = list(_render(cc, replicas, ctx.probe == "aerospike"))
     # A removed rack's StatefulSet stays (at 0) until its pods are gone, then is deleted.
     keep = {("StatefulSet", r.name) for r in racks
             if r.name not in {o["metadata"]["name"] for o in desired} and r.pods}
@@ -286,8 +288,17 @@ async def _converge(ctx: Context, raw: dict[str, Any], cc: CacheCluster, racks: 
         if not isinstance(roll, Done):
             roll_message = roll.reason
 
+    # Dynamic keys: set on every running node and read back (no restart needed).
+    config_cond: Cond | None = None
+    if (info is not None and isinstance(stability, Stability) and not scaling_down
+            and not scale_up):
+        config_cond, config_events = await sync_dynamic_config(
+            info, [p for p in pods if p.running and not p.terminating and p.ip],
+            dynamic_settings(cc))
+        events += config_events
     new_status = _status(ctx, cc, racks, pods, replicas, stability, action, scaling_down,
-                         scale_up, roll_message, status, generation, now)
+                         scale_up, roll_message, status, generation, now,
+                         [config_cond] if config_cond else [])
     if isinstance(stability, Stability):
         metrics.MIGRATING_PARTITIONS.labels(namespace=namespace, cachecluster=name).set(
             stability.partitions_remaining)
@@ -305,15 +316,16 @@ async def _converge(ctx: Context, raw: dict[str, Any], cc: CacheCluster, racks: 
 _RENDERED: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
 
 
-def _render(cc: CacheCluster, replicas: dict[str, int] | None) -> list[dict[str, Any]]:
+def _render(cc: CacheCluster, replicas: dict[str, int] | None, set_config: bool
+            ) -> list[dict[str, Any]]:
     """render_cachecluster, remembered per spec version (uid, generation) and replicas; the
-    objects are read-only."""
-    key = (cc.metadata.uid, cc.metadata.generation,
+    objects are read-only. ``set_config``: dynamic keys are applied by set-config (the
+    Aerospike probe), so changing only them restarts no pod."""
+    key = (cc.metadata.uid, cc.metadata.generation, set_config,
            None if replicas is None else tuple(sorted(replicas.items())))
     found = _RENDERED.get(key) if cc.metadata.uid is not None else None
     if found is None:
-        found = (render_cachecluster(cc) if replicas is None
-                 else render_cachecluster(cc, replicas=replicas))
+        found = render_cachecluster(cc, replicas, set_config=set_config)
         if len(_RENDERED) >= 1024:
             _RENDERED.pop(next(iter(_RENDERED)))
         _RENDERED[key] = found
@@ -351,6 +363,49 @@ def pods_to_gate(pods: list[PodView], replicas: dict[str, int]) -> list[PodView]
     """Pods whose gate the operator keeps: not terminating and inside their StatefulSet's
     replicas as this reconcile leaves them (a pod past them is leaving or already gone)."""
     return [p for p in pods if not p.terminating and p.ordinal < replicas.get(p.sts, 0)]
+
+
+async def sync_dynamic_config(info: AerospikeInfo, pods: list[PodView],
+                              settings: dict[str, tuple[Setting, ...]]
+                              ) -> tuple[Cond, list[tuple[str, str, str]]]:
+    """Bring every running node's dynamic settings (its rack's) to the spec with set-config,
+    read them back, and say so: the ConfigApplied condition and an Event per node changed.
+    Level-triggered: a node that restarted or was changed by hand is put right again."""
+    events: list[tuple[str, str, str]] = []
+    failed: list[str] = []
+    for pod in sorted(pods, key=lambda p: p.name):
+        desired = settings.get(pod.sts, ())
+        if not desired:
+            continue
+
+        async def read(pod: PodView = pod, desired: tuple[Setting, ...] = desired
+                       ) -> dict[str, dict[str, str]]:
+            return {cmd: await asyncio.to_thread(info.get_config_sync, pod.name, cmd)
+                    for cmd in sorted({s.get_command for s in desired})}
+
+        try:
+            todo = drift(desired, await read())
+            if not todo:
+                continue
+            for setting in todo:
+                await asyncio.to_thread(info.set_config_sync, pod.name, setting.set_command)
+            still = drift(desired, await read())
+        except AerospikeInfoError as exc:
+            failed.append(f"pod {pod.name}: {exc}")
+            continue
+        done = [f"{s.reply_key}={s.value}" for s in todo if s not in still]
+        if done:
+            events.append(("Normal", "ConfigApplied",
+                           f"pod {pod.name}: set without a restart: {', '.join(done)}"))
+        if still:
+            failed.append(f"pod {pod.name}: " + ", ".join(
+                f"{s.reply_key} still not {s.value}" for s in still))
+    if failed:
+        return Cond("ConfigApplied", False, "SetConfigFailed",
+                    "dynamic settings could not be applied: " + "; ".join(failed)), events
+    return Cond("ConfigApplied", True, "InSync",
+                "every node holds the spec's dynamic settings (set-config, no restart); "
+                "other changes restart pods one at a time"), events
 
 
 async def _send(info: AerospikeInfo, action: Quiesce | UndoQuiesce | Recluster
@@ -396,7 +451,8 @@ def _roll_per_rack(pods: list[PodView], hashes: dict[str, str],
 def _status(ctx: Context, cc: CacheCluster, racks: Any, pods: list[PodView],
             replicas: dict[str, int], stability: Stability | Unreachable | None,
             action: ScaleAction, scaling_down: bool, scale_up: list[str], roll_message: str,
-            old: dict[str, Any], generation: int | None, now: str) -> dict[str, Any]:
+            old: dict[str, Any], generation: int | None, now: str,
+            extra: list[Cond] | None = None) -> dict[str, Any]:
     alive = [p for p in pods if not p.terminating]
     ready = [p for p in alive if p.ready]
     desired = sum(r.desired for r in racks)
@@ -466,6 +522,7 @@ def _status(ctx: Context, cc: CacheCluster, racks: Any, pods: list[PodView],
         Cond("Degraded", bool(problem), problem_reason if problem else "AsExpected",
              problem or "no problem seen"),
         *conditions,
+        *(extra or []),
     ]
     return CacheClusterStatus(
         observed_generation=generation,

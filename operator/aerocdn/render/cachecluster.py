@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
+from aerocdn.aerospike.dynamic import Setting, split
 from aerocdn.api.aerospikeconfig import AerospikeConfig
 from aerocdn.api.cachecluster import KIND, AerospikeNamespace, CacheClusterSpec
 from aerocdn.api.common import parse_quantity
@@ -212,12 +214,27 @@ def conf_lines(values: dict[str, Any]) -> list[str]:
     ]
 
 
-def aerospike_conf(cc: CacheCluster, rack_id: int, seed_hosts: list[str]) -> str:
+def rack_sections(cc: CacheCluster, rack_id: int, seed_hosts: list[str]) -> dict[str, Any]:
+    """The configuration sections of one rack: spec.aerospikeConfig and the rack's own keys
+    merged over the operator's."""
     user = cc.spec.aerospike_config or AerospikeConfig()
     rack = next((r for r in cc.spec.racks if r.id == rack_id), None)
     if rack is not None:
         user = user.merged(rack.aerospike_config)
-    sections = conf_sections(cc, rack_id, seed_hosts, user)
+    return conf_sections(cc, rack_id, seed_hosts, user)
+
+
+def dynamic_settings(cc: CacheCluster) -> dict[str, tuple[Setting, ...]]:
+    """Per StatefulSet (rack), the settings the operator keeps on running nodes with
+    set-config: a change of only these does not restart pods."""
+    layout = rack_layout(cc.name, cc.spec)
+    seed_hosts = seeds(cc.name, cc.namespace, layout)
+    return {r.sts_name: split(rack_sections(cc, r.rack_id, seed_hosts)).dynamic
+            for r in layout}
+
+
+def aerospike_conf(cc: CacheCluster, rack_id: int, seed_hosts: list[str]) -> str:
+    sections = rack_sections(cc, rack_id, seed_hosts)
     return render_text(
         "aerospike.conf.j2",
         name=cc.name,
@@ -260,12 +277,15 @@ def exporter_conf(cc: CacheCluster) -> str:
 
 
 def render_cachecluster(
-    cc: CacheCluster, replicas: dict[str, int] | None = None
+    cc: CacheCluster, replicas: dict[str, int] | None = None, *, set_config: bool = True
 ) -> list[dict[str, Any]]:
     """All children of a CacheCluster.
 
     ``replicas`` overrides the StatefulSet sizes by name: the operator passes the sizes its
     scale plan allows right now (one node leaves at a time); without it, the spec's layout.
+    ``set_config``: the operator applies dynamic keys to running nodes (it asks Aerospike),
+    so the pods' config hash covers only the static rest and a change of dynamic keys
+    restarts nothing; without it (no Aerospike to ask) every change rolls pods.
     """
     spec = cc.spec
     name, namespace = cc.name, cc.namespace
@@ -282,7 +302,10 @@ def render_cachecluster(
     exporter_parts = [spec.exporter.image, ape] if ape is not None else []
     racks = []
     for rack in layout:
+        sections = rack_sections(cc, rack.rack_id, seed_hosts)
         conf = aerospike_conf(cc, rack.rack_id, seed_hosts)
+        hashed: Any = (json.dumps(split(sections).static, sort_keys=True) if set_config
+                       else conf)
         rack_labels = dict(base_labels)
         if rack.rack_id:
             rack_labels["aerocdn.dev/rack"] = str(rack.rack_id)
@@ -305,7 +328,7 @@ def render_cachecluster(
                 )},
                 "placement": placement,
                 "conf": conf,
-                "config_hash": config_hash(conf, spec.image, resources, *exporter_parts),
+                "config_hash": config_hash(hashed, spec.image, resources, *exporter_parts),
             }
         )
     objects = render_objects(

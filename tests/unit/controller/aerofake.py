@@ -18,6 +18,7 @@ from typing import Any
 from tests.unit.aerospike.aerofixtures import Fixtures
 from tests.unit.controller.fakekube import FakeKube
 
+from aerocdn.aerospike.parse import parse_kv, reply_value
 from aerospike import exception as aerr
 
 
@@ -44,6 +45,8 @@ class Node:
     effective: bool = False
     nodes_quiesced: int = 0
     principal: bool = False
+    # get-config command -> key -> value: what set-config changed on top of the replies
+    config: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -88,6 +91,23 @@ class FakeAerospike:
                 n.effective = n.pending
                 n.nodes_quiesced = quiesced
             return "recluster:\tok\n"
+        if command.startswith("get-config:"):
+            values = self._config(node, command)
+            return f"{command}\t" + ";".join(f"{k}={v}" for k, v in values.items()) + "\n"
+        if command.startswith("set-config:"):
+            params = dict(p.split("=", 1) for p in command.split(":", 1)[1].split(";"))
+            context = params.pop("context")
+            get = f"get-config:context={context}"
+            if context == "namespace":
+                get += f";id={params.pop('id')}"
+            ((key, value),) = params.items()
+            values = self._config(node, get)
+            if f"storage-engine.{key}" in values:
+                key = f"storage-engine.{key}"
+            if key not in values:  # as the server: unknown and static keys alike
+                raise client_error(aerr.AerospikeError, 4, "invalid set-config parameter")
+            values[key] = value
+            return f"{command}\tok\n"
         reply = node.replies[command]
         if isinstance(reply, Exception):
             raise reply
@@ -98,6 +118,11 @@ class FakeAerospike:
         if command == "release" and node.enterprise:
             reply = reply.replace("Community Edition", "Enterprise Edition")
         return reply
+
+    def _config(self, node: Node, command: str) -> dict[str, str]:
+        if command not in node.config:
+            node.config[command] = parse_kv(reply_value(command, str(node.replies[command])))
+        return node.config[command]
 
     # ------------------------------------------------------------------ cluster states
     def three_stable(self, fx: Fixtures, pods: tuple[str, ...], enterprise: bool = False
@@ -145,13 +170,21 @@ class FakeAerospike:
              principal: int) -> None:
         old = self.nodes
         self.nodes = {}
+        configs = {
+            "get-config:context=service": fx.reply("02-three-get-config-service-A1.txt").raw,
+            "get-config:context=network": fx.reply("02-three-get-config-network-A1.txt").raw,
+            "get-config:context=namespace;id=cache":
+                fx.reply("01-single-get-config-namespace-cache.txt").raw,
+        }
         for i, pod in enumerate(pods, start=1):
             node_id = f"A{i}"
             prev = old.get(pod)
             self.nodes[pod] = Node(
                 node_id=node_id,
                 replies={"node": f"node\t{node_id}\n",
-                         "release": fx.reply("05-local-release.txt").raw, **replies(i)},
+                         "release": fx.reply("05-local-release.txt").raw, **configs,
+                         **replies(i)},
+                config=prev.config if prev else {},
                 enterprise=enterprise,
                 principal=i == principal,
                 pending=prev.pending if prev else False,
