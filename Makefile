@@ -42,7 +42,7 @@ test-aerospike: bootstrap
 	$(BIN)/pytest -m aerospike tests/aerospike tests/integration/test_aerospike_scaledown_live.py
 
 # The one aerocdn image (operator + edge + nginx) with buildah; no Docker daemon needed.
-image:
+image: bootstrap
 	bash scripts/image.sh --smoke
 
 # kind cluster + image + chart, then tests/e2e and the integration scenarios via KUBECONFIG.
