@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
@@ -10,10 +10,11 @@ from aerocdn.api.common import (
     ApiModel,
     Condition,
     DnsLabel,
+    ImagePull,
+    Placement,
     Quantity,
     ResourceRequirements,
     StatusModel,
-    free_object,
     parse_quantity,
 )
 
@@ -116,25 +117,6 @@ class Rack(ApiModel):
     )
 
 
-class Placement(ApiModel):
-    """Where Aerospike pods may run."""
-
-    node_selector: dict[str, str] = Field(
-        default_factory=dict, description="Node labels the pods require."
-    )
-    tolerations: list[dict[str, Any]] = Field(
-        default_factory=list,
-        description="Pod tolerations, as in a Pod spec.",
-        json_schema_extra={
-            "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
-        },
-    )
-    affinity: dict[str, Any] | None = free_object(
-        "Pod affinity, as in a Pod spec. When unset, at most one Aerospike pod of this "
-        "cluster runs per node."
-    )
-
-
 class Exporter(ApiModel):
     """The Aerospike Prometheus exporter sidecar."""
 
@@ -146,7 +128,7 @@ def _default_namespaces() -> list[AerospikeNamespace]:
     return [AerospikeNamespace(name="cache")]
 
 
-class CacheClusterSpec(ApiModel):
+class CacheClusterSpec(ImagePull):
     """Desired state of a CacheCluster."""
 
     region: DnsLabel = Field(description="Region this cluster serves; immutable.")

@@ -8,7 +8,7 @@ OpenAPI schemas in ``crds/`` are generated from them (``aerocdn crds``) and the 
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
@@ -20,7 +20,10 @@ API_VERSION = f"{GROUP}/{VERSION}"
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 QUANTITY = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$"
 
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+
 DnsLabel = Annotated[str, Field(pattern=DNS_LABEL, min_length=1, max_length=63)]
+DnsSubdomain = Annotated[str, Field(pattern=DNS_SUBDOMAIN, min_length=1, max_length=253)]
 Quantity = Annotated[
     str,
     Field(
@@ -123,4 +126,72 @@ def free_object(description: str) -> Any:
         default=None,
         description=description,
         json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+
+
+def free_object_list(description: str) -> Any:
+    """A list of arbitrary Kubernetes objects (for example Tolerations)."""
+    return Field(
+        default_factory=list,
+        description=description,
+        json_schema_extra={
+            "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+        },
+    )
+
+
+class Placement(ApiModel):
+    """Where pods may run: the scheduling fields of a Pod spec, plus the region rule."""
+
+    node_selector: dict[str, str] = Field(
+        default_factory=dict, description="Node labels the pods require."
+    )
+    tolerations: list[dict[str, Any]] = free_object_list("Pod tolerations, as in a Pod spec.")
+    affinity: dict[str, Any] | None = free_object(
+        "Pod affinity, as in a Pod spec. The region rule (regionAffinity) is added to its "
+        "nodeAffinity; Aerospike pods also get one-pod-per-node anti-affinity unless this "
+        "sets podAntiAffinity."
+    )
+    priority_class_name: DnsSubdomain | None = Field(
+        default=None, description="PriorityClass of the pods."
+    )
+    topology_spread_constraints: list[dict[str, Any]] = free_object_list(
+        "Topology spread constraints, as in a Pod spec (edges default to spreading over "
+        "nodes)."
+    )
+    # No schema default: the apiserver would fill it into regions[].placement and so
+    # override spec.placement's choice.
+    region_affinity: Literal["Preferred", "Required", "Ignored"] | None = Field(
+        default=None,
+        description="Nodes whose topology.kubernetes.io/region is the pods' region: "
+        "Preferred (the default: elsewhere only when none fits), Required, or Ignored.",
+    )
+
+    def overlay(self, other: Placement | None) -> Placement:
+        """This placement with every field ``other`` sets explicitly taking precedence."""
+        if other is None:
+            return self
+        return self.model_copy(update={f: getattr(other, f) for f in other.model_fields_set})
+
+
+class LocalObjectReference(ApiModel):
+    """A reference to an object in the same namespace, by name."""
+
+    name: DnsSubdomain = Field(description="Name of the object.")
+
+
+ImagePullPolicy = Literal["Always", "IfNotPresent", "Never"]
+
+
+class ImagePull(ApiModel):
+    """Mixin fields: how the pods' images are pulled."""
+
+    image_pull_policy: ImagePullPolicy | None = Field(
+        default=None,
+        description="imagePullPolicy of every container (default: Kubernetes' rule, "
+        "IfNotPresent unless the tag is latest).",
+    )
+    image_pull_secrets: list[LocalObjectReference] = Field(
+        default_factory=list,
+        description="Secrets (kubernetes.io/dockerconfigjson) used to pull the images.",
     )

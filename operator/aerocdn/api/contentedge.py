@@ -10,6 +10,8 @@ from aerocdn.api.common import (
     ApiModel,
     Condition,
     DnsLabel,
+    ImagePull,
+    Placement,
     Quantity,
     ResourceRequirements,
     StatusModel,
@@ -111,6 +113,11 @@ class EdgeRegion(ApiModel):
         description="Public address of this region's edges (a load balancer's host name or "
         "IP) for the weighted DNS records (default: the region's Service name).",
     )
+    placement: Placement | None = Field(
+        default=None,
+        description="Placement of this region's edge pods; each field set here replaces "
+        "the same field of spec.placement.",
+    )
 
 
 class DnsOutput(ApiModel):
@@ -187,7 +194,7 @@ class EdgeResources(ApiModel):
     nginx: ResourceRequirements | None = Field(default=None, description="nginx container.")
 
 
-class ContentEdgeSpec(ApiModel):
+class ContentEdgeSpec(ImagePull):
     """Desired state of a ContentEdge."""
 
     hosts: list[Annotated[str, Field(pattern=HOSTNAME, max_length=253)]] = Field(
@@ -212,6 +219,11 @@ class ContentEdgeSpec(ApiModel):
     autoscaling: Autoscaling = Field(default_factory=Autoscaling, description="Autoscaling.")
     purge_token_secret_ref: SecretKeyRef | None = Field(
         default=None, description="Secret holding the bearer token for POST /purge."
+    )
+    placement: Placement = Field(
+        default_factory=Placement,
+        description="Placement of the edge pods in every region (regions[].placement "
+        "overrides it field by field).",
     )
 
     @model_validator(mode="after")

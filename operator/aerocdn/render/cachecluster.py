@@ -16,6 +16,7 @@ from aerocdn.render.engine import (
     render_objects,
     render_text,
 )
+from aerocdn.render.placement import image_pull, pod_placement
 
 PORTS = {"service": 3000, "fabric": 3001, "heartbeat": 3002, "admin": 3008}
 MIB = 2**20
@@ -99,19 +100,19 @@ def default_resources(spec: CacheClusterSpec) -> dict[str, Any]:
     return {"requests": {"cpu": "500m", "memory": f"{mib}Mi"}, "limits": {"memory": f"{mib}Mi"}}
 
 
-def _affinity(name: str, spec: CacheClusterSpec) -> dict[str, Any]:
-    if spec.placement.affinity is not None:
-        return spec.placement.affinity
-    return {
-        "podAntiAffinity": {
-            "requiredDuringSchedulingIgnoredDuringExecution": [
-                {
-                    "labelSelector": {"matchLabels": pod_selector(name)},
-                    "topologyKey": "kubernetes.io/hostname",
-                }
-            ]
-        }
-    }
+EXPORTER_PORT = 9145
+
+
+def exporter_conf(cc: CacheCluster) -> str:
+    """The exporter's ape.toml: rendered here because its image's entrypoint would write it
+    under /etc, which the read-only root filesystem refuses."""
+    return render_text(
+        "ape.toml.j2",
+        name=cc.name,
+        region=cc.spec.region,
+        metrics_port=EXPORTER_PORT,
+        service_port=PORTS["service"],
+    )
 
 
 def render_cachecluster(
@@ -132,15 +133,22 @@ def render_cachecluster(
         if spec.resources is not None
         else default_resources(spec)
     )
+    ape = exporter_conf(cc) if spec.exporter.enabled else None
+    # Only when enabled, so clusters without the exporter keep their hash.
+    exporter_parts = [spec.exporter.image, ape] if ape is not None else []
     racks = []
     for rack in layout:
         conf = aerospike_conf(cc, rack.rack_id, seed_hosts)
         rack_labels = dict(base_labels)
         if rack.rack_id:
             rack_labels["aerocdn.dev/rack"] = str(rack.rack_id)
-        node_selector = dict(spec.placement.node_selector)
-        if rack.zone:
-            node_selector["topology.kubernetes.io/zone"] = rack.zone
+        placement = pod_placement(
+            spec.placement,
+            spec.region,
+            pod_selector(name),
+            one_per_node=True,
+            node_selector={"topology.kubernetes.io/zone": rack.zone} if rack.zone else None,
+        )
         racks.append(
             {
                 "sts_name": rack.sts_name,
@@ -151,9 +159,9 @@ def render_cachecluster(
                 "selector": {**pod_selector(name), **(
                     {"aerocdn.dev/rack": str(rack.rack_id)} if rack.rack_id else {}
                 )},
-                "node_selector": node_selector,
+                "placement": placement,
                 "conf": conf,
-                "config_hash": config_hash(conf, spec.image, resources),
+                "config_hash": config_hash(conf, spec.image, resources, *exporter_parts),
             }
         )
     objects = render_objects(
@@ -168,10 +176,9 @@ def render_cachecluster(
         racks=racks,
         image=spec.image,
         resources=resources,
-        node_selector=spec.placement.node_selector,
-        tolerations=spec.placement.tolerations,
-        affinity=_affinity(name, spec),
+        pull=image_pull(spec),
         exporter=spec.exporter,
+        exporter_conf=ape,
         persistent=[ns for ns in spec.namespaces if ns.storage.type == "persistent"],
         container_security=CONTAINER_SECURITY,
     )

@@ -15,6 +15,7 @@ from aerocdn.edge.config import CacheClusterRef, EdgeConfig
 from aerocdn.render.cachecluster import CONTAINER_SECURITY, PORTS
 from aerocdn.render.engine import config_hash, finish, labels, owner_references, render_objects
 from aerocdn.render.nginx import render_nginx_conf
+from aerocdn.render.placement import image_pull, pod_placement
 from aerocdn.yamlio import dump
 
 DEFAULT_EDGE_RESOURCES = {
@@ -116,6 +117,13 @@ def render_contentedge(
                 "aerocdn.dev/region": region.name,
             },
             selector=selector,
+            placement=pod_placement(
+                spec.placement.overlay(region.placement),
+                region.name,
+                selector,
+                spread_over_nodes=True,
+            ),
+            pull=image_pull(spec),
             replicas=None if spec.autoscaling.enabled else region.replicas,
             image=spec.image,
             edge_yaml=edge_yaml,
