@@ -91,10 +91,12 @@ def teardown_network(net: nodeplan.NodeNetwork, count: int) -> None:
 
 
 def cgroup_mounts() -> list[Path]:
+    """Every cgroup hierarchy: the v1 controllers, name=systemd, and the hybrid v2 `unified`
+    (runc places containers there too)."""
     found = []
     for line in Path("/proc/self/mountinfo").read_text().splitlines():
         left, _, right = line.partition(" - ")
-        if right.split(" ")[0] == "cgroup":
+        if right.split(" ")[0] in ("cgroup", "cgroup2"):
             found.append(Path(left.split(" ")[4]))
     return sorted(found)
 
