@@ -130,7 +130,8 @@ def choose_subnet(used_addresses: Iterable[str]) -> int:
     raise ValueError(f"every {NODE_NET_PREFIX}.S.0/24 is in use on this host")
 
 
-def network_setup(net: NodeNetwork, count: int) -> list[list[str]]:
+def network_setup(net: NodeNetwork, count: int,
+                  service_cidr: str = "10.96.0.0/16") -> list[list[str]]:
     """`ip` command lines that build the hub, the uplink and `count` node namespaces."""
     hub = net.hub_netns
     cmds = [
@@ -157,6 +158,9 @@ def network_setup(net: NodeNetwork, count: int) -> list[list[str]]:
             ["ip", "-n", ns, "link", "set", "eth0", "up"],
             # Per network namespace: forwarding between the pods' bridge and eth0.
             ["ip", "netns", "exec", ns, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1"],
+            # A route for ClusterIPs, so that the node's own processes (not only its pods) get
+            # to kube-proxy's DNAT in OUTPUT; an address nothing answers for stays on the link.
+            ["ip", "-n", ns, "route", "add", service_cidr, "dev", "eth0"],
         ]
         for j in range(count):
             if j != i:
