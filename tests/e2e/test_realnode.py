@@ -284,11 +284,12 @@ def test_purge_through_the_admin_port(site: Site) -> None:
     status, report = json.loads(site.in_client(
         "python3", "-c", purge, f"http://{pod_ip}:9091/purge",
         json.dumps({"url": f"http://{site.host}{OBJECT}"}), TOKEN))
-    # the pod asked and its peer (found through the headless Service) both answered, and
-    # both purged their nginx cache
+    # the pod asked and its peer (found through the headless Service) both answered and
+    # purged their nginx cache; the object was cached by whichever pod(s) served it
     pods = report["pods"]
     assert len(pods) == 2, json.dumps(report)
-    assert all(r["l1"]["failed"] == 0 and r["l1"]["purged"] >= 1 for r in pods.values()), pods
+    assert all(r["l1"]["failed"] == 0 for r in pods.values()), pods
+    assert sum(r["l1"]["purged"] for r in pods.values()) >= 1, pods
     # the L2 tier is the CacheCluster: reachable only where Aerospike runs (not on kwok nodes);
     # the answer says exactly that, and is complete (200) only if every pod confirmed
     assert report["complete"] == all(r["ok"] for r in pods.values())
