@@ -22,7 +22,7 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 import yaml
@@ -39,6 +39,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if HERE in Path(str(item.path)).resolve().parents:
             item.add_marker(pytest.mark.e2e)
+
+
+# The real-node cluster of this tier, stopped as soon as its last test is done, so that it
+# does not run beside the integration tier's control plane for the rest of the session.
+_clusters: list[LocalCluster] = []
+
+
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    if nextitem is None or HERE not in Path(str(nextitem.path)).resolve().parents:
+        while _clusters:
+            _clusters.pop().stop()
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -116,7 +127,7 @@ def install_chart(e2e: E2E) -> None:
         config.close()
 
 
-def _fail_or_skip(config: pytest.Config, why: str) -> None:
+def _fail_or_skip(config: pytest.Config, why: str) -> NoReturn:
     if os.environ.get("CI"):
         pytest.fail(f"e2e: the real-node cluster could not be started: {why}", pytrace=False)
     pytest.skip(f"e2e needs a real node (root, scripts/bootstrap.sh) or KUBECONFIG: {why}")
@@ -138,6 +149,7 @@ def e2e(request: pytest.FixtureRequest) -> Iterator[E2E]:
         cluster.start()
     except ClusterError as e:
         _fail_or_skip(request.config, str(e))
+    _clusters.append(cluster)
     node = cluster.real_nodes[0].name
     placement = {
         "nodeSelector": {nodeplan.NODE_KIND_LABEL: nodeplan.REAL},
