@@ -7,6 +7,7 @@ only what a pod provides replaced: the pod IP, the mounted directories, and port
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -15,6 +16,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -65,21 +67,14 @@ def asd() -> str:
     return path
 
 
-@pytest.fixture
-def server(asd: str, tmp_path: Path) -> Iterator[tuple[AerospikeInfo, Path]]:
-    cc = parse_object({
-        "apiVersion": "aerocdn.dev/v1alpha1", "kind": "CacheCluster",
-        "metadata": {"name": "conf", "namespace": "ns"},
-        "spec": {"region": "eu", "size": 1, "racks": [{"id": 1, "zone": "a"}], "namespaces": [
-            {"name": "cache", "storage": {"size": "512Mi"}, "defaultTTLSeconds": 600,
-             "evictUsedPct": 60, "stopWritesUsedPct": 85},
-            {"name": "disk", "replicationFactor": 1,
-             "storage": {"type": "persistent", "size": "1Gi"}}]}})
-    assert isinstance(cc, CacheCluster)
-    conf, port = pod_conf(cc, tmp_path)
-    (tmp_path / "aerospike.conf").write_text(conf)
-    log = (tmp_path / "asd.log").open("wb")
-    proc = subprocess.Popen([asd, "--config-file", str(tmp_path / "aerospike.conf"),
+@contextlib.contextmanager
+def running_asd(asd: str, cc: CacheCluster, workdir: Path) -> Iterator[tuple[AerospikeInfo, int]]:
+    """asd started on the rendered config of ``cc`` (as a pod would run it); its info client
+    and service port. Fails with asd's log when the server refuses the config."""
+    conf, port = pod_conf(cc, workdir)
+    (workdir / "aerospike.conf").write_text(conf)
+    log = (workdir / "asd.log").open("wb")
+    proc = subprocess.Popen([asd, "--config-file", str(workdir / "aerospike.conf"),
                              "--foreground"], stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
     info = AerospikeInfo({"conf-0": HostPort("127.0.0.1", port)})
@@ -88,7 +83,7 @@ def server(asd: str, tmp_path: Path) -> Iterator[tuple[AerospikeInfo, Path]]:
         while True:
             if proc.poll() is not None:
                 pytest.fail("asd refused the rendered config:\n"
-                            + (tmp_path / "asd.log").read_text(errors="replace")[-3000:])
+                            + (workdir / "asd.log").read_text(errors="replace")[-3000:])
             try:
                 info.info_sync("conf-0", "namespaces")
                 break
@@ -96,7 +91,7 @@ def server(asd: str, tmp_path: Path) -> Iterator[tuple[AerospikeInfo, Path]]:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.2)
-        yield info, tmp_path
+        yield info, port
     finally:
         info.close()
         if proc.poll() is None:
@@ -107,6 +102,25 @@ def server(asd: str, tmp_path: Path) -> Iterator[tuple[AerospikeInfo, Path]]:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
         log.close()
+
+
+def cachecluster(spec: dict[str, Any]) -> CacheCluster:
+    cc = parse_object({"apiVersion": "aerocdn.dev/v1alpha1", "kind": "CacheCluster",
+                       "metadata": {"name": "conf", "namespace": "ns"},
+                       "spec": {"region": "eu", "size": 1, **spec}})
+    assert isinstance(cc, CacheCluster)
+    return cc
+
+
+@pytest.fixture
+def server(asd: str, tmp_path: Path) -> Iterator[tuple[AerospikeInfo, Path]]:
+    cc = cachecluster({"racks": [{"id": 1, "zone": "a"}], "namespaces": [
+        {"name": "cache", "storage": {"size": "512Mi"}, "defaultTTLSeconds": 600,
+         "evictUsedPct": 60, "stopWritesUsedPct": 85},
+        {"name": "disk", "replicationFactor": 1,
+         "storage": {"type": "persistent", "size": "1Gi"}}]})
+    with running_asd(asd, cc, tmp_path) as (info, _):
+        yield info, tmp_path
 
 
 def test_rendered_config_starts_a_real_server_with_the_spec_values(

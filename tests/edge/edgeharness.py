@@ -58,6 +58,7 @@ class Origin:
         self.routes: dict[str, Route] = {}
         self.hits: Counter[str] = Counter()
         self.requests: list[web.Request] = []
+        self.default: Callable[[web.Request], Awaitable[web.StreamResponse]] | None = None
         self.port = 0
         self._runner: web.AppRunner | None = None
 
@@ -73,6 +74,8 @@ class Origin:
         self.hits[request.path] += 1
         self.requests.append(request)
         route = self.routes.get(request.path)
+        if route is None and self.default is not None:
+            return await self.default(request)
         if route is None:
             return web.Response(status=404, text="no such test object",
                                 headers={"Cache-Control": "no-store"})
@@ -254,3 +257,57 @@ def write_routes(path: Path, generation: int, region: str, clusters: list[str]) 
         tmp_link.unlink()
     tmp_link.symlink_to(target.name)
     os.replace(tmp_link, path)
+
+
+@dataclass
+class RawAnswer:
+    status: int
+    headers: dict[str, str]  # lower-case names; repeated headers joined with ", "
+    body: bytes
+    raw: bytes
+
+
+def parse_answer(raw: bytes) -> RawAnswer:
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    status = int(lines[0].split(b" ")[1]) if lines and lines[0].startswith(b"HTTP/") else 0
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        k, _, v = line.decode("latin-1").partition(":")
+        k = k.strip().lower()
+        headers[k] = (headers[k] + ", " + v.strip()) if k in headers else v.strip()
+    if headers.get("transfer-encoding", "").lower() == "chunked":
+        out = b""
+        rest = body
+        while rest:
+            size_line, _, rest = rest.partition(b"\r\n")
+            size = int(size_line.split(b";")[0] or b"0", 16)
+            if size == 0:
+                break
+            out += rest[:size]
+            rest = rest[size + 2:]
+        body = out
+    return RawAnswer(status, headers, body, raw)
+
+
+async def raw_request(base: str, data: bytes, timeout: float = 20.0) -> RawAnswer:
+    """Send exact bytes (no client-side normalisation of the target or headers) on a fresh
+    connection and read until the server closes it (requests carry Connection: close)."""
+    host, _, port = base.removeprefix("http://").rpartition(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(data)
+        await writer.drain()
+        raw = await asyncio.wait_for(reader.read(-1), timeout)
+    finally:
+        writer.close()
+        with contextlib.suppress(Exception):
+            await writer.wait_closed()
+    return parse_answer(raw)
+
+
+async def raw_get(base: str, target: str, host: str = HOST,
+                  headers: dict[str, str] | None = None) -> RawAnswer:
+    lines = [f"GET {target} HTTP/1.1", f"Host: {host}", "Connection: close"]
+    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    return await raw_request(base, ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))

@@ -210,13 +210,18 @@ class Recorder:
     def __init__(self, api: client.ApiClient, namespace: str, kind: str):
         self.seen: list[tuple[int, dict[str, Any]]] = []
         self._watch = watch.Watch()
-        lister = {"configmap": client.CoreV1Api(api).list_namespaced_config_map,
-                  "statefulset": client.AppsV1Api(api).list_namespaced_stateful_set}[kind]
-        self._thread = threading.Thread(target=self._run, args=(lister, namespace), daemon=True)
+        custom = client.CustomObjectsApi(api)
+        lister, args = {
+            "configmap": (client.CoreV1Api(api).list_namespaced_config_map, (namespace,)),
+            "statefulset": (client.AppsV1Api(api).list_namespaced_stateful_set, (namespace,)),
+            "cachecluster": (custom.list_namespaced_custom_object,
+                             ("aerocdn.dev", "v1alpha1", namespace, "cacheclusters")),
+        }[kind]
+        self._thread = threading.Thread(target=self._run, args=(lister, args), daemon=True)
         self._thread.start()
 
-    def _run(self, lister: Any, namespace: str) -> None:
-        for event in self._watch.stream(lister, namespace, timeout_seconds=300,
+    def _run(self, lister: Any, args: tuple[str, ...]) -> None:
+        for event in self._watch.stream(lister, *args, timeout_seconds=300,
                                         _request_timeout=310):
             obj = client.ApiClient().sanitize_for_serialization(event["object"])
             self.seen.append((int(obj["metadata"]["resourceVersion"]), obj))

@@ -171,6 +171,10 @@ def test_argocd_health_follows_live_objects(kubectl: Kubectl, chart_operator: Op
     healed = wait_for("orphan Ready", lambda: (c := kubectl.get("ce", "orphan", watched))
                       and is_ready(c) and c)
     assert health(healed).status == "Healthy"
+    # From a settled cluster (else its own Progressing=True, e.g. "waiting for pods", is
+    # what Argo CD reports, whatever the generation says):
+    wait_for("later Ready", lambda: (c := kubectl.get("cc", "later", watched)) and is_ready(c)
+             and condition(c, "Progressing").get("status") != "True" and c)
 
     # A spec change the operator has not seen yet: Argo CD must not call the old status healthy.
     chart_operator.stop()
@@ -184,6 +188,9 @@ def test_argocd_health_follows_live_objects(kubectl: Kubectl, chart_operator: Op
                            f"{generation} (status is of generation {generation - 1})")
     finally:
         chart_operator.start()
-    current = wait_for("later Ready at its new generation",
-                       lambda: (c := kubectl.get("cc", "later", watched)) and is_ready(c) and c)
-    assert health(current).status == "Healthy"
+    # A growing cluster stays Ready while it is Progressing: Argo CD says Healthy once it
+    # has settled at the new generation.
+    current = wait_for("later Healthy at its new generation",
+                       lambda: (c := kubectl.get("cc", "later", watched)) and is_ready(c)
+                       and health(c).status == "Healthy" and c)
+    assert current["status"]["observedGeneration"] == current["metadata"]["generation"]

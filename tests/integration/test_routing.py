@@ -1,10 +1,13 @@
 """Routing on the local control plane: a CacheCluster scale-down drains its cache routes
-before its capacity goes, and capacity that comes back ramps in over the slow-start window."""
+before its capacity goes, capacity that comes back ramps in over the slow-start window, and a
+cluster that grows stays in the routes (asserted as properties of the recorded versions, not
+of timings: the scale-up may come while the ramp still runs)."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from itertools import pairwise
 from typing import Any
 
 import pytest
@@ -54,8 +57,9 @@ def test_scale_down_drains_cache_routes_first_and_capacity_ramps_back(
         for region, cluster in own.items()), timeout=SLOW_START * 3)
 
     maps, sets = Recorder(api, ns, "configmap"), Recorder(api, ns, "statefulset")
+    clusters = Recorder(api, ns, "cachecluster")
     try:
-        wait_for("the watches to list", lambda: maps.seen and sets.seen)
+        wait_for("the watches to list", lambda: maps.seen and sets.seen and clusters.seen)
         kubectl.run("scale", "cc/eu", "-n", ns, "--replicas=1")
         wait_for("eu shrunk and Ready", lambda: is_ready(kubectl.get("cc", "eu", ns))
                  and (kubectl.get("statefulset", "eu", ns) or {})["spec"]["replicas"] == 1)
@@ -71,18 +75,36 @@ def test_scale_down_drains_cache_routes_first_and_capacity_ramps_back(
                          and sts["spec"]["replicas"] == 1)
         assert drained_rv < shrunk_rv, "the StatefulSet shrank before routes were drained"
 
-        seen_before = len(maps.seen)
+        # Scale up at once, while eu still ramps in after the drain (what made the old
+        # timing-based assertion flaky): a growing cluster is not weighted out again.
         kubectl.run("scale", "cc/eu", "-n", ns, "--replicas=2")
+        wait_for("eu 2 nodes Ready", lambda: (cc := kubectl.get("cc", "eu", ns)) and is_ready(cc)
+                 and cc["status"]["readyReplicas"] == 2)
         wait_for("eu back at full weight", lambda: weights(
             kubectl.get("configmap", "rt-routing", ns) or {}, "eu-west").get("eu") == 1.0,
             timeout=SLOW_START * 4)
-        ramp = [weights(cm, "eu-west").get("eu", 0.0) for _, cm in maps.seen[seen_before:]
-                if cm["metadata"]["name"] == "rt-routing"]
     finally:
         maps.stop()
         sets.stop()
+        clusters.stop()
+    # The property: after eu's last transition to Ready, its weight never decreases.
+    eu = sorted((rv, _ready(cc)) for rv, cc in clusters.seen if cc["metadata"]["name"] == "eu")
+    became_ready = [rv for (_, before), (rv, now) in pairwise(eu)
+                    if now and not before]
+    assert became_ready, f"eu never became Ready again after the drain: {eu}"
+    last_ready = became_ready[-1]
+    ramp = [weights(cm, "eu-west").get("eu", 0.0) for rv, cm in sorted(maps.seen,
+                                                                          key=lambda x: x[0])
+            if rv > last_ready and cm["metadata"]["name"] == "rt-routing"]
+    assert ramp and ramp[-1] == 1.0, ramp
+    assert ramp == sorted(ramp), f"eu's weight went down after it became Ready: {ramp}"
     steps = [w for w in ramp if 0 < w < 1]
     assert len(steps) >= 3, f"no ramp over the slow-start window: {ramp}"
-    assert steps == sorted(steps), f"weight did not ramp up monotonically: {ramp}"
     events = [e for e in kubectl.items("events", ns) if e["reason"] == "RoutingChanged"]
     assert events, "no Event said that routing changed"
+
+
+def _ready(cc: dict[str, Any]) -> bool:
+    return any(c["type"] == "Ready" and c["status"] == "True"
+               for c in (cc.get("status") or {}).get("conditions", []))
+

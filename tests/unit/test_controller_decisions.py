@@ -204,3 +204,40 @@ def test_work_queue_coalesces_events_and_retries_failures() -> None:
     asyncio.run(asyncio.wait_for(scenario(), timeout=30))
     assert runs.count("slow") == 2
     assert runs.count("flaky") == 2  # failed once, retried after backoff
+
+
+def test_work_queue_runs_a_key_at_most_once_per_min_interval() -> None:
+    """Watch events of the operator's own writes come back at once: however many arrive, a
+    key runs again only after min_interval (here a long one: the test ends before it)."""
+    runs: list[Any] = []
+
+    async def reconcile(key: Any) -> float | None:
+        runs.append(key)
+        return None
+
+    async def scenario() -> None:
+        queue = WorkQueue(reconcile, workers=2, min_interval=3600)
+        queue.start()
+        queue.add("cc")
+        await queue.idle.wait()
+        for _ in range(50):  # a burst of events right after the run
+            queue.add("cc")
+            await asyncio.sleep(0)
+        queue.add("other")
+        while "other" not in runs:
+            await asyncio.sleep(0.01)
+        await queue.stop()
+
+    asyncio.run(asyncio.wait_for(scenario(), timeout=30))
+    assert runs.count("cc") == 1
+
+
+def test_growing_only_while_no_ready_pod_was_lost() -> None:
+    from aerocdn.controller.ccplan import growing
+    assert growing(True, 2, 2, 3, scaling_down=False, problem=False)  # 2 -> 3: a pod joins
+    assert growing(True, 2, 3, 4, scaling_down=False, problem=False)
+    assert not growing(True, 3, 2, 3, scaling_down=False, problem=False)  # a ready pod lost
+    assert not growing(False, 0, 1, 3, scaling_down=False, problem=False)  # never was Ready
+    assert not growing(True, 2, 2, 3, scaling_down=True, problem=False)
+    assert not growing(True, 2, 2, 3, scaling_down=False, problem=True)
+    assert not growing(True, 3, 3, 3, scaling_down=False, problem=False)  # simply ready

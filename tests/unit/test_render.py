@@ -123,7 +123,8 @@ def test_racks_one_statefulset_and_config_each() -> None:
 
 
 def test_enterprise_racks_are_rack_aware() -> None:
-    objs = render_cachecluster(cachecluster({"size": 2, "edition": "enterprise", "racks": [
+    objs = render_cachecluster(cachecluster({
+        "size": 2, "edition": "enterprise", "featureKeySecretRef": {"name": "features"}, "racks": [
         {"id": 1, "zone": "z-a"}, {"id": 7, "zone": "z-b"}]}))
     assert "rack-id 1\n" in conf_of(objs, "eu-r1-config")
     assert "rack-id 7\n" in conf_of(objs, "eu-r7-config")

@@ -23,6 +23,11 @@ Info commands this module sends:
                                                     first two; CE answers ERROR:25)
 ==================================================  ==========================================
 
+On Enterprise clusters with ``spec.tls`` / ``spec.accessControl`` the client is given a
+:class:`ClientSecurity` (built by :func:`aerocdn.aerospike.security.client_security`): it logs
+in with the admin credentials and connects with TLS to port 4333 checking the nodes' TLS name
+against ca.crt; endpoints must then be resolved with ``port=security.port``.
+
 The client raises on ``ERROR:`` replies (``ClusterChangeError`` for 7, ``InvalidRequest`` for
 4, ``NamespaceNotFound`` for 20, ``AerospikeError`` for 25): those are turned back into
 :class:`InfoErrorReply` with the code; connection failures and timeouts become
@@ -35,6 +40,7 @@ import asyncio
 import contextlib
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from aerocdn.aerospike.errors import (
@@ -70,7 +76,60 @@ from aerocdn.aerospike.parse import (
 from aerocdn.aerospike.stability import ClusterObservation, NodeObservation, PodFailure
 
 DEFAULT_PORT = 3000
+TLS_PORT = 4333
 DEFAULT_TIMEOUT_MS = 1500
+
+
+@dataclass(frozen=True)
+class ClientTls:
+    """TLS of the info client: the CA to check nodes against and the nodes' TLS name; a
+    client certificate when the nodes authenticate clients (spec.tls.clientAuthentication)."""
+
+    ca_file: str
+    name: str
+    port: int = TLS_PORT
+    cert_file: str | None = None
+    key_file: str | None = None
+
+
+@dataclass(frozen=True)
+class ClientSecurity:
+    """How the info client logs in (Enterprise access control) and whether it uses TLS.
+
+    Built from a CacheCluster and its Secrets by :func:`aerocdn.aerospike.security.
+    client_security`. With TLS, endpoints must use :attr:`port` (resolve_endpoints(port=)).
+    """
+
+    user: str | None = None
+    password: str | None = field(default=None, repr=False)
+    tls: ClientTls | None = None
+
+    @property
+    def port(self) -> int:
+        return self.tls.port if self.tls is not None else DEFAULT_PORT
+
+    def client_config(self) -> dict[str, Any]:
+        """The keys of the ``aerospike`` client config these settings add."""
+        config: dict[str, Any] = {}
+        if self.user is not None:
+            config["user"] = self.user
+            config["password"] = self.password or ""
+        if self.tls is not None:
+            tls: dict[str, Any] = {"enable": True, "cafile": self.tls.ca_file}
+            if self.tls.cert_file and self.tls.key_file:
+                tls["certfile"] = self.tls.cert_file
+                tls["keyfile"] = self.tls.key_file
+            config["tls"] = tls
+        return config
+
+    def host(self, address: HostPort) -> tuple[str, int] | tuple[str, int, str]:
+        """A ``hosts`` entry: with TLS the TLS name is the third item."""
+        if self.tls is not None:
+            return (address.host, address.port, self.tls.name)
+        return (address.host, address.port)
+
+
+PLAIN = ClientSecurity()
 
 ClientFactory = Callable[[dict[str, Any]], Any]
 
@@ -156,8 +215,10 @@ class AerospikeInfo:
         timeout_ms: int = DEFAULT_TIMEOUT_MS,
         namespaces: Sequence[str] | None = None,
         client_factory: ClientFactory = _default_factory,
+        security: ClientSecurity = PLAIN,
     ) -> None:
         self.endpoints = dict(endpoints)
+        self.security = security
         self.timeout_ms = timeout_ms
         self.namespaces = tuple(namespaces) if namespaces is not None else None
         self._factory = client_factory
@@ -168,12 +229,13 @@ class AerospikeInfo:
 
     def _config(self, address: HostPort) -> dict[str, Any]:
         return {
-            "hosts": [(address.host, address.port)],
+            "hosts": [self.security.host(address)],
             "force_single_node": True,
             "connect_timeout": self.timeout_ms,
             "fail_if_not_connected": True,
             "validate_keys": True,  # a misspelt key is a ParamError, not silently ignored
             "policies": {"info": {"timeout": self.timeout_ms}},
+            **self.security.client_config(),
         }
 
     def _client(self, pod: str) -> tuple[Any, HostPort]:
@@ -321,10 +383,6 @@ class AerospikeInfo:
         nodes = tuple(r for r in results if isinstance(r, NodeObservation))
         failures = tuple(r for r in results if isinstance(r, PodFailure))
         return ClusterObservation(expected, nodes, failures)
-
-    async def run(self, pod: str, command: str) -> str:
-        """Async form of :meth:`info_sync` for the scale-down actions."""
-        return await asyncio.to_thread(self.info_sync, pod, command)
 
 
 def _observe_one(info: AerospikeInfo, pod: str, expected: int) -> NodeObservation | PodFailure:

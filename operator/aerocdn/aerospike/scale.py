@@ -20,6 +20,7 @@ what it sees now and carries out the one action it returns (or none), then asks 
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 
 from aerocdn.aerospike.parse import Edition
@@ -28,11 +29,26 @@ from aerocdn.aerospike.stability import NodeObservation, Stability, Unreachable
 # --------------------------------------------------------------------------- actions
 
 
+class HoldCause(enum.Enum):
+    """Why a step is held: the status decides Degraded from this, never from the wording."""
+
+    WAITING = "Waiting"  # an ordinary wait (cluster settling, a question to ask again)
+    NODE_DOWN = "NodeDown"  # a pod is down and has not recovered: needs attention
+    UNREACHABLE = "AerospikeUnreachable"  # Aerospike could not be asked at all
+    DRAINING_ROUTES = "DrainingRoutes"  # routing plans still send traffic to the cluster
+    NOT_ALLOWED = "NotAllowed"  # the spec forbids the step (maxUnavailable 0)
+
+
 @dataclass(frozen=True, slots=True)
 class Hold:
-    """Do nothing now; ``reason`` says why (for status and Events)."""
+    """Do nothing now; ``reason`` says why (for status and Events), ``cause`` what kind."""
 
     reason: str
+    cause: HoldCause = HoldCause.WAITING
+
+    @property
+    def needs_attention(self) -> bool:
+        return self.cause in (HoldCause.NODE_DOWN, HoldCause.UNREACHABLE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +169,7 @@ class ScaleState:
 def next_scale_step(state: ScaleState) -> ScaleAction:
     stability = state.stability
     if isinstance(stability, Unreachable):
-        return Hold(f"{stability.summary}; removing nothing, will retry")
+        return Hold(f"{stability.summary}; removing nothing, will retry", HoldCause.UNREACHABLE)
 
     leaving_rack = next((r for r in state.racks if r.replicas < len(r.pods)), None)
     if leaving_rack is not None:
@@ -169,7 +185,8 @@ def next_scale_step(state: ScaleState) -> ScaleAction:
 
     if state.nodes_down:
         down = ", ".join(state.nodes_down)
-        return Hold(f"pod {down} is down and has not recovered; scale-down waits for it")
+        return Hold(f"pod {down} is down and has not recovered; scale-down waits for it",
+                    HoldCause.NODE_DOWN)
     if stability.observation.expected_size != state.current_size:
         return Hold(
             f"stability was asked for {stability.observation.expected_size} node(s) but "
@@ -298,9 +315,9 @@ def next_roll_step(state: RollState) -> RollAction:
         return Done("every pod runs the desired configuration")
     stability = state.stability
     if isinstance(stability, Unreachable):
-        return Hold(f"{stability.summary}; restarting nothing, will retry")
+        return Hold(f"{stability.summary}; restarting nothing, will retry", HoldCause.UNREACHABLE)
     if state.max_unavailable < 1:
-        return Hold("maxUnavailable is 0: no pod may be restarted")
+        return Hold("maxUnavailable is 0: no pod may be restarted", HoldCause.NOT_ALLOWED)
     unavailable = [p.name for p in state.pods if not p.ready]
     if unavailable:
         return Hold(

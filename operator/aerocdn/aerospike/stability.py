@@ -134,14 +134,28 @@ class Stability:
     cluster_key: str | None = None  # the agreed key, when all nodes agree
     principal: str | None = None  # the agreed principal node id, when all nodes agree
     migrating: bool = False  # some node reports partitions still to migrate
+    # ``reasons`` without the numbers that change on every poll while data migrates (the
+    # partition counts): what conditions, Events and gate messages say, so that a reconcile
+    # writes only when the situation changes, not every time a count goes down.
+    brief_reasons: tuple[str, ...] = ()
+    # partitions still to migrate, summed over the answering nodes (a status field / metric)
+    partitions_remaining: int = 0
 
     @property
     def summary(self) -> str:
+        """One line without changing counts (for conditions, Events, gate messages)."""
         if self.stable:
             return (
                 f"stable: {self.observation.expected_size} node(s), cluster key "
                 f"{self.cluster_key}, no migrations"
             )
+        return "not stable: " + "; ".join(self.brief_reasons or self.reasons)
+
+    @property
+    def detail(self) -> str:
+        """Like :attr:`summary`, with the partition counts (logs)."""
+        if self.stable:
+            return self.summary
         return "not stable: " + "; ".join(self.reasons)
 
     @property
@@ -161,6 +175,8 @@ def assess_stability(
         return Unreachable(why or "no Aerospike pod to ask")
 
     reasons: list[str] = [f"pod {f.pod}: {f.reason}" for f in observation.failures]
+    brief: dict[int, str] = {}  # index in reasons -> the same reason without counts
+    remaining = 0
     if len(nodes) != expected:
         reasons.append(f"{len(nodes)} node(s) answered, {expected} expected")
     seen: dict[str, str] = {}
@@ -182,6 +198,8 @@ def assess_stability(
             reasons.append(f"{node.label}: migrate_allowed is false (a rebalance is starting)")
         if st.migrate_partitions_remaining > 0:
             migrating = True
+            remaining += st.migrate_partitions_remaining
+            brief[len(reasons)] = f"{node.label}: partitions still migrating"
             reasons.append(
                 f"{node.label}: {st.migrate_partitions_remaining} partitions still migrating"
             )
@@ -189,6 +207,10 @@ def assess_stability(
             for ns in node.namespaces.values():
                 if ns.migrations_remaining > 0:
                     migrating = True
+                    remaining += ns.migrations_remaining
+                    brief[len(reasons)] = (
+                        f"{node.label}: namespace {ns.name} has partitions still migrating"
+                    )
                     reasons.append(
                         f"{node.label}: namespace {ns.name} has "
                         f"{ns.migrate_tx_partitions_remaining} tx / "
@@ -223,6 +245,8 @@ def assess_stability(
         cluster_key=keys.pop() if len(keys) == 1 else None,
         principal=principals.pop() if len(principals) == 1 else None,
         migrating=migrating,
+        brief_reasons=tuple(brief.get(i, r) for i, r in enumerate(reasons)),
+        partitions_remaining=remaining,
     )
 
 

@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
+from aerocdn.api.aerospikeconfig import AerospikeConfig
 from aerocdn.api.common import (
     ApiModel,
     Condition,
@@ -15,7 +16,15 @@ from aerocdn.api.common import (
     Quantity,
     ResourceRequirements,
     StatusModel,
+    find_condition,
     parse_quantity,
+)
+from aerocdn.api.enterprise import CEL_RULES as ENTERPRISE_CEL_RULES
+from aerocdn.api.enterprise import (
+    AccessControl,
+    FeatureKeySecretRef,
+    Tls,
+    enterprise_errors,
 )
 
 KIND = "CacheCluster"
@@ -35,6 +44,11 @@ class Storage(ApiModel):
             "message": "a memory namespace needs size of at least 512Mi (the least Aerospike "
             "accepts for storage-engine memory)",
             "fieldPath": ".size",
+        }, {
+            "rule": "!has(self.storageClassName) || self.storageClassName == '' || "
+            "(has(self.type) && self.type == 'persistent')",
+            "message": "storageClassName applies only to persistent storage",
+            "fieldPath": ".storageClassName",
         }]
     })
 
@@ -115,6 +129,11 @@ class Rack(ApiModel):
     zone: str = Field(
         min_length=1, description="Value of topology.kubernetes.io/zone for this rack's pods."
     )
+    aerospike_config: AerospikeConfig | None = Field(
+        default=None,
+        description="aerospike.conf keys for this rack's pods, merged over "
+        "spec.aerospikeConfig key by key.",
+    )
 
 
 class Exporter(ApiModel):
@@ -167,18 +186,53 @@ class CacheClusterSpec(ImagePull):
         description="Pods that may be down at once during voluntary disruptions and rolls.",
     )
     exporter: Exporter = Field(default_factory=Exporter, description="Metrics exporter.")
+    aerospike_config: AerospikeConfig | None = Field(
+        default=None,
+        description="aerospike.conf keys beside the typed fields (service, logging, network, "
+        "namespaces), merged into the rendered configuration; keys the operator owns or "
+        "that have a typed field are refused.",
+    )
     paused: bool = Field(
         default=False, description="When true the operator leaves this cluster's children alone."
+    )
+    feature_key_secret_ref: FeatureKeySecretRef | None = Field(
+        default=None,
+        description="Enterprise only, and required there: the Secret holding the feature key "
+        "file, mounted read-only and named by feature-key-file in aerospike.conf.",
+    )
+    tls: Tls | None = Field(
+        default=None,
+        description="Enterprise only: TLS for the service (port 4333) and fabric (port 3011).",
+    )
+    access_control: AccessControl | None = Field(
+        default=None,
+        description="Enterprise only: Aerospike security (users and roles from Secrets).",
     )
 
     @model_validator(mode="after")
     def _check(self) -> CacheClusterSpec:
+        errors = enterprise_errors(
+            self.edition, self.feature_key_secret_ref, self.tls, self.access_control
+        )
+        if errors:
+            raise ValueError("; ".join(errors))
         names = [ns.name for ns in self.namespaces]
         if len(set(names)) != len(names):
             raise ValueError(f"namespace names must be unique, got {names}")
         ids = [r.id for r in self.racks]
         if len(set(ids)) != len(ids):
             raise ValueError(f"rack ids must be unique, got {ids}")
+        declared = set(names)
+        configs = [("aerospikeConfig", self.aerospike_config)] + [
+            (f"racks[{i}].aerospikeConfig", r.aerospike_config) for i, r in enumerate(self.racks)
+        ]
+        for where, config in configs:
+            for j, ns in enumerate(config.namespaces if config else []):
+                if ns.name not in declared:
+                    raise ValueError(
+                        f"{where}.namespaces[{j}].name: {ns.name!r} is not a namespace of "
+                        f"spec.namespaces ({', '.join(sorted(declared))})"
+                    )
         if self.racks and self.size < len(self.racks):
             raise ValueError(
                 f"size ({self.size}) must be at least the number of racks ({len(self.racks)})"
@@ -187,12 +241,31 @@ class CacheClusterSpec(ImagePull):
 
 
 # Cross-field rules the apiserver enforces at admission (CEL), mirroring the validators above.
+# spec.namespaces may be absent (pydantic's default is one namespace named cache).
+_NAMESPACE_DECLARED = (
+    "(has(self.namespaces) ? self.namespaces.exists(m, m.name == n.name) : n.name == 'cache')"
+)
 CEL_RULES: list[dict[str, str]] = [
     {
         "rule": "!has(self.racks) || self.size >= size(self.racks)",
         "message": "spec.size must be at least the number of racks",
         "fieldPath": ".size",
     },
+    {
+        "rule": "!has(self.aerospikeConfig) || !has(self.aerospikeConfig.namespaces) || "
+        f"self.aerospikeConfig.namespaces.all(n, {_NAMESPACE_DECLARED})",
+        "message": "aerospikeConfig.namespaces[].name must be a namespace of spec.namespaces",
+        "fieldPath": ".aerospikeConfig.namespaces",
+    },
+    {
+        "rule": "!has(self.racks) || self.racks.all(r, !has(r.aerospikeConfig) || "
+        f"!has(r.aerospikeConfig.namespaces) || r.aerospikeConfig.namespaces.all(n, "
+        f"{_NAMESPACE_DECLARED}))",
+        "message": "racks[].aerospikeConfig.namespaces[].name must be a namespace of "
+        "spec.namespaces",
+        "fieldPath": ".racks",
+    },
+    *ENTERPRISE_CEL_RULES,
 ]
 FIELD_CEL_RULES: dict[str, list[dict[str, str]]] = {
     "region": [{"rule": "self == oldSelf", "message": "spec.region is immutable"}],
@@ -222,3 +295,16 @@ class CacheClusterStatus(StatusModel):
     )
     capacity_bytes: int | None = None
     cluster_key: str | None = None
+    def condition(self, type_: str) -> Condition | None:
+        return find_condition(self.conditions, type_)
+
+    def is_true(self, type_: str) -> bool:
+        cond = self.condition(type_)
+        return cond is not None and cond.true
+
+    migrating_partitions: int | None = Field(
+        default=None,
+        description="Partitions Aerospike still had to migrate at the last status write (a "
+        "count alone never triggers a write; live value: the operator's metric "
+        "aerocdn_aerospike_migrating_partitions).",
+    )

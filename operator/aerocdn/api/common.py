@@ -18,6 +18,12 @@ VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+# Names the edge puts into nginx variables ($arg_x, $http_x) and its own cache key: one
+# pattern for the API (and so the CRD) and the edge config, so nothing admitted fails later.
+QUERY_PARAM = r"^[A-Za-z0-9_]+$"
+HEADER_NAME = r"^[A-Za-z0-9-]+$"
+# metadata.name of our objects: children append suffixes, so it is shorter than a DNS label
+OBJECT_NAME_MAX = 40
 QUANTITY = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$"
 
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
@@ -52,9 +58,15 @@ class ApiModel(BaseModel):
 
 
 class StatusModel(BaseModel):
-    """Base of status models: camelCase, tolerant of fields written by newer operators."""
+    """Base of status models: camelCase, tolerant of fields written by newer operators. The
+    operator builds the status it writes with these models and reads statuses (its own, and
+    a CacheCluster's from a ContentEdge's reconcile) back through them."""
 
     model_config = ConfigDict(alias_generator=camel, populate_by_name=True, extra="allow")
+
+    def to_api(self) -> dict[str, Any]:
+        """The JSON the status subresource stores (camelCase)."""
+        return self.model_dump(by_alias=True, mode="json")
 
 
 _SUFFIX = {
@@ -107,6 +119,14 @@ class Condition(StatusModel):
     message: str = ""
     last_transition_time: str | None = None
     observed_generation: int | None = None
+
+    @property
+    def true(self) -> bool:
+        return self.status == "True"
+
+
+def find_condition(conditions: list[Condition], type_: str) -> Condition | None:
+    return next((c for c in conditions if c.type == type_), None)
 
 
 def camel_path(loc: tuple[int | str, ...]) -> str:

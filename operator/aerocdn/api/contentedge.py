@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
 from aerocdn.api.common import (
+    HEADER_NAME,
+    QUERY_PARAM,
     ApiModel,
     Condition,
     DnsLabel,
@@ -15,6 +18,7 @@ from aerocdn.api.common import (
     Quantity,
     ResourceRequirements,
     StatusModel,
+    find_condition,
 )
 
 KIND = "ContentEdge"
@@ -22,6 +26,9 @@ PLURAL = "contentedges"
 DEFAULT_IMAGE = "aerocdn:0.1.0"
 
 HOSTNAME = r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+# The edge's own checks (aerocdn.edge.config), so nothing the CRD admits fails later: nginx
+# variables ($arg_x, $http_x) take only these characters.
+HeaderName = Annotated[str, Field(pattern=HEADER_NAME, min_length=1, max_length=128)]
 
 
 class Origin(ApiModel):
@@ -40,7 +47,18 @@ class Origin(ApiModel):
     read_timeout_seconds: float = Field(
         default=30.0, gt=0, le=600, description="Timeout for the origin's response."
     )
+    fetch_timeout_seconds: float = Field(
+        default=60.0, gt=0, le=3600,
+        description="Deadline for a whole origin fetch (connect, headers, body): an origin "
+        "that trickles cannot hold a fill longer; stale is served where allowed.",
+    )
     tls_verify: bool = Field(default=True, description="Verify the origin's TLS certificate.")
+    forward_headers: list[HeaderName] = Field(
+        default_factory=list, max_length=64,
+        description="Request headers sent to the origin besides cacheKey.varyHeaders (all "
+        "others are dropped). An answer is cached only if its Vary names each of them the "
+        "request carried, so no header outside the key changes a cached answer.",
+    )
 
 
 class CacheKey(ApiModel):
@@ -49,11 +67,11 @@ class CacheKey(ApiModel):
     include_query_string: bool = Field(
         default=True, description="Include the query string in the cache key."
     )
-    query_params: list[str] | None = Field(
+    query_params: list[Annotated[str, Field(pattern=QUERY_PARAM, max_length=128)]] | None = Field(
         default=None,
         description="Only these query parameters are part of the key (sorted). Unset: all.",
     )
-    vary_headers: list[str] = Field(
+    vary_headers: list[HeaderName] = Field(
         default_factory=lambda: ["Accept-Encoding"],
         description="Request headers always part of the key; an origin's Vary adds to these.",
     )
@@ -89,6 +107,105 @@ class CachePolicy(ApiModel):
         default="1Gi", description="Size of each pod's nginx cache (an emptyDir)."
     )
     cache_key: CacheKey = Field(default_factory=CacheKey, description="Cache key policy.")
+    cookies: Literal["strip", "bypass", "forward"] = Field(
+        default="strip",
+        description="Requests with Cookie: strip (the origin never sees cookies; cached as "
+        "usual), bypass (sent to the origin with the cookie, never cached nor answered from "
+        "cache), forward (sent with the cookie; cached only if the answer says Vary: Cookie).",
+    )
+    authorization: Literal["rfc9111", "bypass"] = Field(
+        default="rfc9111",
+        description="Requests with Authorization: rfc9111 (forwarded; the answer is shared "
+        "only when public, s-maxage or must-revalidate, RFC 9111 3.5) or bypass (never "
+        "cached nor answered from cache).",
+    )
+
+
+def _ip_or_cidr(v: str) -> str:
+    """The same set as the CRD's CEL ``isIP(c) || isCIDR(c)``: an address or a network,
+    no zone."""
+    try:
+        addr = (ipaddress.ip_network(v, strict=False).network_address if "/" in v
+                else ipaddress.ip_address(v))
+    except ValueError:
+        raise ValueError(f"{v!r} is not an IP address or CIDR") from None
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        # Kubernetes' CEL isIP/isCIDR refuse IPv4-mapped IPv6 (checked against a real
+        # apiserver): write the IPv4 address
+        raise ValueError(f"{v!r}: IPv4-mapped IPv6 is not allowed, use the IPv4 form")
+    return v
+
+
+IpOrCidr = Annotated[
+    str,
+    Field(min_length=2, max_length=64, pattern=r"^[0-9a-fA-F:.]+(/(0|[1-9][0-9]{0,2}))?$"),
+    AfterValidator(_ip_or_cidr),
+]
+
+
+class RateLimits(ApiModel):
+    """Per-client-IP limits enforced by nginx (limit_req / limit_conn); over them a client
+    gets 429 with Retry-After."""
+
+    requests_per_second: int | None = Field(
+        default=None, ge=1, le=1_000_000,
+        description="Sustained requests per second per client IP (unset: no rate limit).",
+    )
+    burst: int = Field(
+        default=0, ge=0, le=1_000_000,
+        description="Requests above the rate a client may send at once before getting 429.",
+    )
+    connections_per_client: int | None = Field(
+        default=None, ge=1, le=100_000,
+        description="Requests in progress at once per client IP (unset: no limit).",
+    )
+    trusted_proxies: list[IpOrCidr] = Field(
+        default_factory=list, max_length=64,
+        description="Addresses/CIDRs of load balancers in front of the edges: only for "
+        "connections from these is the client IP taken from clientIPHeader.",
+    )
+    client_ip_header: str = Field(
+        default="X-Forwarded-For", pattern=HEADER_NAME, max_length=128,
+        description="Header carrying the client IP, set by a trusted proxy.",
+    )
+
+
+class TLSEntry(ApiModel):
+    """A certificate for some of the hosts: a kubernetes.io/tls Secret (what cert-manager
+    writes), served with SNI on the HTTPS port (TLS 1.2+, HTTP/2)."""
+
+    hosts: list[Annotated[str, Field(pattern=HOSTNAME, max_length=253)]] = Field(
+        min_length=1, max_length=100,
+        description="Hosts (of spec.hosts) this certificate serves.",
+    )
+    secret_name: DnsLabel = Field(description="kubernetes.io/tls Secret in this namespace.")
+
+
+class TLSPolicy(ApiModel):
+    """HTTPS for the whole ContentEdge."""
+
+    redirect_http: bool = Field(
+        default=False, description="Answer plain HTTP with a 308 redirect to HTTPS."
+    )
+    http2: bool = Field(default=True, description="Offer HTTP/2 (ALPN h2) on HTTPS.")
+
+
+class NetworkPolicySpec(ApiModel):
+    """NetworkPolicies for the edges (needs a CNI that enforces them)."""
+
+    enabled: bool = Field(
+        default=False,
+        description="Render NetworkPolicies: the admin port only from this ContentEdge's "
+        "pods, the operator and metricsNamespaces; this ContentEdge's edges may reach the "
+        "Aerospike port of the CacheClusters it uses.",
+    )
+    operator_namespace: DnsLabel = Field(
+        default="aerocdn-system", description="Namespace the aerocdn operator runs in."
+    )
+    metrics_namespaces: list[DnsLabel] = Field(
+        default_factory=list, max_length=20,
+        description="Namespaces allowed to scrape the admin port's /metrics (Prometheus).",
+    )
 
 
 class EdgeRegion(ApiModel):
@@ -111,7 +228,8 @@ class EdgeRegion(ApiModel):
         default=None,
         max_length=253,
         description="Public address of this region's edges (a load balancer's host name or "
-        "IP) for the weighted DNS records (default: the region's Service name).",
+        "IP) for the DNS records (default: the address of the region's LoadBalancer "
+        "Service; a region with neither gets no record).",
     )
     placement: Placement | None = Field(
         default=None,
@@ -120,10 +238,35 @@ class EdgeRegion(ApiModel):
     )
 
 
-class DnsOutput(ApiModel):
-    """Weighted DNS records (ExternalDNS DNSEndpoint) following the traffic weights."""
+class ProviderProperty(ApiModel):
+    """One providerSpecific property of an ExternalDNS endpoint."""
 
-    enabled: bool = Field(default=False, description="Render DNSEndpoint objects.")
+    name: str = Field(
+        pattern=r"^[a-z0-9]([a-z0-9./-]*[a-z0-9])?$",
+        max_length=63,
+        description="Property name, e.g. aws/geolocation-continent-code or aws/region.",
+    )
+    value: str = Field(max_length=253, description="Property value, e.g. EU or *.")
+
+
+class ClientRegionMatch(ApiModel):
+    """How the DNS provider recognises clients of one region."""
+
+    region: DnsLabel = Field(description="A region of spec.regions.")
+    provider_specific: list[ProviderProperty] = Field(
+        min_length=1,
+        max_length=8,
+        description="Properties that select these clients, e.g. [{name: "
+        "aws/geolocation-continent-code, value: EU}]. A region may be listed several times "
+        "(one record each), e.g. once more with aws/geolocation-country-code: '*' as the "
+        "default for clients no other record matches.",
+    )
+
+
+class DnsOutput(ApiModel):
+    """ExternalDNS DNSEndpoint records following the traffic weights."""
+
+    enabled: bool = Field(default=False, description="Render a DNSEndpoint.")
     hostname: str | None = Field(
         default=None, description="Record name (default: the first host)."
     )
@@ -133,12 +276,20 @@ class DnsOutput(ApiModel):
         description="providerSpecific property ExternalDNS reads the record weight from "
         "(for example aws/weight).",
     )
-
-
+    client_regions: list[ClientRegionMatch] = Field(
+        default_factory=list,
+        max_length=100,
+        description="Per-client-region routing. Set: each listed client region gets its own "
+        "weighted record set (<region>.<hostname>, weights of that region's row of the "
+        "plan) and <hostname> answers a CNAME to it for the clients these properties "
+        "select (geolocation or latency routing; AWS Route 53 through ExternalDNS). "
+        "Empty: one weighted set for all clients, from each region's global share (the "
+        "ContentEdge then says so in a DnsRouting condition).",
+    )
 class RoutingPolicy(ApiModel):
     """How traffic and cache routes are spread between regions."""
 
-    latencies_ms: dict[str, dict[str, int]] = Field(
+    latencies_ms: dict[str, dict[str, Annotated[int, Field(ge=0)]]] = Field(
         default_factory=dict,
         description="Latency between regions in ms: latenciesMs[a][b]. Missing pairs are "
         "taken as symmetric when the reverse is given, else as unreachable.",
@@ -225,6 +376,17 @@ class ContentEdgeSpec(ImagePull):
         description="Placement of the edge pods in every region (regions[].placement "
         "overrides it field by field).",
     )
+    rate_limits: RateLimits | None = Field(
+        default=None, description="Per-client-IP request and connection limits."
+    )
+    tls: list[TLSEntry] = Field(
+        default_factory=list, max_length=50,
+        description="Certificates (kubernetes.io/tls Secrets) for HTTPS, one per host set.",
+    )
+    tls_policy: TLSPolicy = Field(default_factory=TLSPolicy, description="HTTPS options.")
+    network_policy: NetworkPolicySpec = Field(
+        default_factory=NetworkPolicySpec, description="NetworkPolicies for the edges."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> ContentEdgeSpec:
@@ -233,14 +395,27 @@ class ContentEdgeSpec(ImagePull):
         names = [r.name for r in self.regions]
         if len(set(names)) != len(names):
             raise ValueError(f"region names must be unique, got {names}")
-        for a, row in self.routing.latencies_ms.items():
-            for b, ms in row.items():
-                if ms < 0:
-                    raise ValueError(f"routing.latenciesMs[{a}][{b}] must not be negative")
+        for i, match in enumerate(self.routing.dns.client_regions):
+            if match.region not in names:
+                raise ValueError(
+                    f"routing.dns.clientRegions[{i}].region: {match.region!r} is not a region "
+                    f"of spec.regions ({', '.join(names)})"
+                )
+        for t in self.tls:
+            for h in t.hosts:
+                if h not in self.hosts:
+                    raise ValueError(f"tls: host {h!r} is not one of spec.hosts")
         return self
 
 
 CEL_RULES: list[dict[str, str]] = [
+    {
+        "rule": "!has(self.routing) || !has(self.routing.dns) || "
+        "!has(self.routing.dns.clientRegions) || "
+        "self.routing.dns.clientRegions.all(m, self.regions.exists(r, r.name == m.region))",
+        "message": "routing.dns.clientRegions[].region must be a region of spec.regions",
+        "fieldPath": ".routing.dns.clientRegions",
+    },
     {
         "rule": "!has(self.autoscaling) || !has(self.autoscaling.minReplicas) || "
         "!has(self.autoscaling.maxReplicas) || "
@@ -249,7 +424,18 @@ CEL_RULES: list[dict[str, str]] = [
         "fieldPath": ".autoscaling",
     },
 ]
-FIELD_CEL_RULES: dict[str, list[dict[str, str]]] = {}
+CEL_RULES.append({
+    "rule": "!has(self.tls) || self.tls.all(t, t.hosts.all(h, h in self.hosts))",
+    "message": "tls: every host must be one of spec.hosts",
+    "fieldPath": ".tls",
+})
+FIELD_CEL_RULES: dict[str, list[dict[str, str]]] = {
+    "rateLimits": [{
+        "rule": "!has(self.trustedProxies) || "
+        "self.trustedProxies.all(c, !c.contains('%') && (isIP(c) || isCIDR(c)))",
+        "message": "rateLimits.trustedProxies: each entry must be an IP address or CIDR",
+    }],
+}
 
 
 class RegionStatus(StatusModel):
@@ -266,4 +452,8 @@ class ContentEdgeStatus(StatusModel):
     ready: str | None = Field(default=None, description="Ready regions, e.g. 3/3.")
     regions: list[RegionStatus] = Field(default_factory=list)
     conditions: list[Condition] = Field(default_factory=list)
-    routing: dict[str, Any] | None = None
+    routing: dict[str, Any] | None = Field(
+        default=None, description="Summary of the routing plan (aerocdn.routing Plan.summary).")
+
+    def condition(self, type_: str) -> Condition | None:
+        return find_condition(self.conditions, type_)

@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from aerocdn.api import cachecluster, contentedge
-from aerocdn.api.common import GROUP, VERSION
+from aerocdn.api.common import DNS_LABEL, GROUP, OBJECT_NAME_MAX, VERSION
 
 _DROP = {"title", "examples"}
 
@@ -149,6 +149,7 @@ def _crd(
                         "openAPIV3Schema": {
                             "type": "object",
                             "description": description,
+                            "x-kubernetes-validations": [_NAME_RULE],
                             "required": ["spec"],
                             "properties": {
                                 "apiVersion": {"type": "string"},
@@ -164,6 +165,14 @@ def _crd(
         },
     }
 
+
+# metadata.name as parse_object checks it (CEL can read metadata.name at the root).
+_NAME_RULE = {
+    "rule": f"size(self.metadata.name) <= {OBJECT_NAME_MAX} && "
+    f"self.metadata.name.matches('{DNS_LABEL}')",
+    "message": f"metadata.name must be a DNS label of at most {OBJECT_NAME_MAX} characters "
+    "(the operator appends suffixes to it for the children)",
+}
 
 _AGE = {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
 _PHASE = {"name": "Phase", "type": "string", "jsonPath": ".status.phase"}

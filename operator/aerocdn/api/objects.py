@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from aerocdn.api import cachecluster, contentedge
-from aerocdn.api.common import API_VERSION, DNS_LABEL, camel_path
+from aerocdn.api.common import API_VERSION, DNS_LABEL, OBJECT_NAME_MAX, camel_path
 
 
 class ObjectMeta(BaseModel):
@@ -16,7 +16,7 @@ class ObjectMeta(BaseModel):
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    name: str = Field(pattern=DNS_LABEL, max_length=40)
+    name: str = Field(pattern=DNS_LABEL, max_length=OBJECT_NAME_MAX)
     namespace: str = "default"
     uid: str | None = None
     generation: int | None = None

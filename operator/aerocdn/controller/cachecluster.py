@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-import json
+import asyncio
 import logging
 from typing import Any
 
 from aerocdn.aerospike.client import AerospikeInfo, resolve_endpoints
-from aerocdn.aerospike.parse import Edition
+from aerocdn.aerospike.errors import AerospikeInfoError
+from aerocdn.aerospike.parse import Edition, ReclusterResult
 from aerocdn.aerospike.scale import (
     Done,
     Hold,
+    HoldCause,
     PodRollState,
     Quiesce,
     Recluster,
@@ -25,12 +27,20 @@ from aerocdn.aerospike.scale import (
     next_roll_step,
     next_scale_step,
 )
-from aerocdn.aerospike.stability import Stability, Unreachable, assess_stability
+from aerocdn.aerospike.stability import (
+    Stability,
+    Unreachable,
+    assess_stability,
+    readiness_gate_condition,
+)
 from aerocdn.api import CacheCluster, InputError, parse_object
+from aerocdn.api.cachecluster import CacheClusterStatus, RackStatus
+from aerocdn.api.common import Condition
 from aerocdn.controller import metrics
 from aerocdn.controller.ccplan import (
     KUBE_PROBE_NOTE,
     PodView,
+    growing,
     kubernetes_roll_step,
     kubernetes_scale_step,
     pod_view,
@@ -41,7 +51,8 @@ from aerocdn.controller.children import list_children, sync_children
 from aerocdn.controller.conditions import Cond, condition_events, merge_conditions
 from aerocdn.controller.context import API_VERSION, CC_KIND, Context, timestamp
 from aerocdn.controller.diff import status_changed
-from aerocdn.controller.status import report_invalid, write_status
+from aerocdn.controller.kube import KubeError
+from aerocdn.controller.status import already_failed, report_invalid, write_status
 from aerocdn.render.cachecluster import (
     CONFIG_HASH,
     READINESS_GATE,
@@ -49,6 +60,7 @@ from aerocdn.render.cachecluster import (
     rack_layout,
     render_cachecluster,
 )
+from aerocdn.routing.model import Plan
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +77,7 @@ def selector_string(name: str) -> str:
 async def reconcile_cachecluster(ctx: Context, namespace: str, name: str) -> float | None:
     kube = ctx.kube
     raw = await kube.get(API_VERSION, CC_KIND, namespace, name)
-    if raw is None or raw["metadata"].get("deletionTimestamp"):
+    if raw is None or raw["metadata"].get("deletionTimestamp") or already_failed(ctx, raw):
         return None  # children go with garbage collection
     status: dict[str, Any] = raw.get("status") or {}
     generation = raw["metadata"].get("generation")
@@ -121,9 +133,12 @@ async def reconcile_cachecluster(ctx: Context, namespace: str, name: str) -> flo
         alive = {p.name: p.ip for p in pods if p.ip and not p.terminating}
         overrides = {k: v for k, v in ctx.address_overrides.items() if k in alive}
         if alive:
-            info = AerospikeInfo(resolve_endpoints({k: v for k, v in alive.items() if v},
-                                                   overrides),
-                                 namespaces=[ns.name for ns in cc.spec.namespaces])
+            endpoints = resolve_endpoints({k: v for k, v in alive.items() if v}, overrides)
+            names = [ns.name for ns in cc.spec.namespaces]
+            info = (AerospikeInfo(endpoints, namespaces=names)
+                    if ctx.aerospike_client_factory is None else
+                    AerospikeInfo(endpoints, namespaces=names,
+                                  client_factory=ctx.aerospike_client_factory))
             observation = await info.observe(expected_size=len(alive))
             if not observation.nodes:
                 stability = Unreachable(
@@ -157,13 +172,11 @@ async def routes_drained(ctx: Context, namespace: str, cluster: str) -> tuple[bo
     still = []
     for cm in maps:
         try:
-            plan = json.loads((cm.get("data") or {}).get("routes.json", "{}"))
-        except ValueError:
+            plan = Plan.from_json((cm.get("data") or {}).get("routes.json", "{}"))
+        except (ValueError, KeyError, TypeError):
             continue
-        for region, routes in sorted((plan.get("cacheRoutes") or {}).items()):
-            for route in routes:
-                if route.get("cacheCluster") == cluster and route.get("weight", 0) > 0:
-                    still.append(f"{cm['metadata']['name']} ({region})")
+        for region in plan.regions_using(cluster):
+            still.append(f"{cm['metadata']['name']} ({region})")
     if still:
         return False, "waiting for routing plans to drain traffic away: " + ", ".join(still)
     return True, "no routing plan sends traffic to this cluster"
@@ -186,7 +199,7 @@ async def _converge(ctx: Context, raw: dict[str, Any], cc: CacheCluster, racks: 
     if scaling_down:
         drained, drain_message = await routes_drained(ctx, namespace, name)
         if not drained:
-            action = Hold(drain_message)
+            action = Hold(drain_message, HoldCause.DRAINING_ROUTES)
         elif ctx.probe == "kubernetes":
             action = kubernetes_scale_step(racks, pods)
         else:
@@ -201,10 +214,7 @@ async def _converge(ctx: Context, raw: dict[str, Any], cc: CacheCluster, racks: 
             replicas[action.rack] = action.replicas
             events.append(("Normal", "ScaleDown", action.reason))
         elif isinstance(action, Quiesce | UndoQuiesce | Recluster) and info is not None:
-            command = {Quiesce: "quiesce:", UndoQuiesce: "quiesce-undo:",
-                       Recluster: "recluster:"}[type(action)]
-            reply = await info.run(action.pod, command)
-            events.append(("Normal", type(action).__name__, f"{action.reason}: {reply}"))
+            events.append(await _send(info, action))
         metrics.SCALE_STEPS.labels(action=type(action).__name__).inc()
         # Racks shrink one node at a time: never grow a rack while another shrinks.
         for rack in racks:
@@ -229,16 +239,19 @@ async def _converge(ctx: Context, raw: dict[str, Any], cc: CacheCluster, racks: 
     if applied.deleted:
         events.append(("Normal", "Deleted", "deleted " + ", ".join(applied.deleted)))
 
-    # Readiness gate: lets the PDB hold drains while Aerospike migrates.
-    gate_true, gate_reason, gate_message = _gate(ctx, stability, pods)
-    for pod in pods:
-        if pod.terminating:
-            continue
-        want = "True" if gate_true else "False"
-        if (pod.gate, pod.gate_reason, pod.gate_message) != (want, gate_reason, gate_message):
-            await kube.patch_pod_conditions(namespace, pod.name, [{
-                "type": READINESS_GATE, "status": want, "reason": gate_reason,
-                "message": gate_message[:512], "lastTransitionTime": now}])
+    # Readiness gate: lets the PDB hold drains while Aerospike migrates. Only pods that stay:
+    # a pod this reconcile (or an earlier one) scaled away may already be gone.
+    gate = gate_condition(ctx, stability, pods)
+    for pod in pods_to_gate(pods, replicas):
+        if (pod.gate, pod.gate_reason, pod.gate_message) != (
+                gate["status"], gate["reason"], gate["message"]):
+            try:
+                await kube.patch_pod_conditions(namespace, pod.name,
+                                                [{**gate, "lastTransitionTime": now}])
+            except KubeError as exc:
+                if exc.status != 404:
+                    raise
+                log.info("pod %s/%s is gone; its readiness gate is moot", namespace, pod.name)
 
     # A configuration change rolls pods one at a time, only from a stable cluster.
     roll_hashes = {o["metadata"]["name"]:
@@ -254,8 +267,11 @@ async def _converge(ctx: Context, raw: dict[str, Any], cc: CacheCluster, racks: 
             roll_message = roll.reason
 
     new_status = _status(ctx, cc, racks, pods, replicas, stability, action, scaling_down,
-                         scale_up, roll_message, drain_message, status, generation, now)
-    if status_changed(new_status, status):
+                         scale_up, roll_message, status, generation, now)
+    if isinstance(stability, Stability):
+        metrics.MIGRATING_PARTITIONS.labels(namespace=namespace, cachecluster=name).set(
+            stability.partitions_remaining)
+    if status_changed(new_status, status, volatile=VOLATILE_STATUS):
         await kube.patch_status(API_VERSION, CC_KIND, namespace, name, new_status)
         for type_, reason, message in condition_events(status.get("conditions", []),
                                                        new_status["conditions"]):
@@ -273,21 +289,52 @@ def _scaled(sts: dict[str, Any], replicas: int) -> dict[str, Any]:
             "spec": {"replicas": replicas}}
 
 
-def _gate(ctx: Context, stability: Stability | Unreachable | None,
-          pods: list[PodView]) -> tuple[bool, str, str]:
+# Status fields whose change alone is no reason to write (they change on every poll while
+# Aerospike migrates): written along with the next real change; live in /metrics.
+VOLATILE_STATUS = ("migratingPartitions",)
+
+
+def gate_condition(ctx: Context, stability: Stability | Unreachable | None,
+                   pods: list[PodView]) -> dict[str, str]:
+    """The readiness-gate condition every pod that stays gets (without the timestamp)."""
     if ctx.probe == "kubernetes":
         down = [p.name for p in pods if not p.ready or p.terminating]
         if down:
-            return False, "PodsNotReady", f"pod {', '.join(down)} not ready ({KUBE_PROBE_NOTE})"
-        return True, "PodsReady", f"all pods ready ({KUBE_PROBE_NOTE})"
-    if stability is None:
-        return False, "NoPods", "no Aerospike pod to ask"
-    if isinstance(stability, Unreachable):
-        return False, "AerospikeUnreachable", stability.summary
-    if stability.stable:
-        return True, "ClusterStable", stability.summary
-    return False, ("MigrationsRunning" if stability.migrating else "ClusterNotStable"), \
-        stability.summary
+            status, reason = "False", "PodsNotReady"
+            message = f"pod {', '.join(down)} not ready ({KUBE_PROBE_NOTE})"
+        else:
+            status, reason, message = "True", "PodsReady", f"all pods ready ({KUBE_PROBE_NOTE})"
+        return {"type": READINESS_GATE, "status": status, "reason": reason, "message": message}
+    gate = readiness_gate_condition(stability or Unreachable("no Aerospike pod to ask"))
+    return {**gate, "message": gate["message"][:512]}
+
+
+def pods_to_gate(pods: list[PodView], replicas: dict[str, int]) -> list[PodView]:
+    """Pods whose gate the operator keeps: not terminating and inside their StatefulSet's
+    replicas as this reconcile leaves them (a pod past them is leaving or already gone)."""
+    return [p for p in pods if not p.terminating and p.ordinal < replicas.get(p.sts, 0)]
+
+
+async def _send(info: AerospikeInfo, action: Quiesce | UndoQuiesce | Recluster
+                ) -> tuple[str, str, str]:
+    """Carry out a quiesce step with the typed, reply-checking commands; the Event to record.
+    A refused or unexpected reply is a Warning; the next poll decides again from what the
+    nodes then report (the decision never assumes a command worked)."""
+    kind = type(action).__name__
+    try:
+        if isinstance(action, Quiesce):
+            await asyncio.to_thread(info.quiesce_sync, action.pod)
+        elif isinstance(action, UndoQuiesce):
+            await asyncio.to_thread(info.quiesce_undo_sync, action.pod)
+        else:
+            result = await asyncio.to_thread(info.recluster_sync, action.pod)
+            if result is ReclusterResult.IGNORED_BY_NON_PRINCIPAL:
+                return ("Warning", "ReclusterIgnored",
+                        f"{action.reason}: pod {action.pod} answered ignored-by-non-principal "
+                        "(the principal changed); asking again")
+    except AerospikeInfoError as exc:
+        return "Warning", f"{kind}Failed", f"{action.reason}: {exc}"
+    return "Normal", kind, f"{action.reason}: ok"
 
 
 def _roll_step(ctx: Context, pods: list[PodView], hashes: dict[str, str],
@@ -311,8 +358,7 @@ def _roll_per_rack(pods: list[PodView], hashes: dict[str, str],
 def _status(ctx: Context, cc: CacheCluster, racks: Any, pods: list[PodView],
             replicas: dict[str, int], stability: Stability | Unreachable | None,
             action: ScaleAction, scaling_down: bool, scale_up: list[str], roll_message: str,
-            drain_message: str, old: dict[str, Any], generation: int | None,
-            now: str) -> dict[str, Any]:
+            old: dict[str, Any], generation: int | None, now: str) -> dict[str, Any]:
     alive = [p for p in pods if not p.terminating]
     ready = [p for p in alive if p.ready]
     desired = sum(r.desired for r in racks)
@@ -320,24 +366,27 @@ def _status(ctx: Context, cc: CacheCluster, racks: Any, pods: list[PodView],
     rack_status = []
     for r in racks:
         rack_pods = [p for p in alive if p.sts == r.name]
-        rack_status.append({
-            "name": r.name, "zone": zones.get(r.name) or "", "desired": r.desired,
-            "current": len(rack_pods), "ready": sum(1 for p in rack_pods if p.ready)})
+        rack_status.append(RackStatus(
+            name=r.name, zone=zones.get(r.name) or "", desired=r.desired,
+            current=len(rack_pods), ready=sum(1 for p in rack_pods if p.ready)))
     all_ready = len(ready) == desired == len(alive)
     stable_ok = ctx.probe == "kubernetes" or (isinstance(stability, Stability)
                                               and stability.stable)
     conditions: list[Cond] = []
     problem = ""
+    problem_reason = "AsExpected"
     if isinstance(stability, Unreachable):
         problem = f"Aerospike cannot be asked: {stability.summary}; the operator removes " \
                   "nothing and retries"
-    elif isinstance(action, Hold) and scaling_down and "down" in action.reason:
+        problem_reason = HoldCause.UNREACHABLE.value
+    elif isinstance(action, Hold) and scaling_down and action.needs_attention:
         problem = action.reason
+        problem_reason = action.cause.value
     if scaling_down:
         reason = {RemoveOne: "RemovingNode", WaitMigrations: "WaitingForMigrations",
                   Quiesce: "Quiescing", WaitQuiesced: "Quiescing", Recluster: "Quiescing",
                   UndoQuiesce: "UndoingQuiesce"}.get(type(action), "Held")
-        if drain_message and action.reason == drain_message:
+        if isinstance(action, Hold) and action.cause is HoldCause.DRAINING_ROUTES:
             reason = "DrainingRoutes"
         conditions.append(Cond("ScalingDown", True, reason, action.reason))
         phase = "ScalingDown"
@@ -351,6 +400,10 @@ def _status(ctx: Context, cc: CacheCluster, racks: Any, pods: list[PodView],
     if problem:
         phase = "Degraded"
     progressing = scaling_down or bool(scale_up) or bool(roll_message) or not all_ready
+    old_ready: dict[str, Any] = next(
+        (c for c in old.get("conditions", []) if c.get("type") == "Ready"), {})
+    grows = growing(old_ready.get("status") == "True", old.get("readyReplicas") or 0,
+                    len(ready), desired, scaling_down, bool(problem))
     if all_ready and stable_ok:
         ready_cond = Cond("Ready", True, "ClusterReady",
                           f"{len(ready)}/{desired} Aerospike pods ready"
@@ -362,24 +415,31 @@ def _status(ctx: Context, cc: CacheCluster, racks: Any, pods: list[PodView],
         if isinstance(stability, Stability | Unreachable) and not stable_ok:
             why += f"; {stability.summary}"
         ready_cond = Cond("Ready", False, "NotReady", why)
+        if grows:  # still serving every record while new nodes join: stays in the routes
+            ready_cond = Cond("Ready", True, "Growing",
+                              f"{len(ready)}/{desired} Aerospike pods ready; the cluster "
+                              "serves while new nodes join and data migrates to them")
     conditions = [
         ready_cond,
         Cond("Progressing", progressing,
              "Reconciling" if progressing else "Converged",
              roll_message or (action.reason if scaling_down else "")
              or ("waiting for pods" if progressing else "children match the spec")),
-        Cond("Degraded", bool(problem), "Problem" if problem else "AsExpected",
+        Cond("Degraded", bool(problem), problem_reason if problem else "AsExpected",
              problem or "no problem seen"),
         *conditions,
     ]
-    return {
-        "observedGeneration": generation,
-        "phase": phase,
-        "replicas": len(alive),
-        "readyReplicas": len(ready),
-        "selector": selector_string(cc.name),
-        "probe": ctx.probe,
-        "racks": rack_status,
-        "clusterKey": stability.cluster_key if isinstance(stability, Stability) else None,
-        "conditions": merge_conditions(old.get("conditions", []), conditions, generation, now),
-    }
+    return CacheClusterStatus(
+        observed_generation=generation,
+        phase=phase,
+        replicas=len(alive),
+        ready_replicas=len(ready),
+        selector=selector_string(cc.name),
+        probe=ctx.probe,
+        racks=rack_status,
+        cluster_key=stability.cluster_key if isinstance(stability, Stability) else None,
+        migrating_partitions=(stability.partitions_remaining
+                              if isinstance(stability, Stability) else None),
+        conditions=[Condition.model_validate(c) for c in merge_conditions(
+            old.get("conditions", []), conditions, generation, now)],
+    ).to_api()

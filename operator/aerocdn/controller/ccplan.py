@@ -10,6 +10,7 @@ from typing import Any
 from aerocdn.aerospike.scale import (
     Done,
     Hold,
+    HoldCause,
     RackPods,
     RemoveOne,
     RestartPod,
@@ -90,7 +91,8 @@ def kubernetes_scale_step(racks: tuple[RackPods, ...], pods: list[PodView]) -> S
         return Done()
     down = [p.name for p in pods if not (p.running and p.ready) or p.terminating]
     if down:
-        return Hold(f"pod {', '.join(down)} not ready; scale-down waits ({KUBE_PROBE_NOTE})")
+        return Hold(f"pod {', '.join(down)} not ready; scale-down waits ({KUBE_PROBE_NOTE})",
+                    HoldCause.NODE_DOWN)
     return RemoveOne(rack=shrinking.name, pod=shrinking.pods[-1],
                      replicas=len(shrinking.pods) - 1,
                      why=f"all pods ready ({KUBE_PROBE_NOTE})")
@@ -144,3 +146,16 @@ def _claims(sts: dict[str, Any]) -> dict[str, int]:
         size = claim["spec"]["resources"]["requests"]["storage"]
         out[claim["metadata"]["name"]] = parse_quantity(size)
     return out
+
+
+def growing(was_ready: bool, ready_before: int, ready_now: int, desired: int,
+            scaling_down: bool, problem: bool) -> bool:
+    """Whether a cluster that is not fully ready is only *growing*: it was Ready, none of the
+    pods that were ready has gone (ready_now >= ready_before), more are wanted, nothing leaves
+    and nothing is wrong. Such a cluster keeps serving reads while data migrates to the new
+    nodes, so it stays Ready (reason Growing) and in the cache routes: weighting it out would
+    send its region's misses to a farther cluster or the origin for the whole migration, and
+    ramp it in again from zero afterwards. A pod that was ready and is not (a crash, an
+    eviction) is not growth: Ready=False, and routing weights the cluster out as before."""
+    return (was_ready and not scaling_down and not problem and ready_now > 0
+            and ready_before <= ready_now < desired)

@@ -6,11 +6,14 @@ import logging
 from typing import Any
 
 from aerocdn.api import CacheCluster, ContentEdge, InputError, parse_object
+from aerocdn.api.cachecluster import CacheClusterStatus
+from aerocdn.api.common import Condition
+from aerocdn.api.contentedge import ContentEdgeStatus, RegionStatus
 from aerocdn.controller.children import list_children, sync_children
 from aerocdn.controller.conditions import Cond, condition_events, merge_conditions
 from aerocdn.controller.context import API_VERSION, CC_KIND, CE_KIND, Context, timestamp
 from aerocdn.controller.diff import status_changed
-from aerocdn.controller.status import report_invalid
+from aerocdn.controller.status import already_failed, report_invalid
 from aerocdn.render.contentedge import (
     cache_cluster_of,
     region_name,
@@ -32,7 +35,7 @@ DNS_KIND = ("externaldns.k8s.io/v1alpha1", "DNSEndpoint")
 async def reconcile_contentedge(ctx: Context, namespace: str, name: str) -> float | None:
     kube = ctx.kube
     raw = await kube.get(API_VERSION, CE_KIND, namespace, name)
-    if raw is None or raw["metadata"].get("deletionTimestamp"):
+    if raw is None or raw["metadata"].get("deletionTimestamp") or already_failed(ctx, raw):
         return None
     status: dict[str, Any] = raw.get("status") or {}
     generation = raw["metadata"].get("generation")
@@ -121,13 +124,14 @@ async def reconcile_contentedge(ctx: Context, namespace: str, name: str) -> floa
                             for s in regions_status if s["ready"] < s["desired"])
         ready_cond = Cond("Ready", False, "EdgesNotReady", f"waiting for edges: {waiting}")
     progressing = not all_ready and not missing
-    new_status = {
-        "observedGeneration": generation,
-        "phase": "Ready" if all_ready else ("Degraded" if missing else "Progressing"),
-        "ready": f"{ready_regions}/{len(regions_status)}",
-        "regions": regions_status,
-        "routing": plan.summary(),
-        "conditions": merge_conditions(status.get("conditions", []), [
+    new_status = ContentEdgeStatus(
+        observed_generation=generation,
+        phase="Ready" if all_ready else ("Degraded" if missing else "Progressing"),
+        ready=f"{ready_regions}/{len(regions_status)}",
+        regions=[RegionStatus.model_validate(r) for r in regions_status],
+        routing=plan.summary(),
+        conditions=[Condition.model_validate(c) for c in merge_conditions(
+            status.get("conditions", []), [
             ready_cond,
             Cond("Progressing", progressing, "Reconciling" if progressing else "Converged",
                  "applying children and waiting for edges" if progressing
@@ -138,8 +142,8 @@ async def reconcile_contentedge(ctx: Context, namespace: str, name: str) -> floa
                  "; ".join(missing) if missing else
                  ("demand exceeds usable capacity in every region; load spread by capacity"
                   if plan.overloaded else "no problem seen")),
-        ], generation, now),
-    }
+        ], generation, now)],
+    ).to_api()
     if status_changed(new_status, status):
         await kube.patch_status(API_VERSION, CE_KIND, namespace, name, new_status)
         events += condition_events(status.get("conditions", []), new_status["conditions"])
@@ -160,5 +164,4 @@ def _serving(plan: Plan) -> dict[str, list[str]]:
 def _cc_ready(cc: dict[str, Any] | None) -> bool:
     if cc is None:
         return False
-    conds = (cc.get("status") or {}).get("conditions", [])
-    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conds)
+    return CacheClusterStatus.model_validate(cc.get("status") or {}).is_true("Ready")

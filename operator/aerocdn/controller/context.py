@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from aerocdn.aerospike.parse import HostPort
 from aerocdn.controller.kube import Kube
@@ -32,3 +33,8 @@ class Context:
     clock: Callable[[], dt.datetime] = utcnow
     # seconds between polls while something is in progress (scale steps, rolls, drains)
     poll_seconds: float = 3.0
+    # makes the `aerospike` client object for one pod (tests pass a stand-in); None: the real
+    aerospike_client_factory: Callable[[dict[str, Any]], Any] | None = None
+    # (kind, namespace, name) -> the generation a permanent error was reported for: that
+    # generation is not reconciled again (nothing would change until the object does)
+    failed_generation: dict[tuple[str, str, str], int | None] = field(default_factory=dict)

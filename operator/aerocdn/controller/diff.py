@@ -62,11 +62,16 @@ def strip_volatile(conditions: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{k: v for k, v in c.items() if k != "lastTransitionTime"} for c in conditions]
 
 
-def status_changed(desired: dict[str, Any], live: dict[str, Any] | None) -> bool:
-    """Whether a status patch is needed (transition times alone never trigger one)."""
+def status_changed(desired: dict[str, Any], live: dict[str, Any] | None,
+                   volatile: tuple[str, ...] = ()) -> bool:
+    """Whether a status patch is needed (transition times alone never trigger one, nor do the
+    ``volatile`` fields: numbers that change on every poll are written with the next real
+    change, never on their own)."""
     live = live or {}
     desired = json.loads(json.dumps(desired))  # as it will be stored: tuples become lists
     for key, value in desired.items():
+        if key in volatile:
+            continue
         if key == "conditions":
             if strip_volatile(value) != strip_volatile(live.get("conditions", [])):
                 return True

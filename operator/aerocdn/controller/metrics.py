@@ -12,3 +12,7 @@ API_WRITES = Counter("aerocdn_api_writes_total", "Kubernetes API writes", ["verb
 QUEUE_DEPTH = Gauge("aerocdn_queue_depth", "Objects waiting to be reconciled")
 SCALE_STEPS = Counter("aerocdn_scale_steps_total", "Aerospike scale steps taken", ["action"])
 LEADER = Gauge("aerocdn_leader", "1 while this replica holds the leader lease (or runs alone)")
+MIGRATING_PARTITIONS = Gauge(
+    "aerocdn_aerospike_migrating_partitions",
+    "Partitions Aerospike still has to migrate (summed over nodes), at the last reconcile",
+    ["namespace", "cachecluster"])

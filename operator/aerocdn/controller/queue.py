@@ -1,5 +1,7 @@
 """A level-triggered work queue: each key is reconciled by one worker at a time; events that
-arrive meanwhile coalesce into one more run; failures retry with capped exponential backoff."""
+arrive meanwhile coalesce into one more run; a key runs at most once per ``min_interval``
+(events sooner than that wait for it: the operator's own writes coming back as watch events
+cannot make a tight loop); failures retry with capped exponential backoff."""
 
 from __future__ import annotations
 
@@ -16,9 +18,11 @@ MAX_BACKOFF = 60.0
 
 
 class WorkQueue:
-    def __init__(self, reconcile: Reconcile, workers: int = 4):
+    def __init__(self, reconcile: Reconcile, workers: int = 4, min_interval: float = 1.0):
         self._reconcile = reconcile
         self._workers = workers
+        self.min_interval = min_interval
+        self._started: dict[Hashable, float] = {}
         self._queue: asyncio.Queue[Hashable] = asyncio.Queue()
         self._queued: set[Hashable] = set()
         self._running: set[Hashable] = set()
@@ -30,7 +34,12 @@ class WorkQueue:
         self.idle.set()
 
     def add(self, key: Hashable, delay: float = 0.0) -> None:
-        """Ask for a reconcile of ``key`` (now, or after ``delay`` seconds)."""
+        """Ask for a reconcile of ``key`` (now, or after ``delay`` seconds; never sooner than
+        ``min_interval`` after its last run started)."""
+        last = self._started.get(key)
+        if last is not None and self.min_interval > 0:
+            wait = last + self.min_interval - asyncio.get_running_loop().time()
+            delay = max(delay, wait)
         if delay > 0:
             loop = asyncio.get_running_loop()
             old = self._timers.get(key)
@@ -59,6 +68,11 @@ class WorkQueue:
         if timer is not None:
             timer.cancel()
         self._failures.pop(key, None)
+        self._started.pop(key, None)
+
+    def failures(self, key: Hashable) -> int:
+        """Consecutive failed runs of ``key`` so far."""
+        return self._failures.get(key, 0)
 
     def start(self) -> None:
         self._tasks = [asyncio.create_task(self._worker(), name=f"reconcile-{i}")
@@ -77,6 +91,7 @@ class WorkQueue:
             key = await self._queue.get()
             self._queued.discard(key)
             self._running.add(key)
+            self._started[key] = asyncio.get_running_loop().time()
             metrics.QUEUE_DEPTH.set(len(self._queued))
             requeue: float | None = None
             try:

@@ -8,6 +8,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Hashable
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -16,10 +17,12 @@ from aerocdn.aerospike.client import parse_address_overrides
 from aerocdn.controller import metrics
 from aerocdn.controller.cachecluster import reconcile_cachecluster
 from aerocdn.controller.contentedge import reconcile_contentedge
-from aerocdn.controller.context import CC_KIND, CE_KIND, Context
+from aerocdn.controller.context import API_VERSION, CC_KIND, CE_KIND, Context
+from aerocdn.controller.errors import RETRIES_BEFORE_REPORT, PermanentError, classify
 from aerocdn.controller.kube import Kube
 from aerocdn.controller.leader import LeaderElector
 from aerocdn.controller.queue import WorkQueue
+from aerocdn.controller.status import report_permanent, report_retrying
 
 log = logging.getLogger(__name__)
 
@@ -120,15 +123,47 @@ class Runtime:
         started = time.perf_counter()
         result = "error"
         try:
-            if kind == CC_KIND:
-                requeue = await reconcile_cachecluster(self.ctx, namespace, name)
-            else:
-                requeue = await reconcile_contentedge(self.ctx, namespace, name)
+            requeue = await reconcile_once(self.ctx, kind, namespace, name,
+                                           self.queue.failures(key) + 1)
             result = "ok"
             return requeue
         finally:
             metrics.RECONCILES.labels(kind=kind, result=result).inc()
             metrics.RECONCILE_SECONDS.labels(kind=kind).observe(time.perf_counter() - started)
+
+
+async def reconcile_once(ctx: Context, kind: str, namespace: str, name: str,
+                         attempt: int = 1) -> float | None:
+    """One reconcile with the error model of errors.py: a permanent failure is reported and
+    not retried (returns None); a temporary one is raised for the queue's backoff, reported
+    in the status from the RETRIES_BEFORE_REPORT-th attempt in a row."""
+    try:
+        if kind == CC_KIND:
+            return await reconcile_cachecluster(ctx, namespace, name)
+        return await reconcile_contentedge(ctx, namespace, name)
+    except Exception as exc:
+        verdict = classify(exc)
+        raw = await _fresh(ctx, kind, namespace, name)
+        if isinstance(verdict, PermanentError):
+            log.warning("%s %s/%s: %s (not retried until the object changes)", kind,
+                        namespace, name, verdict)
+            if raw is not None:
+                await report_permanent(ctx, raw, verdict)
+            return None
+        if attempt >= RETRIES_BEFORE_REPORT and raw is not None:
+            try:
+                await report_retrying(ctx, raw, verdict, exc, attempt)
+            except Exception as report_exc:  # the API may be what fails
+                log.warning("could not report the failure of %s %s/%s: %s", kind, namespace,
+                            name, report_exc)
+        raise
+
+
+async def _fresh(ctx: Context, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+    try:
+        return await ctx.kube.get(API_VERSION, kind, namespace, name)
+    except Exception:
+        return None
 
 
 async def _metrics(_: web.Request) -> web.Response:

@@ -7,8 +7,9 @@ from typing import Any
 
 from aerocdn.api import InputError
 from aerocdn.controller.conditions import Cond, merge_conditions
-from aerocdn.controller.context import API_VERSION, Context
+from aerocdn.controller.context import API_VERSION, Context, timestamp
 from aerocdn.controller.diff import status_changed
+from aerocdn.controller.errors import FailureReason, PermanentError
 
 
 async def write_status(ctx: Context, raw: dict[str, Any], new: dict[str, Any], reason: str,
@@ -23,11 +24,52 @@ async def write_status(ctx: Context, raw: dict[str, Any], new: dict[str, Any], r
 
 async def report_invalid(ctx: Context, raw: dict[str, Any], exc: InputError, now: str) -> None:
     """A spec the models refuse (admission let it through): Ready=False, Degraded=True."""
-    generation = raw["metadata"].get("generation")
     message = "; ".join(f"{p.field}: {p.message}" for p in exc.problems)
+    await report_permanent(ctx, raw, PermanentError(
+        FailureReason.INVALID_SPEC, exc.problems[0].field if exc.problems else "", message), now)
+
+
+def _key(raw: dict[str, Any]) -> tuple[str, str, str]:
+    meta = raw["metadata"]
+    return raw["kind"], meta["namespace"], meta["name"]
+
+
+def already_failed(ctx: Context, raw: dict[str, Any]) -> bool:
+    """A permanent error was reported for this generation: nothing changes until it does."""
+    key = _key(raw)
+    return key in ctx.failed_generation and \
+        ctx.failed_generation[key] == raw["metadata"].get("generation")
+
+
+async def report_permanent(ctx: Context, raw: dict[str, Any], err: PermanentError,
+                           now: str | None = None) -> None:
+    """Ready=False and Degraded=True naming the field, a Warning Event; this generation is
+    not reconciled again."""
+    generation = raw["metadata"].get("generation")
+    now = now or timestamp(ctx.clock())
+    reason = err.reason.value
+    what = "fix the spec" if err.reason is FailureReason.INVALID_SPEC else "change the spec"
     await write_status(ctx, raw, {
         "observedGeneration": generation, "phase": "Invalid",
         "conditions": merge_conditions((raw.get("status") or {}).get("conditions", []), [
-            Cond("Ready", False, "InvalidSpec", message),
-            Cond("Degraded", True, "InvalidSpec", f"fix the spec: {message}"),
-        ], generation, now)}, "InvalidSpec", message, warning=True)
+            Cond("Ready", False, reason, str(err)),
+            Cond("Degraded", True, reason, f"{what}: {err}"),
+        ], generation, now)}, reason, str(err), warning=True)
+    ctx.failed_generation[_key(raw)] = generation
+
+
+async def report_retrying(ctx: Context, raw: dict[str, Any], reason: FailureReason,
+                          exc: BaseException, attempts: int) -> None:
+    """A temporary failure that persists: condition ReconcileFailed (kept with the others)
+    and a Warning Event; cleared by the next successful reconcile's status."""
+    status = raw.get("status") or {}
+    generation = raw["metadata"].get("generation")
+    message = (f"{attempts} reconciles in a row failed; retrying with backoff: "
+               f"{type(exc).__name__}: {exc}")[:1024]
+    kept = [Cond(c["type"], c["status"] == "True", c.get("reason", ""), c.get("message", ""))
+            for c in status.get("conditions", []) if c.get("type") != "ReconcileFailed"]
+    conditions = merge_conditions(status.get("conditions", []), [
+        *kept, Cond("ReconcileFailed", True, reason.value, message)],
+        generation, timestamp(ctx.clock()))
+    await write_status(ctx, raw, {**status, "conditions": conditions}, "ReconcileFailed",
+                       message, warning=True)

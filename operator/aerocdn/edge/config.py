@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -41,7 +42,20 @@ class OriginConfig(_Model):
     host_header: str | None = None
     connect_timeout_seconds: float = Field(default=5.0, gt=0)
     read_timeout_seconds: float = Field(default=30.0, gt=0)
+    # the whole fetch (connect + headers + body): a trickling origin cannot hold a fill longer
+    fetch_timeout_seconds: float = Field(default=60.0, gt=0)
     tls_verify: bool = True
+    # request headers sent to the origin besides the key's (cacheKey.varyHeaders); an answer
+    # is stored only if its Vary names each of them that the request carried
+    forward_headers: tuple[str, ...] = ()
+
+    @field_validator("forward_headers")
+    @classmethod
+    def _fwd(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for h in v:
+            if not _HEADER_RE.match(h):
+                raise ValueError(f"origin.forwardHeaders entry {h!r} is not a header name")
+        return tuple(h.lower() for h in v)
 
     @field_validator("url")
     @classmethod
@@ -85,6 +99,14 @@ class CachePolicyConfig(_Model):
     l1_cache_size: str = "1Gi"
     l2_max_ttl_seconds: int = Field(default=7 * 86400, gt=0)
     cache_key: CacheKeyConfig = CacheKeyConfig()
+    # Requests with Cookie: strip (the origin never sees cookies), bypass (to the origin with
+    # the cookie, never stored nor answered from cache), forward (to the origin; stored only
+    # if the answer says Vary: Cookie, then one variant per cookie value).
+    cookies: Literal["strip", "bypass", "forward"] = "strip"
+    # Requests with Authorization: rfc9111 (forwarded; the answer is shared only if it is
+    # public / s-maxage / must-revalidate, RFC 9111 3.5) or bypass (never stored nor answered
+    # from cache).
+    authorization: Literal["rfc9111", "bypass"] = "rfc9111"
 
     @field_validator("l1_cache_size")
     @classmethod
@@ -146,6 +168,39 @@ class LimitsConfig(_Model):
     large_client_header_buffers: str = "4 16k"
 
 
+class RateLimitsConfig(_Model):
+    """nginx limit_req / limit_conn per client IP (ContentEdge spec.rateLimits, validated
+    there; no stricter checks here)."""
+
+    requests_per_second: int | None = None
+    burst: int = 0
+    connections_per_client: int | None = None
+    trusted_proxies: tuple[str, ...] = ()
+    client_ip_header: str = "X-Forwarded-For"
+    zone_mb: int = Field(default=10, gt=0)
+
+    @property
+    def retry_after_seconds(self) -> int:
+        return 1
+
+
+class TLSCertConfig(_Model):
+    hosts: tuple[str, ...]
+    cert_file: str
+    key_file: str
+
+
+class TLSConfig(_Model):
+    """HTTPS listeners: one nginx ``server`` per certificate, chosen by SNI."""
+
+    listen: str = "8443"
+    certificates: tuple[TLSCertConfig, ...] = ()
+    redirect_http: bool = False
+    http2: bool = True
+    # how often the edge looks at the mounted certificates; a change reloads nginx (SIGHUP)
+    reload_poll_seconds: float = Field(default=10.0, gt=0)
+
+
 class NginxConfig(_Model):
     """nginx knobs; the defaults are the production pod, tests override ports and paths."""
 
@@ -177,6 +232,8 @@ class EdgeConfig(_Model):
     cache_policy: CachePolicyConfig = CachePolicyConfig()
     limits: LimitsConfig = LimitsConfig()
     nginx: NginxConfig = NginxConfig()
+    rate_limits: RateLimitsConfig | None = None
+    tls: TLSConfig | None = None
 
     listen: str = "127.0.0.1:8081"
     admin_listen: str = "0.0.0.0:9091"
@@ -201,6 +258,10 @@ class EdgeConfig(_Model):
     shutdown_delay_seconds: float = Field(default=5.0, ge=0)
     drain_seconds: float = Field(default=20.0, ge=0)
     max_request_header_bytes: int = Field(default=16384, gt=0)
+    # The container's memory limit; every per-pod structure gets a byte budget from it (unset:
+    # the cgroup's memory.max, else 512Mi).
+    memory_limit: str | None = None
+    admin_header_timeout_seconds: float = Field(default=10.0, gt=0)
 
     @field_validator("hosts")
     @classmethod
@@ -233,15 +294,61 @@ class EdgeConfig(_Model):
             )
         return self
 
+    @field_validator("memory_limit")
+    @classmethod
+    def _limit(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                parse_quantity(v)
+            except ValueError as e:
+                raise ValueError(f"memoryLimit: {e}") from None
+        return v
+
+    @property
+    def memory_limit_bytes(self) -> int:
+        if self.memory_limit is not None:
+            return parse_quantity(self.memory_limit)
+        return cgroup_memory_limit() or 512 * 2**20
+
+    @property
+    def budgets(self) -> Budgets:
+        return budgets(self.memory_limit_bytes, parse_quantity(self.memory_tier_size))
+
     @property
     def memory_tier_bytes(self) -> int:
-        return parse_quantity(self.memory_tier_size)
+        return self.budgets.memory_tier
 
     def cluster_set(self, name: str) -> str:
         return self.cache_clusters[name].set or self.content_edge
 
     def serves_host(self, host: str) -> bool:
         return host_allowed(self.hosts, host)
+
+
+class Budgets(_Model):
+    """Byte budgets of the per-pod structures, from the container's memory limit.  What is
+    left (65%) is the interpreter (~70 MiB), aiohttp's and the Aerospike client's buffers, and
+    the allocator's slack: memory freed by evicting many small objects is not always returned
+    to the OS before large ones take their place, so the memory tier can hold its budget twice
+    over in RSS (measured: bench/edge/bench_edge_tls.py (e))."""
+
+    limit: int
+    memory_tier: int  # the L2 memory tier (no Aerospike)
+    fills: int  # bodies of fills in flight; past it a fill streams without storing
+    l1_index: int  # the index of what nginx holds (for purge)
+
+
+def budgets(limit: int, memory_tier_size: int) -> Budgets:
+    return Budgets(limit=limit, memory_tier=min(memory_tier_size, limit * 15 // 100),
+                   fills=limit * 15 // 100, l1_index=limit * 5 // 100)
+
+
+def cgroup_memory_limit(path: str = "/sys/fs/cgroup/memory.max") -> int | None:
+    try:
+        text = Path(path).read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
 
 
 def host_allowed(hosts: tuple[str, ...], host: str) -> bool:

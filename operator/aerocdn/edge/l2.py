@@ -103,19 +103,23 @@ class TierSet:
             self._fail(tier, e)
 
     async def purge(self, target: str, prefix: bool, at: float,
-                    local_only: bool = False) -> dict[str, str]:
-        """Every configured tier, whatever its breaker says: a purge must not be skipped."""
-        out: dict[str, str] = {}
+                    local_only: bool = False) -> dict[str, dict[str, object]]:
+        """Every configured tier, whatever its breaker says: a purge must not be skipped.
+        Per tier: ``status`` ok / failed: ..., and ``removed`` (objects) or ``rule`` (a shared
+        purge rule was written or re-read: what it hides is not counted)."""
+        out: dict[str, dict[str, object]] = {}
         for name, t in self.tiers.items():
             try:
                 if local_only and t.shared:
                     await t.refresh()  # the initiating pod already wrote the shared rule
-                else:
-                    await t.purge(target, prefix, at)
-                out[name] = "ok"
+                    out[name] = {"status": "ok", "rule": "read"}
+                    continue
+                removed = await t.purge(target, prefix, at)
+                out[name] = ({"status": "ok", "rule": "written"} if removed is None
+                             else {"status": "ok", "removed": removed})
             except TierError as e:
                 self._fail(t, e)
-                out[name] = f"failed: {e}"
+                out[name] = {"status": f"failed: {e}"}
         return out
 
     async def probe(self) -> None:

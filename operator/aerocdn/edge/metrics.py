@@ -85,6 +85,15 @@ class EdgeMetrics:
         self.routing_reloads = Counter(
             "aerocdn_routing_reloads", "Routing plan reloads", registry=r
         )
+        self.budget_used = Gauge(
+            "aerocdn_budget_used_bytes", "Bytes held by a per-pod structure", ["structure"],
+            registry=r)
+        self.budget_limit = Gauge(
+            "aerocdn_budget_limit_bytes", "Byte budget of a per-pod structure (from the "
+            "memory limit)", ["structure"], registry=r)
+        self.tls_reloads = Counter(
+            "aerocdn_tls_reloads", "nginx reloads after a certificate changed", registry=r
+        )
         self.purges = Counter(
             "aerocdn_purges", "Purges handled, by kind and role", ["kind", "role"], registry=r
         )

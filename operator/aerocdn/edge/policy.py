@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import email.utils
 import hashlib
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -51,6 +52,92 @@ HOP_BY_HOP = frozenset(
 )
 
 
+# --------------------------------------------------------------------------- request target
+
+_UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+# What may stay literal in a path segment (RFC 3986 pchar minus '%'): everything else is
+# percent-encoded in the canonical form.
+_PCHAR = _UNRESERVED | frozenset(b"!$&'()*+,;=:@")
+_HEX = frozenset(b"0123456789abcdefABCDEF")
+
+
+class BadTarget(ValueError):
+    """A request target (or purge target) that cannot be interpreted: answer 400."""
+
+
+def canonical_path(raw: str) -> str:
+    """The one canonical form of a request path (RFC 3986 6.2.2 syntax-based normalisation,
+    plus nginx's ``merge_slashes``): unreserved characters percent-decoded, other escapes
+    kept with upper-case hex, every byte outside ``pchar`` encoded, runs of ``/`` merged,
+    ``.``/``..`` segments removed.  ``%2F`` and ``%3F`` stay encoded: they are data, not
+    structure.  It drives the L1 key, the L2 key, the origin request and purge; nginx lets
+    L1 keep only answers whose raw target already is canonical (the edge says so with
+    ``X-Accel-Expires``), so nginx and the edge never disagree about what a URL is.
+
+    Raises ``BadTarget`` for what no origin could mean: not starting with ``/``, a broken
+    escape, an encoded NUL, or ``..`` above the root.
+    """
+    if not raw.startswith("/"):
+        raise BadTarget("path must start with /")
+    data = raw.encode("utf-8", "surrogateescape")
+    out = bytearray()
+    i = 0
+    while i < len(data):
+        c = data[i]
+        if c == 0x25:  # '%'
+            if i + 2 >= len(data) or data[i + 1] not in _HEX or data[i + 2] not in _HEX:
+                raise BadTarget(f"broken percent-escape at byte {i}")
+            v = int(data[i + 1:i + 3], 16)
+            if v == 0:
+                raise BadTarget("encoded NUL in path")
+            if v in _UNRESERVED:
+                out.append(v)
+            else:
+                out += b"%%%02X" % v
+            i += 3
+            continue
+        if c == 0 or c in (0x0D, 0x0A):
+            raise BadTarget("control character in path")
+        if c == 0x2F or c in _PCHAR:
+            out.append(c)
+        else:
+            out += b"%%%02X" % c
+        i += 1
+    segments: list[str] = []
+    parts = out.decode("ascii").split("/")[1:]
+    for n, seg in enumerate(parts):
+        last = n == len(parts) - 1
+        if seg == "..":
+            if not segments:
+                raise BadTarget("path climbs above the root")
+            segments.pop()
+            if last:
+                segments.append("")
+        elif seg == "." or seg == "":
+            if last:
+                segments.append("")
+        else:
+            segments.append(seg)
+    return "/" + "/".join(segments)
+
+
+_QUERY_BAD = re.compile(r"[\x00-\x20\x7f#]")
+_QUERY_OK = frozenset(range(0x21, 0x7F)) - {ord("#")}
+
+
+def check_query(raw_query: str) -> str:
+    """The query as keyed and as sent to the origin: byte for byte what the client sent
+    (nginx's ``$args``), except bytes outside printable ASCII, which are percent-encoded (the
+    edge then tells nginx not to keep the answer: its raw key would differ).  Control
+    characters, spaces and '#' are refused."""
+    if _QUERY_BAD.search(raw_query):
+        raise BadTarget("control character, space or '#' in the query")
+    data = raw_query.encode("utf-8", "surrogateescape")
+    if all(b in _QUERY_OK for b in data):
+        return raw_query
+    return "".join(chr(b) if b in _QUERY_OK else f"%{b:02X}" for b in data)
+
+
 # --------------------------------------------------------------------------- cache key
 
 
@@ -72,8 +159,8 @@ def normalize_query(policy: CacheKeyConfig, raw_query: str) -> str:
     """The query string as the cache key (and the origin request) keep it.
 
     Raw (not percent-decoded) so it matches nginx's ``$args`` / ``$arg_NAME``.  With an allow-list
-    only the listed names are kept, in the listed order, first value only — the same as the
-    nginx key ``?a=$arg_a&b=$arg_b``.
+    only the listed names are kept, in the listed order, first value only, names matched
+    without regard to case — exactly nginx's ``$arg_NAME`` in the key ``?a=$arg_a&b=$arg_b``.
     """
     if not policy.include_query_string:
         return ""
@@ -84,8 +171,8 @@ def normalize_query(policy: CacheKeyConfig, raw_query: str) -> str:
         if not part:
             continue
         name, _, value = part.partition("=")
-        values.setdefault(name, value)
-    return "&".join(f"{n}={values.get(n, '')}" for n in policy.query_params)
+        values.setdefault(name.lower(), value)
+    return "&".join(f"{n}={values.get(n.lower(), '')}" for n in policy.query_params)
 
 
 def cache_key(
@@ -115,6 +202,8 @@ class StoreDecision:
     stale_while_revalidate: float = 0.0
     stale_if_error: float = 0.0
     vary: tuple[str, ...] = ()  # response Vary names (lower-case) outside the key policy
+    no_stale: bool = False  # must-revalidate, proxy-revalidate, s-maxage: never served stale
+    revalidate: bool = False  # no-cache: stored, revalidated with the origin on every use
 
 
 def _first(headers: Headers, name: str) -> str | None:
@@ -164,9 +253,13 @@ def decide_storage(
     response_headers: Headers,
     policy: CachePolicyConfig,
     now: float,
+    forwarded_unkeyed: Iterable[str] = (),
 ) -> StoreDecision:
     """May a shared cache store this response, and for how long?  ``request_headers`` has
-    lower-case names."""
+    lower-case names.  ``forwarded_unkeyed``: request headers (lower-case) that reached the
+    origin although the key policy does not name them; the answer is stored only if its
+    ``Vary`` names each of them (then they select the variant), so nothing outside the key
+    changes a cached answer."""
     if method != "GET":
         return StoreDecision(False, f"method {method} is not stored")
     if status not in HEURISTIC_STATUSES and status not in EXPLICIT_ONLY_STATUSES:
@@ -193,13 +286,23 @@ def decide_storage(
                 return StoreDecision(False, "Vary: *")
             if n and n not in policy.cache_key.vary_headers and n not in vary_names:
                 vary_names.append(n)
+    for n in forwarded_unkeyed:
+        if n in request_headers and n not in vary_names:
+            return StoreDecision(False, f"answer may depend on {n}, which its Vary does not name")
     if "authorization" in request_headers and not (
         cc.public or cc.s_maxage is not None or cc.must_revalidate
     ):
         return StoreDecision(False, "request carries Authorization")
-    if cc.no_cache is True:
-        # storable but must be revalidated each time: not worth an L2 write
-        return StoreDecision(False, "response says no-cache")
+    if cc.no_cache is True or (isinstance(cc.no_cache, list) and cc.no_cache):
+        # RFC 9111 5.2.2.4: may be stored, must be revalidated before each use - worth it
+        # only with a validator to revalidate with
+        if not (_first(response_headers, "etag") or _first(response_headers, "last-modified")):
+            return StoreDecision(False, "no-cache without a validator")
+        if isinstance(cc.no_cache, list):
+            return StoreDecision(False, "no-cache on named fields")
+        return StoreDecision(True, "storable, revalidate on each use",
+                             freshness_seconds=0.0, vary=tuple(vary_names), no_stale=True,
+                             revalidate=True)
 
     lifetime: float | None
     if policy.honour_cache_control:
@@ -227,12 +330,16 @@ def decide_storage(
     remaining = min(float(lifetime) - age, float(policy.l2_max_ttl_seconds))
     # must-revalidate / proxy-revalidate forbid stale; s-maxage implies proxy-revalidate
     # (RFC 9111 5.2.2.10) unless the origin grants RFC 5861 windows explicitly.
-    no_stale = bool(cc.must_revalidate or cc.proxy_revalidate)
+    no_stale = bool(cc.must_revalidate or cc.proxy_revalidate or cc.s_maxage is not None)
     implied = cc.s_maxage is None
     swr = _extension_seconds(cc_values, "stale-while-revalidate")
     sie = _extension_seconds(cc_values, "stale-if-error")
     swr_default = policy.stale_while_revalidate_seconds if implied else 0
     sie_default = policy.stale_if_error_seconds if implied else 0
+    explicit_grant = cc.s_maxage is not None and not (cc.must_revalidate or cc.proxy_revalidate)
+    # s-maxage implies proxy-revalidate, unless the origin grants RFC 5861 windows itself
+    if explicit_grant and (swr is not None or sie is not None):
+        no_stale = False
     swr_s = 0.0 if no_stale else float(swr if swr is not None else swr_default)
     sie_s = 0.0 if no_stale else float(sie if sie is not None else sie_default)
     if remaining <= 0 and swr_s <= 0 and sie_s <= 0:
@@ -244,6 +351,7 @@ def decide_storage(
         stale_while_revalidate=swr_s,
         stale_if_error=sie_s,
         vary=tuple(vary_names),
+        no_stale=no_stale,
     )
 
 
@@ -254,13 +362,23 @@ def decide_storage(
 class StoredObject:
     status: int
     headers: Headers
-    body: bytes
+    body: bytes | bytearray  # a fill's buffer, kept without a copy; never mutated
     url: str
     stored_at: float
     fresh_until: float
     stale_while_revalidate: float = 0.0
     stale_if_error: float = 0.0
     vary: tuple[str, ...] = ()
+    # the values the Vary-named request headers had when it was fetched (lower-case names)
+    selected: Headers = ()
+    no_stale: bool = False
+    revalidate: bool = False
+
+    def matches(self, request_headers: Mapping[str, str]) -> bool:
+        """Is this the variant the request selects (RFC 9111 4.1)?  The one check before any
+        object is handed to a request: lookups, in-pod collapsing, cross-pod waits."""
+        chosen = dict(self.selected)
+        return all(request_headers.get(n, "") == chosen.get(n, "") for n in self.vary)
 
     def state(self, now: float) -> str:
         """fresh | stale-revalidate (serve + refresh in background) | stale (serve on error
@@ -293,7 +411,27 @@ class VaryMarker:
 
 
 def store_headers(headers: Headers) -> Headers:
-    return tuple((k, v) for k, v in headers if k.lower() not in HOP_BY_HOP)
+    """What of an origin's answer may be stored or passed on: not hop-by-hop headers, not
+    the fields its ``Connection`` header names (RFC 9110 7.6.1), and no ``X-Accel-*`` (nginx
+    control headers: only the edge may speak to nginx)."""
+    named = {n.strip().lower() for k, v in headers if k.lower() == "connection"
+             for n in v.split(",")}
+    return tuple((k, v) for k, v in headers
+                 if k.lower() not in HOP_BY_HOP and k.lower() not in named
+                 and not k.lower().startswith("x-accel-"))
+
+
+def selected_headers(vary: Iterable[str], request_headers: Mapping[str, str]) -> Headers:
+    return tuple((n, request_headers.get(n, "")) for n in vary)
+
+
+def l1_seconds(obj: StoredObject, now: float, l1_max_ttl: int) -> int:
+    """How long nginx may keep it: remaining freshness capped by l1MaxTTLSeconds; 0 for what
+    must be revalidated on use or must never be served stale (nginx's stale serving knows
+    nothing of must-revalidate, so such objects stay out of L1)."""
+    if obj.no_stale or obj.revalidate:
+        return 0
+    return min(max(0, int(obj.fresh_until - now)), l1_max_ttl)
 
 
 def answer_headers(
@@ -302,10 +440,9 @@ def answer_headers(
     """Headers the edge sends nginx for a stored object: Age, and ``X-Accel-Expires`` = what
     L1 may keep it (remaining freshness capped by l1MaxTTLSeconds; nginx reads X-Accel-Expires
     before Cache-Control and never passes it on)."""
-    remaining = max(0, int(obj.fresh_until - now))
     out = list(obj.headers)
     out.append(("Age", str(obj.age(now))))
-    out.append(("X-Accel-Expires", str(min(remaining, l1_max_ttl))))
+    out.append(("X-Accel-Expires", str(l1_seconds(obj, now, l1_max_ttl))))
     out.append(("X-Aerocdn-Tier", tier))
     return out
 

@@ -53,7 +53,10 @@ class Tier(Protocol):
     async def get(self, key: str) -> Entry | None: ...
     async def put(self, key: str, entry: Entry, ttl: int) -> None: ...
     async def delete(self, key: str) -> None: ...
-    async def purge(self, target: str, prefix: bool, at: float) -> None: ...
+    async def purge(self, target: str, prefix: bool, at: float) -> int | None:
+        """Objects removed (None: recorded as a rule, count unknown)."""
+        ...
+
     async def acquire_lock(self, key: str, owner: str, ttl: int) -> bool: ...
     async def release_lock(self, key: str, owner: str) -> None: ...
     async def ping(self) -> None: ...
@@ -63,22 +66,25 @@ class Tier(Protocol):
 
 def entry_size(e: Entry) -> int:
     if isinstance(e, StoredObject):
-        return len(e.body) + sum(len(k) + len(v) for k, v in e.headers) + len(e.url) + 128
-    return len(e.url) + 128
+        return (len(e.body) + sum(len(k) + len(v) + 64 for k, v in (*e.headers, *e.selected))
+                + len(e.url) + 256)
+    return len(e.url) + 256
 
 
 class MemoryTier:
-    """Bounded LRU (bytes).  Single-process, so locks always succeed: in-pod collapsing already
-    makes one origin fetch per key."""
+    """Bounded LRU (bytes).  As a pod's own tier locks always succeed: in-pod collapsing
+    already makes one origin fetch per key.  ``shared=True`` makes it a region tier for
+    edges in one process (tests): locks are real, with owners and TTLs."""
 
     def __init__(self, max_bytes: int, name: str = "memory",
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, shared: bool = False):
         self.name = name
-        self.shared = False
+        self.shared = shared
         self.max_bytes = max_bytes
         self.bytes = 0
         self._clock = clock
         self._data: OrderedDict[str, tuple[Entry, float, int]] = OrderedDict()
+        self._locks: dict[str, tuple[str, float]] = {}
 
     def __len__(self) -> int:
         return len(self._data)
@@ -95,7 +101,9 @@ class MemoryTier:
         return entry
 
     async def put(self, key: str, entry: Entry, ttl: int) -> None:
-        size = entry_size(entry)
+        # the key is held too (as long as the url); measured per-entry overhead of the dict
+        # slot, the tuple and the dataclass is ~600 bytes (tests/unit/edge)
+        size = entry_size(entry) + len(key) + 400
         if size > self.max_bytes:
             return
         self._drop(key)
@@ -112,20 +120,31 @@ class MemoryTier:
     async def delete(self, key: str) -> None:
         self._drop(key)
 
-    async def purge(self, target: str, prefix: bool, at: float) -> None:
+    async def purge(self, target: str, prefix: bool, at: float) -> int | None:
         doomed = [
             k
             for k, (e, _, _) in self._data.items()
             if (e.url.startswith(target) if prefix else e.url == target)
         ]
+        removed = sum(1 for k in doomed if isinstance(self._data[k][0], StoredObject))
         for k in doomed:
             self._drop(k)
+        return removed
 
     async def acquire_lock(self, key: str, owner: str, ttl: int) -> bool:
+        if not self.shared:
+            return True
+        now = self._clock()
+        held = self._locks.get(key)
+        if held is not None and held[1] > now and held[0] != owner:
+            return False
+        self._locks[key] = (owner, now + ttl)
         return True
 
     async def release_lock(self, key: str, owner: str) -> None:
-        return None
+        held = self._locks.get(key)
+        if held is not None and held[0] == owner:
+            del self._locks[key]
 
     async def ping(self) -> None:
         return None
@@ -156,6 +175,8 @@ def to_bins(e: Entry) -> dict[str, Any]:
             "swr": e.stale_while_revalidate,
             "sie": e.stale_if_error,
             "vy": list(e.vary),
+            "sel": [[k, v] for k, v in e.selected],
+            "fl": (1 if e.no_stale else 0) | (2 if e.revalidate else 0),
         }
     if isinstance(e, VaryMarker):
         return {"k": "v", "u": e.url, "vy": list(e.vary), "sa": e.stored_at, "fu": e.expires_at}
@@ -175,6 +196,9 @@ def from_bins(b: dict[str, Any]) -> Entry | None:
             stale_while_revalidate=float(b["swr"]),
             stale_if_error=float(b["sie"]),
             vary=tuple(b.get("vy") or ()),
+            selected=tuple((str(k), str(v)) for k, v in (b.get("sel") or ())),
+            no_stale=bool(int(b.get("fl") or 0) & 1),
+            revalidate=bool(int(b.get("fl") or 0) & 2),
         )
     if kind == "v":
         return VaryMarker(
@@ -368,7 +392,7 @@ class AerospikeTier:
         with contextlib.suppress(ex.RecordNotFound):
             await self._op(lambda c: c.remove(self._key(key)))
 
-    async def purge(self, target: str, prefix: bool, at: float) -> None:
+    async def purge(self, target: str, prefix: bool, at: float) -> int | None:
         from aerospike_helpers.operations import map_operations as mo
 
         import aerospike
@@ -385,6 +409,7 @@ class AerospikeTier:
         else:
             self.rules.exact[target] = at
         await self.refresh()
+        return None
 
     async def refresh(self) -> None:
         import aerospike.exception as ex

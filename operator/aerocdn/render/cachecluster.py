@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from aerocdn.api.aerospikeconfig import AerospikeConfig
 from aerocdn.api.cachecluster import KIND, AerospikeNamespace, CacheClusterSpec
 from aerocdn.api.common import parse_quantity
+from aerocdn.api.enterprise import Tls
 from aerocdn.api.objects import CacheCluster
 from aerocdn.render.engine import (
     config_hash,
@@ -19,6 +21,11 @@ from aerocdn.render.engine import (
 from aerocdn.render.placement import image_pull, pod_placement
 
 PORTS = {"service": 3000, "fabric": 3001, "heartbeat": 3002, "admin": 3008}
+# Enterprise TLS ports (spec.tls), beside the plain ones: edges keep using 3000.
+TLS_PORTS = {"tls-service": 4333, "tls-fabric": 3011}
+FEATURE_KEY_DIR = "/etc/aerocdn/feature-key"
+FEATURE_KEY_FILE = f"{FEATURE_KEY_DIR}/features.conf"
+TLS_DIR = "/etc/aerocdn/tls"
 MIB = 2**20
 # A file-backed namespace leaves 10% of its volume for the filesystem.
 PERSISTENT_FILL = 0.9
@@ -75,19 +82,158 @@ def _data_size_mib(ns: AerospikeNamespace) -> int:
     return size // MIB
 
 
-def aerospike_conf(cc: CacheCluster, rack_id: int, seed_hosts: list[str]) -> str:
-    namespaces = [
-        {**ns.__dict__, "storage": ns.storage, "data_size_mib": _data_size_mib(ns)}
-        for ns in cc.spec.namespaces
+def conf_sections(
+    cc: CacheCluster, rack_id: int, seed_hosts: list[str], user: AerospikeConfig
+) -> dict[str, Any]:
+    """The sections of aerospike.conf as maps of key -> value, the operator's keys first and
+    spec.aerospikeConfig merged over them (its validation refuses the keys we own)."""
+    spec = cc.spec
+    user_ns = {ns.name: ns for ns in user.namespaces}
+    namespaces = []
+    for ns in spec.namespaces:
+        extra = user_ns.get(ns.name)
+        config: dict[str, Any] = {
+            "replication-factor": ns.replication_factor,
+            "default-ttl": ns.default_ttl_seconds,
+            "# Expiry runs even with default-ttl 0: edges write records with a TTL, which "
+            "Aerospike": None,
+            "# refuses while nsup-period is 0.": None,
+            "nsup-period": 120,
+        }
+        if rack_id and spec.edition == "enterprise":
+            config["rack-id"] = rack_id  # Community Edition refuses rack-id
+        if ns.storage.type == "memory":
+            engine = "memory"
+            storage: dict[str, Any] = {"data-size": f"{_data_size_mib(ns)}M"}
+        else:
+            engine = "device"
+            storage = {
+                "file": f"/opt/aerospike/data/{ns.name}/{ns.name}.dat",
+                "filesize": f"{_data_size_mib(ns)}M",
+            }
+        storage["evict-used-pct"] = ns.evict_used_pct
+        storage["stop-writes-used-pct"] = ns.stop_writes_used_pct
+        if extra is not None:
+            config.update(extra.config)
+            storage.update(extra.storage_engine)
+        namespaces.append({"name": ns.name, "config": config, "engine": engine,
+                           "storage": storage})
+    service: dict[str, Any] = {
+        "cluster-name": cc.name,
+        "proto-fd-max": 15000,
+        "work-directory": "/opt/aerospike/work",
+    }
+    if spec.feature_key_secret_ref is not None:
+        service["feature-key-file"] = FEATURE_KEY_FILE
+    tls = spec.tls
+    tls_service: dict[str, Any] = {}
+    tls_fabric: dict[str, Any] = {}
+    if tls is not None and tls.service:
+        tls_service = {
+            "tls-address": "any",
+            "tls-port": TLS_PORTS["tls-service"],
+            "tls-access-address": "__POD_IP__",
+            "tls-name": tls_name(cc.name, tls),
+            # Without the key Aerospike demands client certificates: say which it is.
+            "tls-authenticate-client": "any" if tls.client_authentication else "false",
+        }
+    if tls is not None and tls.fabric:
+        tls_fabric = {
+            "tls-address": "any",
+            "tls-port": TLS_PORTS["tls-fabric"],
+            "tls-name": tls_name(cc.name, tls),
+        }
+    sections: dict[str, Any] = {
+        "service": {**service, **user.service},
+        "logging": {"console": {"any": "info", **user.logging.console}},
+        "network": {
+            "service": {
+                "address": "any",
+                "port": PORTS["service"],
+                "access-address": "__POD_IP__",
+                **tls_service,
+                **user.network.service,
+            },
+            "heartbeat": {
+                "mode": "mesh",
+                "address": "any",
+                "port": PORTS["heartbeat"],
+                "mesh-seed-address-port": [f"{h} {PORTS['heartbeat']}" for h in seed_hosts],
+                "interval": 150,
+                "timeout": 10,
+                **user.network.heartbeat,
+            },
+            "fabric": {
+                "address": "any",
+                "port": PORTS["fabric"],
+                **tls_fabric,
+                **user.network.fabric,
+            },
+        },
+        "namespaces": namespaces,
+    }
+    if tls is not None:
+        sections["tls"] = {
+            tls_name(cc.name, tls): {
+                "cert-file": f"{TLS_DIR}/tls.crt",
+                "key-file": f"{TLS_DIR}/tls.key",
+                "ca-file": f"{TLS_DIR}/ca.crt",
+            }
+        }
+    if spec.access_control is not None:
+        # An empty security context turns security on (users are managed over the admin
+        # protocol: aerospike/users.py).
+        sections["security"] = {}
+    return sections
+
+
+def tls_ports(spec: CacheClusterSpec) -> dict[str, int]:
+    """Container/Service port name -> port of the TLS listeners spec.tls turns on."""
+    tls = spec.tls
+    if tls is None:
+        return {}
+    return {
+        name: port
+        for name, port in TLS_PORTS.items()
+        if (tls.service if name == "tls-service" else tls.fabric)
+    }
+
+
+def tls_name(cluster: str, tls: Tls) -> str:
+    """The nodes' TLS name: spec.tls.tlsName, else the CacheCluster's name."""
+    return tls.tls_name or cluster
+
+
+def conf_lines(values: dict[str, Any]) -> list[str]:
+    """A section's map as aerospike.conf lines; a list value repeats its key, None writes
+    the key alone (comments: user keys cannot start with '#')."""
+    return [
+        key if v is None else f"{key} {v}"
+        for key, value in values.items()
+        for v in (value if isinstance(value, list) else [value])
     ]
+
+
+def aerospike_conf(cc: CacheCluster, rack_id: int, seed_hosts: list[str]) -> str:
+    user = cc.spec.aerospike_config or AerospikeConfig()
+    rack = next((r for r in cc.spec.racks if r.id == rack_id), None)
+    if rack is not None:
+        user = user.merged(rack.aerospike_config)
+    sections = conf_sections(cc, rack_id, seed_hosts, user)
     return render_text(
         "aerospike.conf.j2",
         name=cc.name,
         rack_id=rack_id,
-        seeds=seed_hosts,
         ports=PORTS,
-        namespaces=namespaces,
-        enterprise=cc.spec.edition == "enterprise",
+        service=conf_lines(sections["service"]),
+        logging=sections["logging"],
+        network={k: conf_lines(v) for k, v in sections["network"].items()},
+        tls={k: conf_lines(v) for k, v in sections.get("tls", {}).items()},
+        security=conf_lines(sections["security"]) if "security" in sections else None,
+        namespaces=[
+            {**ns, "config": conf_lines(ns["config"]), "storage": conf_lines(ns["storage"])}
+            for ns in sections["namespaces"]
+        ],
     )
 
 
@@ -180,6 +326,11 @@ def render_cachecluster(
         exporter=spec.exporter,
         exporter_conf=ape,
         persistent=[ns for ns in spec.namespaces if ns.storage.type == "persistent"],
+        tls_ports=tls_ports(spec),
+        feature_key=spec.feature_key_secret_ref,
+        feature_key_dir=FEATURE_KEY_DIR,
+        tls=spec.tls,
+        tls_dir=TLS_DIR,
         container_security=CONTAINER_SECURITY,
     )
     return finish(objects, owner_references(KIND, name, cc.metadata.uid))

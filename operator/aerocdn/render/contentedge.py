@@ -3,8 +3,6 @@ PodDisruptionBudget and (optionally) HorizontalPodAutoscaler; plus the routing C
 
 from __future__ import annotations
 
-import ipaddress
-import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -13,9 +11,12 @@ from aerocdn.api.contentedge import KIND, EdgeRegion
 from aerocdn.api.objects import CacheCluster, ContentEdge
 from aerocdn.edge.config import CacheClusterRef, EdgeConfig
 from aerocdn.render.cachecluster import CONTAINER_SECURITY, PORTS
+from aerocdn.render.dns import dns_endpoint, dns_plan
 from aerocdn.render.engine import config_hash, finish, labels, owner_references, render_objects
+from aerocdn.render.networkpolicy import edge_network_policy, edge_to_cache_policy
 from aerocdn.render.nginx import render_nginx_conf
 from aerocdn.render.placement import image_pull, pod_placement
+from aerocdn.routing.model import Plan
 from aerocdn.yamlio import dump
 
 DEFAULT_EDGE_RESOURCES = {
@@ -72,8 +73,36 @@ def edge_config(
             "cachePolicy": spec.cache_policy.model_dump(by_alias=True, exclude_none=True),
             "cacheClusters": {k: v.model_dump(by_alias=True) for k, v in sorted(refs.items())},
             "peers": {"dnsName": f"{region_name(ce.name, region.name)}-peers.{ce.namespace}.svc"},
+            # the edge container's limit: its per-pod byte budgets are derived from it
+            "memoryLimit": edge_memory_limit(ce),
+            "rateLimits": (spec.rate_limits.model_dump(by_alias=True)
+                           if spec.rate_limits is not None else None),
+            "tls": tls_config(ce),
         }
     )
+
+
+TLS_DIR = "/etc/aerocdn/tls"
+
+
+def tls_config(ce: ContentEdge) -> dict[str, Any] | None:
+    """spec.tls as the edge/nginx config: each Secret mounted at TLS_DIR/<secretName>."""
+    if not ce.spec.tls:
+        return None
+    return {
+        "certificates": [{"hosts": list(t.hosts),
+                          "certFile": f"{TLS_DIR}/{t.secret_name}/tls.crt",
+                          "keyFile": f"{TLS_DIR}/{t.secret_name}/tls.key"}
+                         for t in ce.spec.tls],
+        "redirectHttp": ce.spec.tls_policy.redirect_http,
+        "http2": ce.spec.tls_policy.http2,
+    }
+
+
+def edge_memory_limit(ce: ContentEdge) -> str:
+    res = _resources(ce.spec.resources.edge, DEFAULT_EDGE_RESOURCES)
+    limit = (res.get("limits") or {}).get("memory")
+    return str(limit or DEFAULT_EDGE_RESOURCES["limits"]["memory"])
 
 
 def _resources(value: Any, default: dict[str, Any]) -> dict[str, Any]:
@@ -84,9 +113,11 @@ def render_contentedge(
     ce: ContentEdge,
     clusters: Mapping[str, CacheCluster] | None = None,
     routes_json: str | None = None,
+    addresses: Mapping[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """All children of a ContentEdge. ``clusters`` are the CacheClusters of its namespace
-    (by name); ``routes_json`` the routing plan to publish, when one has been made."""
+    (by name); ``routes_json`` the routing plan to publish, when one has been made;
+    ``addresses`` the external address of each region's Service, where one is known."""
     clusters = clusters or {}
     spec = ce.spec
     owner = owner_references(KIND, ce.name, ce.metadata.uid)
@@ -134,70 +165,39 @@ def render_contentedge(
             nginx_resources=nginx_resources,
             container_security=CONTAINER_SECURITY,
             purge_secret=spec.purge_token_secret_ref,
+            tls_secrets=sorted({t.secret_name for t in spec.tls}),
             l1_size_limit=f"{l1_limit}Mi",
             service=spec.service,
             autoscaling=spec.autoscaling,
         )
+    if spec.network_policy.enabled:
+        objects += network_policies(ce, clusters)
     if routes_json is not None:
         objects.append(routing_configmap(ce, routes_json))
         if spec.routing.dns.enabled:
-            objects.append(dns_endpoint(ce, json.loads(routes_json)))
+            objects.append(dns_endpoint(ce, dns_plan(ce, Plan.from_json(routes_json), addresses)))
     return finish(objects, owner)
 
 
-DNS_WEIGHT_SCALE = 100
-
-
-def region_weights(plan: dict[str, Any]) -> dict[str, float]:
-    """Share of all demand each edge region serves under a routing plan (sums to 1)."""
-    demand = {n: b.get("demand", 0.0) for n, b in
-              (plan.get("basis", {}).get("regions") or {}).items()}
-    load: dict[str, float] = {}
-    for client, row in (plan.get("trafficWeights") or {}).items():
-        for edge, share in row.items():
-            load[edge] = load.get(edge, 0.0) + demand.get(client, 0.0) * share
-    total = sum(load.values())
-    return {e: (v / total if total else 0.0) for e, v in sorted(load.items())}
-
-
-def dns_endpoint(ce: ContentEdge, plan: dict[str, Any]) -> dict[str, Any]:
-    """ExternalDNS DNSEndpoint: one weighted record set per region, following the traffic
-    weights, so a GSLB in front of the regions sends clients where the plan says."""
-    dns = ce.spec.routing.dns
-    shares = region_weights(plan)
-    if not any(shares.values()):  # no demand declared: spread by region
-        shares = {r.name: 1.0 for r in ce.spec.regions}
-    endpoints = []
+def network_policies(ce: ContentEdge, clusters: Mapping[str, CacheCluster]) -> list[dict[str, Any]]:
+    np = ce.spec.network_policy
+    out = []
     for region in ce.spec.regions:
-        target = region.dns_target or f"{region_name(ce.name, region.name)}.{ce.namespace}.svc"
-        weight = round(shares.get(region.name, 0.0) * DNS_WEIGHT_SCALE)
-        endpoints.append({
-            "dnsName": dns.hostname or ce.spec.hosts[0],
-            "recordType": "A" if _is_ipv4(target) else "CNAME",
-            "targets": [target],
-            "recordTTL": dns.ttl,
-            "setIdentifier": region.name,
-            "providerSpecific": [{"name": dns.weight_key, "value": str(weight)}],
-        })
-    return {
-        "apiVersion": "externaldns.k8s.io/v1alpha1",
-        "kind": "DNSEndpoint",
-        "metadata": {
-            "name": ce.name,
-            "namespace": ce.namespace,
-            "labels": {**labels("aerocdn-edge", ce.name, "dns"),
-                       "aerocdn.dev/contentedge": ce.name},
-        },
-        "spec": {"endpoints": endpoints},
-    }
-
-
-def _is_ipv4(text: str) -> bool:
-    try:
-        ipaddress.IPv4Address(text)
-    except ValueError:
-        return False
-    return True
+        name = region_name(ce.name, region.name)
+        out.append(edge_network_policy(
+            name=name, namespace=ce.namespace, ce_name=ce.name,
+            selector={"app.kubernetes.io/name": "aerocdn-edge",
+                      "app.kubernetes.io/instance": ce.name, "aerocdn.dev/region": region.name},
+            obj_labels={**labels("aerocdn-edge", ce.name, "edge"),
+                        "aerocdn.dev/contentedge": ce.name, "aerocdn.dev/region": region.name},
+            operator_namespace=np.operator_namespace,
+            metrics_namespaces=np.metrics_namespaces, https=bool(ce.spec.tls)))
+    for cc in sorted({cache_cluster_of(r, clusters) for r in ce.spec.regions}):
+        out.append(edge_to_cache_policy(
+            ce_name=ce.name, namespace=ce.namespace, cache_cluster=cc,
+            obj_labels={**labels("aerocdn-edge", ce.name, "network"),
+                        "aerocdn.dev/contentedge": ce.name}))
+    return out
 
 
 def routing_configmap(ce: ContentEdge, routes_json: str) -> dict[str, Any]:

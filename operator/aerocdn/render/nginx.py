@@ -28,7 +28,7 @@ def _var(header: str) -> str:
     return "$http_" + re.sub(r"[^a-z0-9]", "_", header.lower())
 
 
-def nginx_cache_key(policy: CacheKeyConfig, path_var: str = "$uri") -> str:
+def nginx_cache_key(policy: CacheKeyConfig, path_var: str = "$aerocdn_path") -> str:
     """The L1 key: the same parts, in the same order, as ``aerocdn.edge.policy.cache_key``
     (host, path, kept query, ``|`` + the key policy's request header values)."""
     if not policy.include_query_string:
@@ -55,8 +55,10 @@ def render_nginx_conf(cfg: EdgeConfig) -> str:
         cfg=cfg,
         ngx=cfg.nginx,
         lim=cfg.limits,
-        cache_key=nginx_cache_key(policy.cache_key, "$uri"),
-        purge_key=nginx_cache_key(policy.cache_key, "$1"),
+        cache_key=nginx_cache_key(policy.cache_key, "$aerocdn_path"),
+        purge_key=nginx_cache_key(policy.cache_key, "$aerocdn_purge_path"),
         l1_max_size=_nginx_size(policy.l1_cache_bytes),
+        rl=cfg.rate_limits,
+        tls=cfg.tls if cfg.tls is not None and cfg.tls.certificates else None,
         upstream_read_timeout=upstream_read,
     )

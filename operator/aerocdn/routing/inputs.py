@@ -7,6 +7,7 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
+from aerocdn.api.cachecluster import CacheClusterStatus
 from aerocdn.api.objects import ContentEdge
 from aerocdn.routing.model import CacheFacts, CacheState, Facts, Policy, RegionFacts
 
@@ -26,16 +27,14 @@ def cache_facts(name: str, cluster: Mapping[str, Any] | None) -> CacheFacts:
     """
     if cluster is None:
         return CacheFacts(name=name, state=CacheState.ABSENT, capacity=0)
-    status = cluster.get("status") or {}
-    conds = {c.get("type"): c for c in status.get("conditions", [])}
-    scaling_down = conds.get("ScalingDown", {}).get("status") == "True"
-    if cluster["metadata"].get("deletionTimestamp") or scaling_down:
+    status = CacheClusterStatus.model_validate(cluster.get("status") or {})
+    if cluster["metadata"].get("deletionTimestamp") or status.is_true("ScalingDown"):
         return CacheFacts(name=name, state=CacheState.DRAINING)
-    ready = conds.get("Ready", {})
-    if ready.get("status") == "True":
+    ready = status.condition("Ready")
+    if ready is not None and ready.true:
         return CacheFacts(name=name, state=CacheState.READY,
-                          ready_since=_parse_time(ready.get("lastTransitionTime")))
-    if status.get("readyReplicas"):
+                          ready_since=_parse_time(ready.last_transition_time))
+    if status.ready_replicas:
         return CacheFacts(name=name, state=CacheState.MIGRATING)
     return CacheFacts(name=name, state=CacheState.ABSENT, capacity=0)
 

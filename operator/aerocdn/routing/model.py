@@ -154,8 +154,14 @@ class Plan(_Frozen):
         description="When a slow-start ramp next changes a cache weight; re-plan then.",
     )
 
+    def published(self) -> Plan:
+        """What routes.json carries: the plan without its re-plan time (not published: a
+        different time alone must not change the bytes the edges reload)."""
+        return self.model_copy(update={"next_change_at": None})
+
     def to_json(self) -> str:
-        """Deterministic routes.json: sorted keys, shortest round-trip float repr."""
+        """Deterministic routes.json: sorted keys, shortest round-trip float repr. The
+        re-plan time (``next_change_at``) is the operator's, not the edges': not in it."""
         doc: dict[str, Any] = {
             "generation": self.generation,
             "overloaded": self.overloaded,
@@ -173,8 +179,6 @@ class Plan(_Frozen):
                 },
             },
         }
-        if self.next_change_at is not None:
-            doc["nextChangeAt"] = self.next_change_at.isoformat()
         return json.dumps(doc, sort_keys=True, separators=(",", ":"), allow_nan=False) + "\n"
 
     @classmethod
@@ -187,7 +191,6 @@ class Plan(_Frozen):
         if not isinstance(doc, dict):
             raise ValueError("routes.json: top level must be an object")
         basis_doc = doc.get("basis") or {}
-        nca = doc.get("nextChangeAt")
         return cls(
             generation=doc.get("generation", 1),
             overloaded=doc.get("overloaded", False),
@@ -204,8 +207,12 @@ class Plan(_Frozen):
             },
             latency_digest=basis_doc.get("latencyDigest", ""),
             overload_scale=basis_doc.get("overloadScale", 1.0),
-            next_change_at=datetime.fromisoformat(nca) if nca else None,
         )
+
+    def regions_using(self, cache_cluster: str) -> list[str]:
+        """Edge regions whose cache routes still send weight to ``cache_cluster`` (sorted)."""
+        return sorted(region for region, routes in self.cache_routes.items()
+                      if any(r.cache_cluster == cache_cluster and r.weight > 0 for r in routes))
 
     def summary(self) -> dict[str, Any]:
         """A small status summary (camelCase, JSON-ready) for `status.routing`.

@@ -341,17 +341,17 @@ def _ramp(elapsed: float, window: float) -> float:
     return math.floor(RAMP_STEPS * elapsed / window) / RAMP_STEPS
 
 
-def cache_routes(
-    facts: Facts, policy: Policy, p: Problem
-) -> tuple[dict[str, tuple[CacheRoute, ...]], datetime | None]:
-    """Per edge region the ordered CacheClusters with weights; and when a ramp next steps."""
+def _ready_clusters(
+    facts: Facts, policy: Policy, p: Problem, now: datetime
+) -> tuple[list[tuple[int, str, float]], list[datetime]]:
+    """Ready clusters as (region index, cluster, ramp at ``now``), and every later time at
+    which one of their ramps steps."""
     window = policy.slow_start_seconds
-    now = facts.now
     by_name = {r.name: r for r in facts.regions}
     # Each ready cluster lives in the first region (by name) that lists it.
-    ready: list[tuple[int, str, float]] = []  # (region index, cluster, ramp)
+    ready: list[tuple[int, str, float]] = []
     seen: set[str] = set()
-    next_change: datetime | None = None
+    steps: list[datetime] = []
     for i, name in enumerate(p.names):
         cache = by_name[name].cache
         if cache is None or cache.name in seen:
@@ -364,10 +364,17 @@ def cache_routes(
             elapsed = (now - cache.ready_since).total_seconds()
             ramp = _ramp(elapsed, window)
             if ramp < 1.0:
-                step = math.floor(RAMP_STEPS * max(elapsed, 0.0) / window) + 1
-                at = cache.ready_since + timedelta(seconds=window * step / RAMP_STEPS)
-                next_change = at if next_change is None else min(next_change, at)
+                first = math.floor(RAMP_STEPS * max(elapsed, 0.0) / window) + 1
+                steps += [cache.ready_since + timedelta(seconds=window * k / RAMP_STEPS)
+                          for k in range(first, RAMP_STEPS + 1)]
         ready.append((i, cache.name, ramp))
+    return ready, steps
+
+
+def _routes(
+    facts: Facts, p: Problem, ready: list[tuple[int, str, float]]
+) -> dict[str, tuple[CacheRoute, ...]]:
+    by_name = {r.name: r for r in facts.regions}
     routes: dict[str, tuple[CacheRoute, ...]] = {}
     for i, name in enumerate(p.names):
         reachable = [
@@ -401,7 +408,23 @@ def cache_routes(
         if own is not None and own.state != CacheState.ABSENT and own.name not in names_in:
             entries.append(CacheRoute(cache_cluster=own.name, weight=0.0))
         routes[name] = tuple(entries)
-    return routes, next_change
+    return routes
+
+
+def cache_routes(
+    facts: Facts, policy: Policy, p: Problem
+) -> tuple[dict[str, tuple[CacheRoute, ...]], datetime | None]:
+    """Per edge region the ordered CacheClusters with weights; and the next time a slow-start
+    ramp step changes a weight (None when no later step changes any: a cluster that ramps
+    while it is the only one a region can use keeps weight 1 all along, so nothing needs
+    re-planning - or re-publishing - until the facts change)."""
+    ready, steps = _ready_clusters(facts, policy, p, facts.now)
+    routes = _routes(facts, p, ready)
+    for at in sorted(set(steps)):
+        later, _ = _ready_clusters(facts, policy, p, at)
+        if later != ready and _routes(facts, p, later) != routes:
+            return routes, at
+    return routes, None
 
 
 def plan(facts: Facts, policy: Policy | None = None, previous: Plan | None = None) -> Plan:
@@ -434,6 +457,6 @@ def plan(facts: Facts, policy: Policy | None = None, previous: Plan | None = Non
         overload_scale=scale,
         next_change_at=next_change,
     )
-    if previous is None or candidate == previous:
+    if previous is None or candidate.published() == previous.published():
         return candidate
     return candidate.model_copy(update={"generation": previous.generation + 1})

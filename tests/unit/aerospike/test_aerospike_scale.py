@@ -198,7 +198,8 @@ def test_stopping_node_holds(fx: Fixtures) -> None:
 def test_migrating_waits(fx: Fixtures) -> None:
     action = next_scale_step(state(migrating_two(fx), pods=("cc-0", "cc-1"), desired=1))
     assert isinstance(action, WaitMigrations)
-    assert "pod cc-0 (node A1): 2674 partitions still migrating" in action.reason
+    assert "pod cc-0 (node A1): partitions still migrating" in action.reason
+    assert "2674" not in action.reason  # counts change every poll: they are not in messages
 
 
 def test_migrations_done_removes_next(fx: Fixtures) -> None:

@@ -87,7 +87,7 @@ def test_watcher_reloads_on_change_and_keeps_the_last_good_plan(tmp_path: Path) 
 
 
 async def test_memory_tier_is_a_bounded_lru() -> None:
-    t = MemoryTier(max_bytes=3 * (10 + 128 + 3))
+    t = MemoryTier(max_bytes=3 * (10 + 256 + 3 + 3 + 400))  # body, entry, url, key, slot
     for name in ("h/a", "h/b", "h/c"):
         await t.put(name, o(name), 60)
     await t.get("h/a")  # a is now the most recent

@@ -1,0 +1,416 @@
+"""Enterprise Edition (issue 13 item 4): feature key, TLS and access control, rendered only for
+Enterprise; the operator's client settings; the pure user plan."""
+
+from __future__ import annotations
+
+import base64
+import copy
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import pytest
+from tests.unit.api_walk import BASE, constraint_cases
+from tests.unit.test_render import K8S_VERSION, by_kind, cachecluster, conf_of
+
+from aerocdn.aerospike.client import AerospikeInfo, ClientSecurity, ClientTls
+from aerocdn.aerospike.parse import HostPort
+from aerocdn.aerospike.security import (
+    SecretProblem,
+    client_security,
+    referenced_secrets,
+    tls_files,
+)
+from aerocdn.aerospike.users import (
+    ADMIN_ROLES,
+    DEFAULT_ADMIN,
+    DesiredUser,
+    current_users,
+    desired_users,
+    login_candidates,
+    password_digest,
+    plan_users,
+)
+from aerocdn.api import InputError, parse_object
+from aerocdn.api.crd import all_crds
+from aerocdn.render.cachecluster import render_cachecluster
+
+EE = {"edition": "enterprise", "featureKeySecretRef": {"name": "aerospike-features"}}
+TLS = {"secretName": "eu-tls"}
+ACCESS = {"adminSecretRef": {"name": "eu-admin"},
+          "users": [{"name": "edge", "secretName": "edge-pw", "roles": ["read-write"]}]}
+ENTERPRISE_KEYS = ("feature-key-file", "tls", "security", "tls-port", "tls-name")
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def container(objs: list[dict[str, Any]]) -> dict[str, Any]:
+    (sts,) = by_kind(objs, "StatefulSet")
+    c: dict[str, Any] = sts["spec"]["template"]["spec"]["containers"][0]
+    return c
+
+
+def volumes(objs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {v["name"]: v for sts in by_kind(objs, "StatefulSet")
+            for v in sts["spec"]["template"]["spec"]["volumes"]}
+
+
+def validate(objs: list[dict[str, Any]]) -> None:
+    for obj in objs:
+        kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+
+
+# ------------------------------------------------------------------ API rules
+
+
+@pytest.mark.parametrize(("spec", "field"), [
+    ({"edition": "enterprise"}, "spec.featureKeySecretRef is required"),
+    ({"featureKeySecretRef": {"name": "f"}}, "spec.featureKeySecretRef is Enterprise-only"),
+    ({"tls": TLS}, "spec.tls is Enterprise-only"),
+    ({"accessControl": ACCESS}, "spec.accessControl is Enterprise-only"),
+    ({"edition": "community", "tls": TLS}, "spec.tls is Enterprise-only"),
+    ({**EE, "tls": {**TLS, "service": False}}, "tls needs service or fabric"),
+    ({**EE, "tls": {**TLS, "service": False, "fabric": True, "clientAuthentication": True}},
+     "tls.clientAuthentication applies to the TLS service port"),
+])
+def test_pydantic_refuses_with_a_message_naming_the_field(spec: dict[str, Any],
+                                                          field: str) -> None:
+    with pytest.raises(InputError, match=field):
+        cachecluster(spec)
+
+
+def test_crd_rules_treat_an_absent_edition_as_community() -> None:
+    crd = all_crds()["aerocdn.dev_cacheclusters.yaml"]
+    spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    assert spec["properties"]["edition"]["default"] == "community"
+    rules = {r["fieldPath"]: r for r in spec["x-kubernetes-validations"]
+             if r["fieldPath"] in (".featureKeySecretRef", ".tls", ".accessControl")}
+    required = [r for r in spec["x-kubernetes-validations"]
+                if "is required when spec.edition is enterprise" in r["message"]]
+    assert len(required) == 1
+    # an absent edition must not be taken for enterprise: the rule needs has() first
+    assert "has(self.edition) && self.edition == 'enterprise'" in required[0]["rule"]
+    for field in ("tls", "accessControl"):
+        assert rules[f".{field}"]["rule"] == (
+            f"(has(self.edition) && self.edition == 'enterprise') || !has(self.{field})")
+
+
+ENTERPRISE_PATHS = ("spec.featureKeySecretRef", "spec.tls", "spec.accessControl")
+
+
+@pytest.mark.parametrize(
+    "case", [c for c in constraint_cases()
+             if c.kind == "CacheCluster" and c.path.startswith(ENTERPRISE_PATHS)], ids=str)
+def test_new_field_constraints_are_in_the_crd_on_an_enterprise_base(case: Any) -> None:
+    """The generic walk runs on a community base, where the edition rule alone refuses these
+    fields; here the same bad values on an Enterprise spec that is otherwise valid."""
+    obj = copy.deepcopy(case.obj)
+    obj["spec"] = {**EE, **obj["spec"]}
+    fill = {"tls": TLS, "accessControl": {"adminSecretRef": {"name": "a"}}}
+    for key, value in fill.items():
+        if key in obj["spec"]:
+            obj["spec"][key] = {**value, **obj["spec"][key]}
+    users = obj["spec"].get("accessControl", {}).get("users")
+    if users:
+        users[0] = {**ACCESS["users"][0], **users[0]}
+    with pytest.raises(InputError):
+        parse_object(obj)
+    schema = all_crds()["aerocdn.dev_cacheclusters.yaml"]["spec"]["versions"][0]["schema"]
+    errors = list(jsonschema.Draft4Validator(schema["openAPIV3Schema"]).iter_errors(obj))
+    assert errors, f"the CRD admits what the models refuse: {case}"
+
+
+def test_an_enterprise_spec_with_everything_is_valid_for_both() -> None:
+    obj = copy.deepcopy(BASE["CacheCluster"])
+    obj["spec"].update({**EE, "tls": {**TLS, "fabric": True}, "accessControl": ACCESS})
+    parse_object(obj)
+    schema = all_crds()["aerocdn.dev_cacheclusters.yaml"]["spec"]["versions"][0]["schema"]
+    assert not list(jsonschema.Draft4Validator(schema["openAPIV3Schema"]).iter_errors(obj))
+
+
+# ------------------------------------------------------------------ rendering
+
+
+def test_community_configs_carry_no_enterprise_stanza() -> None:
+    for spec in ({}, {"racks": [{"id": 1, "zone": "a"}, {"id": 2, "zone": "b"}]},
+                 {"exporter": {"enabled": True}}):
+        objs = render_cachecluster(cachecluster(spec))
+        for cm in by_kind(objs, "ConfigMap"):
+            conf = cm["data"]["aerospike.conf"]
+            for key in ENTERPRISE_KEYS:
+                assert key not in conf, (spec, key)
+        assert "feature-key" not in volumes(objs) and "tls" not in volumes(objs)
+
+
+def test_feature_key_is_mounted_read_only_and_named_in_the_service_section() -> None:
+    objs = render_cachecluster(cachecluster(
+        {**EE, "featureKeySecretRef": {"name": "keys", "key": "ee.conf"}}))
+    conf = conf_of(objs, "eu-config")
+    service = conf.split("service {", 1)[1].split("}", 1)[0]
+    assert "    feature-key-file /etc/aerocdn/feature-key/features.conf\n" in service
+    vol = volumes(objs)["feature-key"]["secret"]
+    assert vol["secretName"] == "keys"
+    assert vol["items"] == [{"key": "ee.conf", "path": "features.conf"}]
+    assert vol["defaultMode"] == 0o440
+    mounts = {m["name"]: m for m in container(objs)["volumeMounts"]}
+    assert mounts["feature-key"] == {"name": "feature-key",
+                                     "mountPath": "/etc/aerocdn/feature-key", "readOnly": True}
+    assert "tls" not in conf and "security" not in conf
+    validate(objs)
+
+
+def test_tls_service_and_fabric_render_aerospike_81_syntax() -> None:
+    objs = render_cachecluster(cachecluster(
+        {**EE, "tls": {**TLS, "tlsName": "cache.eu.example", "fabric": True}}))
+    conf = conf_of(objs, "eu-config")
+    assert ("    tls cache.eu.example {\n"
+            "        cert-file /etc/aerocdn/tls/tls.crt\n"
+            "        key-file /etc/aerocdn/tls/tls.key\n"
+            "        ca-file /etc/aerocdn/tls/ca.crt\n"
+            "    }\n") in conf
+    service = conf.split("    service {\n", 1)[1].split("    }", 1)[0]
+    assert "port 3000\n" in service  # edges keep the plain port
+    assert "tls-port 4333\n" in service and "tls-name cache.eu.example\n" in service
+    assert "tls-access-address __POD_IP__\n" in service
+    # without the key Aerospike demands client certificates (cfg.c: no peer names -> auth)
+    assert "tls-authenticate-client false\n" in service
+    fabric = conf.split("    fabric {\n", 1)[1].split("    }", 1)[0]
+    assert "tls-port 3011\n" in fabric and "tls-name cache.eu.example\n" in fabric
+    ports = {p["name"]: p["containerPort"] for p in container(objs)["ports"]}
+    assert ports["tls-service"] == 4333 and ports["tls-fabric"] == 3011
+    services = {s["metadata"]["name"]: s for s in by_kind(objs, "Service")}
+    client_ports = {p["name"]: p["port"] for p in services["eu"]["spec"]["ports"]}
+    assert client_ports == {"service": 3000, "tls-service": 4333}
+    headless = {p["name"] for p in services["eu-headless"]["spec"]["ports"]}
+    assert {"tls-service", "tls-fabric"} <= headless
+    secret = volumes(objs)["tls"]["secret"]
+    assert secret["secretName"] == "eu-tls"
+    assert {i["key"] for i in secret["items"]} == {"tls.crt", "tls.key", "ca.crt"}
+    assert {"name": "tls", "mountPath": "/etc/aerocdn/tls", "readOnly": True} in container(
+        objs)["volumeMounts"]
+    validate(objs)
+
+
+def test_tls_defaults_name_to_the_cluster_and_client_authentication_to_any() -> None:
+    objs = render_cachecluster(cachecluster({**EE, "tls": {**TLS, "clientAuthentication": True}}))
+    conf = conf_of(objs, "eu-config")
+    assert "    tls eu {\n" in conf and "tls-name eu\n" in conf
+    assert "tls-authenticate-client any\n" in conf
+    assert "tls-port 3011" not in conf  # fabric stays plain unless asked
+    ports = {p["name"] for p in container(objs)["ports"]}
+    assert "tls-fabric" not in ports and "tls-service" in ports
+
+
+def test_fabric_only_tls_adds_no_service_port() -> None:
+    objs = render_cachecluster(cachecluster({**EE, "tls": {**TLS, "service": False,
+                                                           "fabric": True}}))
+    conf = conf_of(objs, "eu-config")
+    assert "tls-port 4333" not in conf and "tls-port 3011" in conf
+    services = {s["metadata"]["name"]: s for s in by_kind(objs, "Service")}
+    assert [p["name"] for p in services["eu"]["spec"]["ports"]] == ["service"]
+    validate(objs)
+
+
+def test_access_control_renders_the_security_context() -> None:
+    objs = render_cachecluster(cachecluster({**EE, "accessControl": ACCESS}))
+    conf = conf_of(objs, "eu-config")
+    assert "\nsecurity {\n}\n" in conf
+    # passwords never reach the pods: users are managed over the admin protocol
+    assert "edge-pw" not in str(objs) and "eu-admin" not in str(objs)
+    validate(objs)
+
+
+def test_enterprise_fields_change_the_config_hash_and_community_does_not() -> None:
+    def hashes(spec: dict[str, Any]) -> str:
+        (sts,) = by_kind(render_cachecluster(cachecluster(spec)), "StatefulSet")
+        h: str = sts["spec"]["template"]["metadata"]["annotations"]["aerocdn.dev/config-hash"]
+        return h
+    base = hashes(EE)
+    assert hashes({**EE, "tls": TLS}) != base
+    assert hashes({**EE, "accessControl": ACCESS}) != base
+    # users live in Secrets and the admin API, not in aerospike.conf: no roll for a new user
+    more = {**ACCESS, "users": [*ACCESS["users"],
+                                {"name": "ro", "secretName": "ro", "roles": ["read"]}]}
+    assert hashes({**EE, "accessControl": more}) == hashes({**EE, "accessControl": ACCESS})
+
+
+# ------------------------------------------------------------------ the operator's client
+
+
+def test_client_security_from_spec_and_secrets(tmp_path: Any) -> None:
+    cc = cachecluster({**EE, "tls": {**TLS, "clientAuthentication": True},
+                       "accessControl": ACCESS})
+    admin = {"username": b64("ops"), "password": b64("s3cret")}
+    security = client_security("eu", cc.spec, admin, tmp_path)
+    assert security == ClientSecurity(
+        "ops", "s3cret", ClientTls(str(tmp_path / "ca.crt"), "eu", 4333,
+                                   str(tmp_path / "tls.crt"), str(tmp_path / "tls.key")))
+    assert "s3cret" not in repr(security)
+    assert security.port == 4333
+
+
+def test_client_security_plain_community_and_fabric_only() -> None:
+    assert client_security("eu", cachecluster({}).spec) == ClientSecurity()
+    fabric_only = cachecluster({**EE, "tls": {**TLS, "service": False, "fabric": True}})
+    assert client_security("eu", fabric_only.spec).tls is None
+
+
+def test_client_security_names_the_secret_and_key_that_is_missing() -> None:
+    cc = cachecluster({**EE, "accessControl": ACCESS})
+    with pytest.raises(SecretProblem, match="Secret eu-admin has no key password"):
+        client_security("eu", cc.spec, {"username": b64("ops")})
+    with pytest.raises(SecretProblem, match="Secret eu-admin does not exist"):
+        client_security("eu", cc.spec, None)
+    with pytest.raises(SecretProblem, match=r"Secret eu-tls has no key ca\.crt"):
+        tls_files("eu-tls", {"tls.crt": b64("c"), "tls.key": b64("k")})
+
+
+def test_the_secrets_the_operator_reads() -> None:
+    assert referenced_secrets(cachecluster(EE).spec) == {}
+    cc = cachecluster({**EE, "tls": TLS, "accessControl": ACCESS})
+    assert referenced_secrets(cc.spec) == {
+        "eu-tls": ("ca.crt", "tls.crt", "tls.key"),
+        "eu-admin": ("username", "password"),
+        "edge-pw": ("password",),
+    }
+
+
+class RecordingFactory:
+    """Records the config the info client would be built with (no connection made)."""
+
+    def __init__(self) -> None:
+        self.configs: list[dict[str, Any]] = []
+
+    def __call__(self, config: dict[str, Any]) -> Any:
+        self.configs.append(config)
+        raise ConnectionError("not connecting in a unit test")
+
+
+def test_info_client_config_carries_tls_name_port_and_credentials() -> None:
+    factory = RecordingFactory()
+    security = ClientSecurity("ops", "pw", ClientTls("/t/ca.crt", "eu"))
+    info = AerospikeInfo({"eu-0": HostPort("10.0.0.5", security.port)},
+                         client_factory=factory, security=security)
+    with pytest.raises(Exception, match="not connecting"):
+        info.node_id_sync("eu-0")
+    (config,) = factory.configs
+    assert config["hosts"] == [("10.0.0.5", 4333, "eu")]
+    assert config["user"] == "ops" and config["password"] == "pw"
+    assert config["tls"] == {"enable": True, "cafile": "/t/ca.crt"}
+
+
+def test_info_client_config_is_unchanged_without_security() -> None:
+    factory = RecordingFactory()
+    info = AerospikeInfo({"eu-0": HostPort("10.0.0.5", 3000)}, client_factory=factory)
+    with pytest.raises(Exception, match="not connecting"):
+        info.node_id_sync("eu-0")
+    (config,) = factory.configs
+    assert config["hosts"] == [("10.0.0.5", 3000)]
+    assert "user" not in config and "tls" not in config
+
+
+def test_the_real_client_accepts_the_config_keys() -> None:
+    """validate_keys is on: a key the aerospike client does not know is a ParamError. A TLS
+    config naming a missing CA file fails on the file, after the keys were accepted."""
+    aerospike = pytest.importorskip("aerospike")
+    security = ClientSecurity("ops", "pw", ClientTls("/nonexistent/ca.crt", "eu"))
+    info = AerospikeInfo({"eu-0": HostPort("127.0.0.1", 1)}, timeout_ms=200, security=security)
+    config = info._config(HostPort("127.0.0.1", 1))
+    with pytest.raises(aerospike.exception.AerospikeError) as err:
+        aerospike.client(config).connect()
+    assert type(err.value).__name__ != "ParamError", err.value
+    assert "CAFile" in str(err.value) or "ca" in str(err.value).lower()
+
+
+# ------------------------------------------------------------------ users
+
+
+SALT = "uid-1234"
+
+
+def user(name: str, password: str, *roles: str) -> DesiredUser:
+    return DesiredUser(name, password, frozenset(roles))
+
+
+def test_desired_users_reads_secrets_and_adds_the_admin() -> None:
+    cc = cachecluster({**EE, "accessControl": ACCESS})
+    access = cc.spec.access_control
+    assert access is not None
+    users = desired_users(access, {"username": b64("ops"), "password": b64("a")},
+                          {"edge-pw": {"password": b64("e")}})
+    assert users == [user("ops", "a", *ADMIN_ROLES), user("edge", "e", "read-write")]
+    with pytest.raises(SecretProblem, match="Secret edge-pw has no key password"):
+        desired_users(access, {"username": b64("ops"), "password": b64("a")}, {"edge-pw": {}})
+    with pytest.raises(ValueError, match=r"users\[0\].name: 'edge' is the operator's admin"):
+        desired_users(access, {"username": b64("edge"), "password": b64("a")},
+                      {"edge-pw": {"password": b64("e")}})
+
+
+def test_new_cluster_logged_in_as_default_admin_creates_the_operator_admin_first() -> None:
+    desired = [user("ops", "a", *ADMIN_ROLES), user("edge", "e", "read-write")]
+    current = current_users({"admin": {"roles": ["user-admin"], "read_info": [0]}})
+    plan = plan_users(desired, current, {}, SALT, login_user="admin")
+    assert [str(a) for a in plan.actions] == [
+        "create ops data-admin,sys-admin,user-admin", "create edge read-write"]
+    assert plan.actions[0].password == "a"
+    # next reconcile, logged in as ops: the default admin goes, nothing else changes
+    again = plan_users(desired, {**current, "ops": ADMIN_ROLES,
+                                 "edge": frozenset({"read-write"})},
+                       plan.digests, SALT, login_user="ops")
+    assert [str(a) for a in again.actions] == ["drop admin"]
+
+
+def test_admin_named_admin_gets_its_password_and_roles() -> None:
+    desired = [user("admin", "strong", *ADMIN_ROLES)]
+    assert login_candidates(desired[0]) == [("admin", "strong"), DEFAULT_ADMIN]
+    plan = plan_users(desired, {"admin": frozenset({"user-admin"})}, {}, SALT, "admin")
+    assert [str(a) for a in plan.actions] == ["set-password admin",
+                                              "grant admin data-admin,sys-admin"]
+
+
+def test_converged_users_plan_nothing_and_changes_are_minimal() -> None:
+    desired = [user("ops", "a", *ADMIN_ROLES), user("edge", "e", "read", "write")]
+    digests = {u.name: password_digest(SALT, u.name, u.password) for u in desired}
+    current = {"ops": ADMIN_ROLES, "edge": frozenset({"read", "write"})}
+    assert plan_users(desired, current, digests, SALT, "ops").empty
+    changed = [desired[0], user("edge", "e2", "read", "truncate")]
+    plan = plan_users(changed, {**current, "old": frozenset({"read"})}, digests, SALT, "ops")
+    assert [str(a) for a in plan.actions] == [
+        "set-password edge", "grant edge truncate", "revoke edge write", "drop old"]
+    assert plan.digests["edge"] == password_digest(SALT, "edge", "e2") != digests["edge"]
+
+
+def test_the_logged_in_user_is_never_dropped_and_digests_hide_passwords() -> None:
+    plan = plan_users([user("ops", "a", *ADMIN_ROLES)], {"admin": frozenset({"user-admin"})},
+                      {}, SALT, login_user="admin")
+    assert all(a.kind != "drop" for a in plan.actions)
+    digest = plan.digests["ops"]
+    assert len(digest) == 64 and digest != password_digest(SALT, "ops", "b")
+    assert password_digest("other-uid", "ops", "a") != digest
+    assert "password='a'" not in repr(plan)
+
+
+# ------------------------------------------------------------------ the controller's answer
+
+
+@pytest.mark.parametrize(("spec", "field"), [
+    ({"tls": TLS}, "spec.tls is Enterprise-only"),
+    ({"edition": "enterprise"}, "spec.featureKeySecretRef is required"),
+])
+async def test_a_refused_edition_field_is_a_condition_and_nothing_is_created(
+        spec: dict[str, Any], field: str) -> None:
+    """Stored past admission (an older CRD): the reconcile reports it, creates no pods."""
+    from tests.unit.controller.ccworld import NS, World, cc_object
+
+    from aerocdn.controller.runtime import reconcile_once
+
+    world = World.make()
+    world.kube.put(cc_object(**spec))
+    await reconcile_once(world.ctx, "CacheCluster", NS, "cc")
+    cc = world.kube.obj("CacheCluster", NS, "cc") or {}
+    degraded = next(c for c in cc["status"]["conditions"] if c["type"] == "Degraded")
+    assert degraded["status"] == "True" and degraded["reason"] == "InvalidSpec"
+    assert field in degraded["message"]
+    assert world.kube.kind_of("StatefulSet", NS) == []
