@@ -28,9 +28,13 @@ RUN --mount=type=secret,id=ca \
 # --- runtime: python3, nginx (light) + the cache-purge module from Debian, the venv ---------
 FROM ${BASE_IMAGE}
 ENV DEBIAN_FRONTEND=noninteractive
+# tini is PID 1 of every container of this image (the operator, nginx and `aerocdn edge`): it
+# forwards SIGTERM to the program from its first instant and reaps zombies. Without it the
+# program is PID 1, and the kernel drops every signal PID 1 has no handler for: a pod deleted
+# while Python still imports was killed only at the end of its grace period.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 nginx-light libnginx-mod-http-cache-purge \
-      ca-certificates \
+      ca-certificates tini \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/* /var/log/apt/* /var/log/dpkg.log \
       /usr/share/doc/* /usr/share/man/* /usr/share/info/* /usr/share/locale/* \
  && rm -f /etc/nginx/sites-enabled/default \
@@ -43,7 +47,8 @@ ENV PATH=/opt/aerocdn/bin:/usr/sbin:/usr/bin:/sbin:/bin \
 # uid 10001 matches runAsUser of the chart's operator pod and of the rendered edge pods.
 USER 10001:10001
 WORKDIR /tmp
-ENTRYPOINT []
+# Pod specs give the program as `args` (not `command`, which would replace tini).
+ENTRYPOINT ["/usr/bin/tini", "--"]
 CMD ["aerocdn", "--help"]
 LABEL org.opencontainers.image.title="aerocdn" \
       org.opencontainers.image.description="aerocdn operator and edge (nginx + aerocdn edge)" \

@@ -12,7 +12,8 @@ lint: bootstrap
 	$(BIN)/ruff check operator tests bench
 	$(BIN)/mypy
 
-# The full suite: lint, types, unit, edge (real nginx), integration (real control plane).
+# The full suite: lint, types, unit, edge (real nginx), integration (real control plane),
+# e2e (the chart and the image on a real node of the local cluster; builds the image).
 test: lint
 	$(BIN)/aerocdn crds --out crds --check
 	$(BIN)/aerocdn crds --out charts/aerocdn/crds --check
@@ -29,9 +30,13 @@ crds: bootstrap
 demo: bootstrap
 	bash scripts/demo.sh
 
-# A local control plane for manual use; prints the KUBECONFIG to export.
+# A local cluster for manual use: control plane, six simulated nodes and REAL_NODES real nodes
+# (kubelet + containerd; needs root); IMAGE_ARCHIVE (e.g. from `scripts/image.sh --archive`)
+# is imported into the real nodes. Prints the KUBECONFIG to export.
+REAL_NODES ?= 1
 cluster-up: bootstrap
-	@$(BIN)/python -m aerocdn.localcluster up
+	@$(BIN)/python -m aerocdn.localcluster up --real-nodes $(REAL_NODES) \
+	  $(if $(IMAGE_ARCHIVE),--image $(IMAGE_ARCHIVE))
 
 cluster-down:
 	@$(BIN)/python -m aerocdn.localcluster down
@@ -42,7 +47,7 @@ test-aerospike: bootstrap
 	$(BIN)/pytest -m aerospike tests/aerospike tests/integration/test_aerospike_scaledown_live.py
 
 # The one aerocdn image (operator + edge + nginx) with buildah; no Docker daemon needed.
-image:
+image: bootstrap
 	bash scripts/image.sh --smoke
 
 # kind cluster + image + chart, then tests/e2e and the integration scenarios via KUBECONFIG.

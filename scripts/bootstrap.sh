@@ -4,7 +4,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(nginx libnginx-mod-http-cache-purge wrk lua5.4 lua5.1 openssl)
+APT_PACKAGES=(nginx libnginx-mod-http-cache-purge wrk lua5.4 lua5.1 openssl
+  # real nodes of the local cluster: container runtime, CNI plugins, node networking (each node
+  # in its own network namespace); gcc + libc6-dev build the static pause binary
+  containerd runc containernetworking-plugins iproute2 iptables conntrack gcc libc6-dev
+  # the image (scripts/image.sh, imported into the real nodes): buildah, podman, debootstrap
+  buildah podman debootstrap)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Build (or reuse) the local control plane: etcd, kube-apiserver, kube-controller-manager,
-# kube-scheduler and kwok, at the versions pinned in go.mod/go.sum beside this script.
+# Build (or reuse) the local cluster: the control plane (etcd, kube-apiserver,
+# kube-controller-manager, kube-scheduler, kwok) at the versions pinned in go.mod/go.sum beside
+# this script, and what a real node runs: kubelet and kube-proxy (the same k8s.io/kubernetes
+# module), CoreDNS (coredns/go.mod: a module of its own) and the pause binary (pause.c from
+# the k8s.io/kubernetes module, linked statically with gcc).
 #
 # Binaries go to ${AEROCDN_CACHE:-$HOME/.cache/aerocdn}/cluster/<key>/bin, where <key> names
-# the Kubernetes release and hashes go.mod, go.sum, this script and the Go version: changing
+# the Kubernetes release and hashes go.mod, go.sum, coredns/*, this script and the Go version: changing
 # any of them builds into a new directory; otherwise nothing is rebuilt.
 #
 # The last line printed on success is the bin directory. Any failure (no Go, a Go that is too
@@ -12,7 +15,7 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cache_root="${AEROCDN_CACHE:-$HOME/.cache/aerocdn}"
-binaries=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
+binaries=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok kubelet kube-proxy coredns pause)
 # kwok's own stage definitions (shipped in its module) that make nodes Ready, keep their leases
 # fresh, and take pods to Running/Ready, Jobs' pods to Succeeded, and deleted pods away.
 kwok_stages=(node/fast/node-initialize.yaml node/heartbeat-with-lease/node-heartbeat-with-lease.yaml
@@ -23,12 +26,14 @@ fail() {
     exit 1
 }
 
+command -v gcc >/dev/null 2>&1 || fail "gcc is needed to build the pause binary (apt-get install gcc libc6-dev)"
 command -v go >/dev/null 2>&1 || fail "the Go toolchain ('go') is not on PATH; install Go $(sed -n 's/^go //p' "$here/go.mod") or newer"
 go_version="$(go env GOVERSION)" || fail "'go env GOVERSION' failed"
 
 k8s_version="$(awk '$1 == "k8s.io/kubernetes" {print $2; exit}' "$here/go.mod")"
 [[ -n "$k8s_version" ]] || fail "k8s.io/kubernetes is not pinned in $here/go.mod"
-hash="$( { cat "$here/go.mod" "$here/go.sum" "$here/build.sh"; echo "$go_version"; } | sha256sum | cut -c1-12)"
+hash="$( { cat "$here/go.mod" "$here/go.sum" "$here/coredns/go.mod" "$here/coredns/go.sum" \
+    "$here/coredns/main.go" "$here/build.sh"; echo "$go_version"; } | sha256sum | cut -c1-12)"
 key="k8s-${k8s_version}-${hash}"
 bin_dir="$cache_root/cluster/$key/bin"
 
@@ -51,11 +56,11 @@ jobs="${AEROCDN_BUILD_JOBS:-2}"
 
 cd "$here"
 echo "downloading modules for $key (Go $go_version, GOPROXY=$(go env GOPROXY))" >&2
-if ! go mod download 2>"$cache_root/.download.err"; then
+if ! { go mod download && (cd coredns && go mod download); } 2>"$cache_root/.download.err"; then
     cat "$cache_root/.download.err" >&2 || true
     fail "could not download the pinned modules: is the Go module proxy reachable?"
 fi
-if ! go mod verify >/dev/null 2>"$cache_root/.download.err"; then
+if ! { go mod verify && (cd coredns && go mod verify); } >/dev/null 2>"$cache_root/.download.err"; then
     cat "$cache_root/.download.err" >&2 || true
     fail "'go mod verify' failed: the module cache does not match go.sum"
 fi
@@ -77,8 +82,18 @@ go build -p "$jobs" -ldflags="$ldflags" -o "$staging/" \
     k8s.io/kubernetes/cmd/kube-apiserver \
     k8s.io/kubernetes/cmd/kube-controller-manager \
     k8s.io/kubernetes/cmd/kube-scheduler \
+    k8s.io/kubernetes/cmd/kubelet \
+    k8s.io/kubernetes/cmd/kube-proxy \
     sigs.k8s.io/kwok/cmd/kwok \
     || fail "go build failed (see the compiler output above)"
+(cd coredns && go build -p "$jobs" -ldflags="-s -w" -o "$staging/coredns" .) \
+    || fail "go build of coredns failed (see the compiler output above)"
+# The pod sandbox's pause process, from the same Kubernetes release (no registry is involved:
+# the local cluster packs it into an image and imports it into each node's containerd).
+k8s_dir="$(go list -m -f '{{.Dir}}' k8s.io/kubernetes)" || fail "cannot locate the kubernetes module"
+gcc -Os -static -Wall -Werror -DVERSION="$k8s_version" -o "$staging/pause" \
+    "$k8s_dir/build/pause/linux/pause.c" || fail "gcc could not build pause"
+strip "$staging/pause" 2>/dev/null || true
 # The etcd main package is the module root go.etcd.io/etcd/server/v3: go names it 'server'.
 for name in server v3; do
     [[ -e "$staging/$name" ]] && mv "$staging/$name" "$staging/etcd"
@@ -98,5 +113,5 @@ rm -rf "$bin_dir"
 mv "$staging" "$bin_dir"
 trap - EXIT
 { echo "key=$key"; echo "go=$go_version"; echo "seconds=$(( $(date +%s) - start ))"; } >"$bin_dir/../build-info"
-echo "built control plane in $(( $(date +%s) - start )) s" >&2
+echo "built the local cluster binaries in $(( $(date +%s) - start )) s" >&2
 echo "$bin_dir"

@@ -100,7 +100,7 @@ def operator_container(objects: list[dict[str, Any]]) -> dict[str, Any]:
 
 def run_options(container: dict[str, Any]) -> Any:
     """The container's command line, parsed by the real `aerocdn` argument parser."""
-    argv = [*container["command"], *container.get("args", [])]
+    argv = [*container.get("command", []), *container.get("args", [])]
     assert argv[:2] == ["aerocdn", "run"], argv
     return parser().parse_args(argv[1:])
 

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from aerocdn.localcluster import nodeplan, realnode
 from aerocdn.localcluster.cluster import (
     LocalCluster,
     build_binaries,
@@ -38,7 +39,8 @@ def _running_pids(state: dict[str, Any]) -> list[int]:
     return [int(p["pid"]) for p in state.get("processes", []) if int(p["pid"]) in ours]
 
 
-def up(directory: Path, timeout: float) -> int:
+def up(directory: Path, timeout: float, real_nodes: int = 0,
+       images: tuple[Path, ...] = ()) -> int:
     state_file = directory / "state.json"
     state = _load_state(state_file)
     if state is not None and _running_pids(state):
@@ -46,7 +48,8 @@ def up(directory: Path, timeout: float) -> int:
         print(f"export KUBECONFIG={state['kubeconfig']}")
         return 0
     directory.mkdir(parents=True, exist_ok=True)
-    cluster = LocalCluster(workdir=directory / "cluster", detach=True, timeout=timeout)
+    cluster = LocalCluster(workdir=directory / "cluster", detach=True, timeout=timeout,
+                           real_nodes=real_nodes, images=images)
     try:
         cluster.start()
     except ClusterError as e:
@@ -58,8 +61,18 @@ def up(directory: Path, timeout: float) -> int:
         f"`python -m aerocdn.localcluster down --dir {directory}`",
         file=sys.stderr,
     )
+    for node in cluster.real_nodes:
+        print(f"# real node {node.name}: a shell in its network namespace: "
+              f"ip netns exec {cluster.netns(node.name)} bash", file=sys.stderr)
     print(f"export KUBECONFIG={cluster.kubeconfig}")
     return 0
+
+
+def node_network(state: dict[str, Any]) -> tuple[nodeplan.NodeNetwork, int] | None:
+    net = state.get("node_network")
+    if not net:
+        return None
+    return nodeplan.NodeNetwork(run_id=net["run_id"], subnet=int(net["subnet"])), int(net["nodes"])
 
 
 def down(directory: Path) -> int:
@@ -70,6 +83,10 @@ def down(directory: Path) -> int:
         return 0
     pids = _running_pids(state)
     stop_groups(pids)
+    # Real nodes: everything in their cgroups (shims, containers), their namespaces and links.
+    nodes = node_network(state)
+    if nodes is not None:
+        realnode.cleanup(*nodes)
     left = processes_mentioning(str(state["workdir"]))
     if left:
         print(f"error: processes still running after SIGKILL: {left}", file=sys.stderr)
@@ -84,18 +101,24 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m aerocdn.localcluster",
         description="A real Kubernetes control plane (etcd, kube-apiserver, "
-        "kube-controller-manager, kube-scheduler, kwok nodes) on 127.0.0.1.",
+        "kube-controller-manager, kube-scheduler, kwok nodes) and real nodes (kubelet, "
+        "containerd, kube-proxy, CoreDNS; each in a network namespace of its own).",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     p_up = sub.add_parser("up", help="start in the background; print `export KUBECONFIG=...`")
     p_up.add_argument("--dir", type=Path, default=_default_dir(), help="state directory")
     p_up.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for ready")
+    p_up.add_argument("--real-nodes", type=int, default=1,
+                      help="real nodes (kubelet + containerd, needs root) beside the simulated "
+                      "ones (default 1; 0: simulated nodes only)")
+    p_up.add_argument("--image", type=Path, action="append", default=[],
+                      help="a docker-archive to import into each real node (repeatable)")
     p_down = sub.add_parser("down", help="stop what `up` started")
     p_down.add_argument("--dir", type=Path, default=_default_dir(), help="state directory")
     sub.add_parser("build", help="build or reuse the binaries; print their directory")
     args = parser.parse_args(argv)
     if args.command == "up":
-        return up(args.dir, args.timeout)
+        return up(args.dir, args.timeout, args.real_nodes, tuple(args.image))
     if args.command == "down":
         return down(args.dir)
     try:

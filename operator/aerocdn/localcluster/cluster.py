@@ -2,7 +2,11 @@
 
 etcd, kube-apiserver (RBAC on, a real cluster's admission plugins), kube-controller-manager,
 kube-scheduler and kwok (simulating the nodes this harness registers, so pods become Running
-and Ready). Every process runs in its own process group and is stopped with SIGTERM, then
+and Ready). Optionally real nodes beside them (`real_nodes=N`): kubelet + containerd +
+kube-proxy in a network namespace each, and CoreDNS (see nodeplan.py); the API server then
+listens on the host end of the nodes' uplink instead of loopback.
+
+Every process runs in its own process group and is stopped with SIGTERM, then
 SIGKILL, by `LocalCluster.stop()`, on leaving the `with` block, at interpreter exit and on
 SIGTERM/SIGHUP.
 """
@@ -12,9 +16,11 @@ from __future__ import annotations
 import atexit
 import contextlib
 import ctypes
+import functools
 import http.client
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -32,7 +38,7 @@ from typing import IO, Any
 
 import yaml
 
-from aerocdn.localcluster import plan
+from aerocdn.localcluster import nodeplan, plan, realnode
 from aerocdn.localcluster.errors import ClusterError
 from aerocdn.localcluster.pki import make_pki
 
@@ -170,14 +176,15 @@ class _Process:
 class _Api:
     """A minimal JSON client for the apiserver, authenticated with the admin certificate."""
 
-    def __init__(self, port: int, pki: Path) -> None:
+    def __init__(self, port: int, pki: Path, host: str = plan.LOOPBACK) -> None:
         self._port = port
+        self._host = host
         ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
         ctx.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
         self._ctx = ctx
 
     def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        conn = http.client.HTTPSConnection(plan.LOOPBACK, self._port, context=self._ctx, timeout=10)
+        conn = http.client.HTTPSConnection(self._host, self._port, context=self._ctx, timeout=10)
         try:
             payload = None if body is None else json.dumps(body).encode()
             headers = {"Accept": "application/json"}
@@ -231,7 +238,9 @@ class LocalCluster:
     """A local control plane; use as a context manager or call `start()` and `stop()`.
 
     `workdir`: where certificates, etcd data, kubeconfigs and logs go (default: a new temporary
-    directory, removed on stop). `detach`: leave the processes running when this Python process
+    directory, removed on stop). `real_nodes`: how many real nodes (or their specs) to run
+    beside the kwok ones; `images`: docker-archives imported into each real node's containerd.
+    `detach`: leave the processes running when this Python process
     exits (for `python -m aerocdn.localcluster up`); `stop()` still stops them.
     """
 
@@ -242,6 +251,8 @@ class LocalCluster:
         bin_dir: Path | None = None,
         nodes: tuple[plan.NodeSpec, ...] | None = None,
         taint_nodes: bool = False,
+        real_nodes: int | tuple[nodeplan.RealNodeSpec, ...] = 0,
+        images: tuple[Path, ...] = (),
         timeout: float = 180.0,
         detach: bool = False,
         log: Callable[[str], None] | None = None,
@@ -253,6 +264,14 @@ class LocalCluster:
         self._bin_dir = bin_dir
         self.nodes = nodes if nodes is not None else plan.default_nodes()
         self._taint_nodes = taint_nodes
+        self.real_nodes = (
+            nodeplan.default_real_nodes(real_nodes) if isinstance(real_nodes, int) else real_nodes
+        )
+        self._images = tuple(images)
+        # Set once the real nodes' network exists (and cleaned up by stop()).
+        self.node_network: nodeplan.NodeNetwork | None = None
+        self._address = plan.LOOPBACK
+        self._containerd_pids: dict[str, int] = {}
         self._timeout = timeout
         self._detach = detach
         self._log = log or (lambda msg: print(f"localcluster: {msg}", file=sys.stderr))
@@ -275,7 +294,7 @@ class LocalCluster:
     def server(self) -> str:
         if self.ports is None:
             raise ClusterError("the local cluster is not started")
-        return f"https://{plan.LOOPBACK}:{self.ports.apiserver}"
+        return f"https://{self._address}:{self.ports.apiserver}"
 
     @property
     def pids(self) -> list[int]:
@@ -314,6 +333,8 @@ class LocalCluster:
             with contextlib.suppress(Exception):
                 p.popen.wait(timeout=1)
             p.log.close()
+        if self.node_network is not None:
+            realnode.cleanup(self.node_network, len(self.real_nodes))
         if self._own_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
@@ -324,7 +345,20 @@ class LocalCluster:
             "kubeconfig": str(self.kubeconfig),
             "server": self.server,
             "processes": [{"name": p.spec.name, "pid": p.pid} for p in self._procs],
+            "node_network": None if self.node_network is None else {
+                "run_id": self.node_network.run_id, "subnet": self.node_network.subnet,
+                "nodes": len(self.real_nodes)},
         }
+
+    def node_exec(self, node: str, argv: list[str]) -> list[str]:
+        """argv run inside real node `node`'s network and mount namespaces."""
+        return realnode.in_node(self._containerd_pids[node], argv)
+
+    def netns(self, node: str) -> str:
+        """The network namespace of real node `node` (`ip netns exec <it> ...`)."""
+        assert self.node_network is not None
+        index = [n.name for n in self.real_nodes].index(node)
+        return self.node_network.node_netns(index)
 
     # -- steps ----------------------------------------------------------------------------
 
@@ -339,19 +373,26 @@ class LocalCluster:
             raise ClusterError(f"{layout.kwok_stages} is missing: run tests/cluster/build.sh")
         self._milestone("binaries")
         self._clean_workdir(layout)
+        if self.real_nodes:
+            realnode.check_host()
+            self.node_network = realnode.setup_network(secrets.token_hex(3), len(self.real_nodes))
+            self._address = self.node_network.host_ip
+            self._milestone("node-network")
         ports = plan.Ports(*free_ports(5))
         self.ports = ports
-        make_pki(layout.pki, plan.certificates())
+        make_pki(layout.pki, plan.certificates(
+            address=self._address, real_nodes=tuple(n.name for n in self.real_nodes)))
         self._write_kubeconfigs(layout, ports)
         self._milestone("certificates")
 
-        specs = {s.name: s for s in plan.processes(layout, ports)}
+        specs = {s.name: s for s in plan.processes(
+            layout, ports, address=self._address, real_nodes=bool(self.real_nodes))}
         self._spawn(specs["etcd"])
         # Starting the API server only once etcd answers spares it gRPC reconnect backoff.
         self._wait("etcd to be healthy", lambda: _etcd_healthy(ports.etcd_client))
         self._milestone("etcd")
         self._spawn(specs["kube-apiserver"])
-        api = _Api(ports.apiserver, layout.pki)
+        api = _Api(ports.apiserver, layout.pki, self._address)
         self._wait("the API server to be ready (/readyz)", lambda: _ok(api, "/readyz"))
         self._milestone("apiserver")
         for name in ("kube-controller-manager", "kube-scheduler", "kwok"):
@@ -370,7 +411,59 @@ class LocalCluster:
             lambda: _ok(api, "/api/v1/namespaces/default/serviceaccounts/default"),
         )
         self._milestone("serviceaccount")
-        self._log(f"ready: {len(names)} nodes, API at {self.server}, kubeconfig {self.kubeconfig}")
+        if self.real_nodes:
+            self._start_real_nodes(api, layout)
+        self._log(f"ready: {len(names)} simulated and {len(self.real_nodes)} real nodes, "
+                  f"API at {self.server}, kubeconfig {self.kubeconfig}")
+
+    def _start_real_nodes(self, api: _Api, layout: plan.Layout) -> None:
+        """CoreDNS in the hub, then per node containerd, the images, kubelet and kube-proxy."""
+        net = self.node_network
+        assert net is not None
+        for obj in nodeplan.dns_objects(net):
+            path = nodeplan.api_path(obj)
+            status, body = api.request("POST", path, obj)
+            if status not in (200, 201):
+                raise ClusterError(f"creating {obj['kind']} {obj['metadata']['name']} failed "
+                                   f"({status}): {body}")
+        corefile = self.workdir / "Corefile"
+        corefile.write_text(nodeplan.corefile(net, layout.component_kubeconfig("coredns")))
+        self._spawn(plan.ProcessSpec(name="coredns", argv=(
+            "nsenter", f"--net=/run/netns/{net.hub_netns}", "--",
+            str(layout.binary("coredns")), "-conf", str(corefile))))
+        pause = self.workdir / "images" / "pause.tar"
+        pause.parent.mkdir(exist_ok=True)
+        pause.write_bytes(nodeplan.pause_image_archive(layout.binary("pause").read_bytes()))
+        for index, node in enumerate(self.real_nodes):
+            paths = nodeplan.NodePaths(self.workdir / "nodes" / node.name)
+            covers = realnode.write_node_files(paths, net, index, node, layout.pki / "ca.crt")
+            shutil.copy(layout.component_kubeconfig(f"kubelet-{node.name}"),
+                        paths.kubelet_kubeconfig)
+            shutil.copy(layout.component_kubeconfig("kube-proxy"), paths.kube_proxy_kubeconfig)
+            realnode.create_cgroup(net.cgroup(index))
+            containerd = self._spawn(plan.ProcessSpec(
+                name=f"containerd-{node.name}",
+                argv=tuple(realnode.containerd_argv(paths, net, index, covers))),
+                cgroup=net.cgroup(index))
+            self._containerd_pids[node.name] = containerd.pid
+            self._wait(f"containerd of {node.name}", functools.partial(_ctr_ready, paths))
+            for archive in (pause, *self._images):
+                realnode.import_image(paths, archive)
+            self._milestone(f"{node.name}-images")
+            for name, argv in (
+                ("kubelet", nodeplan.kubelet_argv(layout.bin_dir, paths, net, index, node)),
+                ("kube-proxy", [str(layout.binary("kube-proxy")),
+                                f"--config={paths.kube_proxy_config}", "--v=1"]),
+            ):
+                self._spawn(plan.ProcessSpec(
+                    name=f"{name}-{node.name}",
+                    argv=tuple(realnode.in_node(containerd.pid, argv))),
+                    cgroup=net.cgroup(index))
+        names = {n.name for n in self.real_nodes}
+        self._wait(f"{len(names)} real nodes to be Ready", lambda: _nodes_ready(api, names))
+        self._milestone("real-nodes")
+        self._wait("CoreDNS to be ready", lambda: _http_ok(net.dns_ip, 8181, "/ready"))
+        self._milestone("dns")
 
     def _milestone(self, name: str) -> None:
         self.milestones[name] = time.monotonic() - self._begun
@@ -382,7 +475,7 @@ class LocalCluster:
         layout.logs.mkdir()
 
     def _write_kubeconfigs(self, layout: plan.Layout, ports: plan.Ports) -> None:
-        server = f"https://{plan.LOOPBACK}:{ports.apiserver}"
+        server = f"https://{self._address}:{ports.apiserver}"
         ca = (layout.pki / "ca.crt").read_bytes()
         users = {
             layout.admin_kubeconfig: "admin",
@@ -390,6 +483,11 @@ class LocalCluster:
             layout.component_kubeconfig("kube-scheduler"): "kube-scheduler",
             layout.component_kubeconfig("kwok"): "kwok",
         }
+        if self.real_nodes:
+            users[layout.component_kubeconfig("kube-proxy")] = "kube-proxy"
+            users[layout.component_kubeconfig("coredns")] = "coredns"
+            for n in self.real_nodes:
+                users[layout.component_kubeconfig(f"kubelet-{n.name}")] = f"node-{n.name}"
         for path, cert in users.items():
             config = plan.kubeconfig(
                 server=server,
@@ -401,11 +499,19 @@ class LocalCluster:
             path.write_text(yaml.safe_dump(config, sort_keys=False))
             path.chmod(0o600)
 
-    def _spawn(self, spec: plan.ProcessSpec) -> None:
+    def _spawn(self, spec: plan.ProcessSpec, cgroup: str | None = None) -> _Process:
         assert self.layout is not None
         log_path = self.layout.logs / f"{spec.name}.log"
         log = log_path.open("wb")
         in_main = threading.current_thread() is threading.main_thread()
+        die = not (self._detach or not in_main)
+
+        def preexec() -> None:  # pragma: no cover - runs in the child before exec
+            if cgroup is not None:
+                realnode.join_cgroup(cgroup)
+            if die:
+                _die_with_parent()
+
         try:
             popen = subprocess.Popen(
                 spec.argv,
@@ -415,12 +521,14 @@ class LocalCluster:
                 cwd=self.workdir,
                 env=_child_env(),
                 start_new_session=True,  # own session and process group: pgid == pid
-                preexec_fn=None if (self._detach or not in_main) else _die_with_parent,
+                preexec_fn=preexec if (die or cgroup) else None,
             )
         except OSError as e:
             log.close()
             raise ClusterError(f"cannot start {spec.name}: {e}") from e
-        self._procs.append(_Process(spec=spec, popen=popen, log_path=log_path, log=log))
+        proc = _Process(spec=spec, popen=popen, log_path=log_path, log=log)
+        self._procs.append(proc)
+        return proc
 
     def _wait(self, what: str, done: Callable[[], bool]) -> None:
         deadline = time.monotonic() + self._timeout
@@ -455,6 +563,25 @@ def _etcd_healthy(port: int) -> bool:
         conn.request("GET", "/health")
         resp = conn.getresponse()
         return resp.status == 200 and b'"true"' in resp.read()
+    finally:
+        conn.close()
+
+
+def _ctr_ready(paths: nodeplan.NodePaths) -> bool:
+    if not paths.containerd_socket.exists():
+        return False
+    result = subprocess.run(
+        ["ctr", "--address", str(paths.containerd_socket), "version"],
+        capture_output=True, check=False, stdin=subprocess.DEVNULL, timeout=10,
+    )
+    return result.returncode == 0
+
+
+def _http_ok(host: str, port: int, path: str) -> bool:
+    conn = http.client.HTTPConnection(host, port, timeout=5)
+    try:
+        conn.request("GET", path)
+        return conn.getresponse().status == 200
     finally:
         conn.close()
 

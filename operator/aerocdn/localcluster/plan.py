@@ -10,10 +10,12 @@ from pathlib import Path
 from typing import Any
 
 LOOPBACK = "127.0.0.1"
-# Data only: ClusterIPs and pod IPs are written to etcd but nothing routes to them. Nothing may
-# connect to them from this machine (only loopback traffic is allowed here).
+# Without real nodes these are data only: ClusterIPs and pod IPs are written to etcd but nothing
+# routes to them, and nothing may connect to them from this machine. With real nodes they exist
+# inside the nodes' network namespaces (nodeplan.py). kwok's pods get the lower half of the pod
+# range, real node i 10.244.(128+i).0/24: the two never overlap.
 SERVICE_CIDR = "10.96.0.0/16"
-POD_CIDR = "10.244.0.0/16"
+POD_CIDR = "10.244.0.0/17"
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 # kwok's convention: nodes carrying this annotation are simulated by kwok.
 KWOK_ANNOTATION = "kwok.x-k8s.io/node"
@@ -104,14 +106,31 @@ class Certificate:
     dns_sans: tuple[str, ...] = ()
 
 
-def certificates() -> tuple[Certificate, ...]:
-    """Every certificate the control plane needs, issued by one CA."""
+def certificates(
+    *, address: str = LOOPBACK, real_nodes: tuple[str, ...] = ()
+) -> tuple[Certificate, ...]:
+    """Every certificate the control plane needs, issued by one CA.
+
+    `address`: where the API server listens (loopback, or the uplink when there are real
+    nodes). `real_nodes`: node names, each getting a kubelet client certificate; with real
+    nodes the API server also gets a client certificate towards kubelets, kube-proxy and
+    CoreDNS one each."""
+    node_certs: tuple[Certificate, ...] = ()
+    if real_nodes:
+        node_certs = (
+            Certificate(name="apiserver-kubelet-client", common_name="kube-apiserver-kubelet",
+                        organizations=("system:masters",)),
+            Certificate(name="kube-proxy", common_name="system:kube-proxy"),
+            Certificate(name="coredns", common_name="system:coredns"),
+            *(Certificate(name=f"node-{n}", common_name=f"system:node:{n}",
+                          organizations=("system:nodes",)) for n in real_nodes),
+        )
     return (
         Certificate(
             name="apiserver",
             common_name="kube-apiserver",
             server=True,
-            ip_sans=(LOOPBACK, first_service_ip(SERVICE_CIDR)),
+            ip_sans=tuple(dict.fromkeys((LOOPBACK, address, first_service_ip(SERVICE_CIDR)))),
             dns_sans=(
                 "localhost",
                 "kubernetes",
@@ -127,6 +146,7 @@ def certificates() -> tuple[Certificate, ...]:
         Certificate(name="kube-scheduler", common_name="system:kube-scheduler"),
         # kwok plays the kubelets of every simulated node and writes their leases and pod status.
         Certificate(name="kwok", common_name="kwok-controller", organizations=("system:masters",)),
+        *node_certs,
     )
 
 
@@ -199,15 +219,29 @@ def etcd(layout: Layout, ports: Ports) -> ProcessSpec:
     )
 
 
-def kube_apiserver(layout: Layout, ports: Ports) -> ProcessSpec:
+def kube_apiserver(
+    layout: Layout, ports: Ports, *, address: str = LOOPBACK, real_nodes: bool = False
+) -> ProcessSpec:
+    """`address`: loopback, or (with real nodes) the host end of the nodes' uplink, which pods
+    reach as the `kubernetes` Service (its Endpoints then hold that address)."""
     pki = layout.pki
+    if real_nodes:
+        nodes: tuple[str, ...] = (
+            f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
+            f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
+            "--kubelet-preferred-address-types=InternalIP",
+        )
+    else:
+        # Nothing listens as the `kubernetes` Service's endpoint on loopback, and Endpoints
+        # may not hold loopback addresses: don't reconcile that one object.
+        nodes = ("--endpoint-reconciler-type=none",)
     return ProcessSpec(
         name="kube-apiserver",
         argv=(
             str(layout.binary("kube-apiserver")),
             f"--etcd-servers=http://{LOOPBACK}:{ports.etcd_client}",
-            f"--bind-address={LOOPBACK}",
-            f"--advertise-address={LOOPBACK}",
+            f"--bind-address={address}",
+            f"--advertise-address={address}",
             f"--secure-port={ports.apiserver}",
             f"--tls-cert-file={pki / 'apiserver.crt'}",
             f"--tls-private-key-file={pki / 'apiserver.key'}",
@@ -227,9 +261,7 @@ def kube_apiserver(layout: Layout, ports: Ports) -> ProcessSpec:
             f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
             f"--service-account-key-file={pki / 'sa.pub'}",
             f"--service-account-signing-key-file={pki / 'sa.key'}",
-            # Nothing listens as the `kubernetes` Service's endpoint on loopback, and Endpoints
-            # may not hold loopback addresses: don't reconcile that one object.
-            "--endpoint-reconciler-type=none",
+            *nodes,
             "--profiling=false",
             "--v=0",
         ),
@@ -299,11 +331,13 @@ def kwok(layout: Layout, ports: Ports) -> ProcessSpec:
     )
 
 
-def processes(layout: Layout, ports: Ports) -> tuple[ProcessSpec, ...]:
+def processes(
+    layout: Layout, ports: Ports, *, address: str = LOOPBACK, real_nodes: bool = False
+) -> tuple[ProcessSpec, ...]:
     """Start order; stop in reverse."""
     return (
         etcd(layout, ports),
-        kube_apiserver(layout, ports),
+        kube_apiserver(layout, ports, address=address, real_nodes=real_nodes),
         kube_controller_manager(layout, ports),
         kube_scheduler(layout, ports),
         kwok(layout, ports),
@@ -337,6 +371,7 @@ def node_object(node: NodeSpec, *, taint: bool = False) -> dict[str, Any]:
                 "kubernetes.io/os": "linux",
                 "kubernetes.io/hostname": node.name,
                 "type": "kwok",
+                "aerocdn.dev/node": "kwok",
                 MANAGED_LABEL: "true",
                 REGION_LABEL: node.region,
                 ZONE_LABEL: node.zone,
