@@ -29,10 +29,10 @@ class Kubectl:
     def __init__(self, kubeconfig: str):
         self.kubeconfig = kubeconfig
 
-    def run(self, *args: str, input: str | None = None, check: bool = True
-            ) -> subprocess.CompletedProcess[str]:
+    def run(self, *args: str, input: str | None = None, check: bool = True,
+            timeout: float = 120) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(["kubectl", "--kubeconfig", self.kubeconfig, *args],
-                                input=input, capture_output=True, text=True, timeout=120)
+                                input=input, capture_output=True, text=True, timeout=timeout)
         if check and result.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
         return result
