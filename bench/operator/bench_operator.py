@@ -114,7 +114,7 @@ def run_case(k: Kubectl, op: Operator, edges: int, clusters: int) -> dict[str, f
     idle_writes = op.writes() - w0
     idle_requests = (total(op.metrics(), "aerocdn_api_requests_total") - q0) / max(
         op.reconciles() - r0, 1)
-    k.run("delete", "namespace", ns, "--timeout=600s", check=False)
+    k.run("delete", "namespace", ns, "--timeout=600s", check=False, timeout=660)
     return {"edges": edges, "clusters": clusters, "seconds": elapsed,
             "requests_per_reconcile": requests / max(reconciles, 1), "reconciles": reconciles,
             "rss_mb": rss, "idle_writes": idle_writes, "operator_cpu": cpu,

@@ -29,10 +29,10 @@ class Kubectl:
     def __init__(self, kubeconfig: str):
         self.kubeconfig = kubeconfig
 
-    def run(self, *args: str, input: str | None = None, check: bool = True
-            ) -> subprocess.CompletedProcess[str]:
+    def run(self, *args: str, input: str | None = None, check: bool = True,
+            timeout: float = 120) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(["kubectl", "--kubeconfig", self.kubeconfig, *args],
-                                input=input, capture_output=True, text=True, timeout=120)
+                                input=input, capture_output=True, text=True, timeout=timeout)
         if check and result.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
         return result
@@ -151,7 +151,7 @@ class Operator:
             return False
 
     def metrics(self) -> dict[str, float]:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=30) as r:
             text = r.read().decode()
         out: dict[str, float] = {}
         for line in text.splitlines():

@@ -252,3 +252,23 @@ def test_watch_handlers_run_in_the_event_loop() -> None:
     from aerocdn.controller import handlers
     for fn in (handlers.cachecluster_event, handlers.contentedge_event, handlers.child_event):
         assert inspect.iscoroutinefunction(fn), fn.__name__
+
+
+def test_only_a_cachecluster_routing_change_replans_only_its_contentedges() -> None:
+    from aerocdn.controller.runtime import cluster_view, uses_cluster
+
+    def cc(ready: str, message: str, ready_replicas: int = 1) -> dict[str, Any]:
+        return {"metadata": {"name": "eu", "generation": 1, "uid": "u"},
+                "spec": {"region": "eu-west"},
+                "status": {"readyReplicas": ready_replicas, "conditions": [
+                    {"type": "Ready", "status": ready, "message": message,
+                     "lastTransitionTime": "2026-01-01T00:00:00Z"}]}}
+    # a new message or count is not a routing change; readiness is
+    assert cluster_view("eu", cc("True", "1/1")) == cluster_view("eu", cc("True", "1/1 x", 1))
+    assert cluster_view("eu", cc("True", "1/1")) != cluster_view("eu", cc("False", "0/1"))
+    assert cluster_view("eu", None) != cluster_view("eu", cc("True", "1/1"))
+    named = {"spec": {"regions": [{"name": "us-east", "cacheCluster": "eu"}]}}
+    default = {"spec": {"regions": [{"name": "eu-west"}]}}
+    other = {"spec": {"regions": [{"name": "us-east", "cacheCluster": "us"}]}}
+    assert uses_cluster(named, "eu", "eu-west") and uses_cluster(default, "eu", "eu-west")
+    assert not uses_cluster(other, "eu", "eu-west")

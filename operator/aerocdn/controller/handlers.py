@@ -19,8 +19,8 @@ from typing import Any
 import kopf
 
 from aerocdn.constants import LABEL_CACHECLUSTER, LABEL_CONTENTEDGE, MANAGED
-from aerocdn.controller.context import CC_KIND, CE_KIND
-from aerocdn.controller.runtime import RUNTIME
+from aerocdn.controller.context import API_VERSION, CC_KIND, CE_KIND
+from aerocdn.controller.runtime import RUNTIME, cluster_view
 
 
 @kopf.on.startup()
@@ -50,9 +50,12 @@ async def cleanup(**_: Any) -> None:
 async def cachecluster_event(type: str, body: kopf.Body, namespace: str | None, name: str,
                        **_: Any) -> None:
     assert namespace is not None
+    before = RUNTIME.store.get(API_VERSION, CC_KIND, namespace, name)
     RUNTIME.observe(type, body)
     RUNTIME.seen(CC_KIND, namespace, name, deleted=type == "DELETED")
-    RUNTIME.cachecluster_changed(namespace)
+    after = RUNTIME.store.get(API_VERSION, CC_KIND, namespace, name)
+    if cluster_view(name, before) != cluster_view(name, after):
+        RUNTIME.cachecluster_changed(namespace, name, after or before)
 
 
 @kopf.on.event("aerocdn.dev", "v1alpha1", "contentedges")

@@ -7,7 +7,7 @@ import argparse
 import asyncio
 import logging
 import time
-from collections.abc import Hashable
+from collections.abc import Hashable, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -24,6 +24,7 @@ from aerocdn.controller.kube import Kube
 from aerocdn.controller.leader import LeaderElector
 from aerocdn.controller.queue import WorkQueue
 from aerocdn.controller.status import report_permanent, report_retrying
+from aerocdn.routing.inputs import cache_facts
 
 log = logging.getLogger(__name__)
 
@@ -126,11 +127,18 @@ class Runtime:
     def enqueue(self, kind: str, namespace: str, name: str) -> None:
         self.queue.add((kind, namespace, name))
 
-    def cachecluster_changed(self, namespace: str) -> None:
-        """A CacheCluster's state is a routing input of every ContentEdge beside it."""
-        for kind, ns, name in list(self.known):
-            if kind == CE_KIND and ns == namespace:
-                self.queue.add((kind, ns, name))
+    def cachecluster_changed(self, namespace: str, name: str,
+                             cluster: Mapping[str, Any] | None) -> None:
+        """A CacheCluster's routing state changed: reconcile the ContentEdges that use it
+        (named in a region, or serving its region by default; all of them when a
+        ContentEdge is not in the cache yet)."""
+        region = ((cluster or {}).get("spec") or {}).get("region")
+        for kind, ns, ce_name in list(self.known):
+            if kind != CE_KIND or ns != namespace:
+                continue
+            ce = self.store.get(API_VERSION, CE_KIND, ns, ce_name)
+            if ce is None or uses_cluster(ce, name, region):
+                self.queue.add((kind, ns, ce_name))
 
     async def _resync(self) -> None:
         while True:
@@ -152,6 +160,28 @@ class Runtime:
         finally:
             metrics.RECONCILES.labels(kind=kind, result=result).inc()
             metrics.RECONCILE_SECONDS.labels(kind=kind).observe(time.perf_counter() - started)
+
+
+def cluster_view(name: str, cluster: Mapping[str, Any] | None) -> tuple[Any, ...]:
+    """What ContentEdges read of a CacheCluster: its routing facts, spec version, readiness.
+    Another status message or count is no reason to re-plan 200 ContentEdges."""
+    if cluster is None:
+        return (None,)
+    try:
+        facts = cache_facts(name, cluster)
+    except ValueError:
+        facts = None
+    meta = cluster.get("metadata") or {}
+    return (facts, meta.get("generation"), meta.get("uid"))
+
+
+def uses_cluster(ce: Mapping[str, Any], cluster: str, region: str | None) -> bool:
+    for r in ((ce.get("spec") or {}).get("regions") or []):
+        named = r.get("cacheCluster")
+        if named == cluster or (not named and (r.get("name") == region or
+                                               r.get("name") == cluster)):
+            return True
+    return False
 
 
 async def reconcile_once(ctx: Context, kind: str, namespace: str, name: str,
