@@ -6,10 +6,10 @@ from nothing but a `NodeNetwork` and a node count, so `down` can clean up a deta
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -21,7 +21,6 @@ from aerocdn.localcluster import nodeplan
 from aerocdn.localcluster.errors import ClusterError
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
-_NET_LOCK = Path("/run/lock/aerocdn-localcluster-net.lock")
 _REQUIRED_COMMANDS = ("ip", "nsenter", "unshare", "containerd", "ctr", "runc", "iptables",
                       "conntrack")
 
@@ -56,16 +55,31 @@ def host_addresses() -> list[str]:
     return [a["local"] for link in json.loads(out or "[]") for a in link.get("addr_info", [])]
 
 
+# An abstract Unix socket as the lock: held while bound, released when the process ends,
+# and nothing is left on disk (a lock file under /run would outlive the run).
+_NET_LOCK = "\0aerocdn-localcluster-net"
+_NET_LOCK_WAIT = 300.0
+
+
 @contextlib.contextmanager
 def net_lock() -> Iterator[None]:
     """Two runs starting at once must not pick the same 10.201.S.0/24."""
-    _NET_LOCK.parent.mkdir(parents=True, exist_ok=True)
-    with _NET_LOCK.open("w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    deadline = time.monotonic() + _NET_LOCK_WAIT
+    try:
+        while True:
+            try:
+                sock.bind(_NET_LOCK)
+                break
+            except OSError as exc:
+                if time.monotonic() > deadline:
+                    raise ClusterError(
+                        f"another local cluster held the network lock for {_NET_LOCK_WAIT:.0f}"
+                        " s") from exc
+                time.sleep(0.1)
+        yield
+    finally:
+        sock.close()
 
 
 def setup_network(run_id: str, count: int) -> nodeplan.NodeNetwork:
