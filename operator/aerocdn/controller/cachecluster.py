@@ -55,7 +55,12 @@ from aerocdn.controller.conditions import Cond, condition_events, merge_conditio
 from aerocdn.controller.context import API_VERSION, CC_KIND, Context, timestamp
 from aerocdn.controller.diff import status_changed
 from aerocdn.controller.kube import KubeError
-from aerocdn.controller.status import already_failed, report_invalid, write_status
+from aerocdn.controller.status import (
+    already_failed,
+    report_invalid,
+    report_paused,
+    write_status,
+)
 from aerocdn.render.cachecluster import (
     dynamic_settings,
     pod_selector,
@@ -108,14 +113,7 @@ async def _reconcile(ctx: Context, namespace: str, name: str, fresh: bool) -> fl
         return None
 
     if cc.spec.paused:
-        await write_status(ctx, raw, {
-            "observedGeneration": generation, "phase": "Paused",
-            "conditions": merge_conditions(status.get("conditions", []), [
-                Cond("Progressing", False, "Paused",
-                     "spec.paused is true: the operator leaves this cluster alone"),
-            ] + [Cond(**_keep(c)) for c in status.get("conditions", [])
-                 if c["type"] in ("Ready", "Degraded")], generation, now)},
-            "Paused", "spec.paused is true: children are left alone")
+        await report_paused(ctx, raw, now, "children")
         return None
 
     uid = raw["metadata"]["uid"]

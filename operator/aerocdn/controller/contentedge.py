@@ -15,7 +15,7 @@ from aerocdn.controller.children import list_children, sync_children
 from aerocdn.controller.conditions import Cond, condition_events, merge_conditions
 from aerocdn.controller.context import API_VERSION, CC_KIND, CE_KIND, Context, timestamp
 from aerocdn.controller.diff import status_changed
-from aerocdn.controller.status import already_failed, report_invalid, write_status
+from aerocdn.controller.status import already_failed, report_invalid, report_paused
 from aerocdn.render.contentedge import (
     cache_cluster_of,
     region_name,
@@ -54,15 +54,7 @@ async def reconcile_contentedge(ctx: Context, namespace: str, name: str) -> floa
         return None
 
     if ce.spec.paused:
-        await write_status(ctx, raw, {
-            "observedGeneration": generation, "phase": "Paused",
-            "conditions": merge_conditions(status.get("conditions", []), [
-                Cond("Progressing", False, "Paused",
-                     "spec.paused is true: the operator leaves this ContentEdge alone"),
-            ] + [Cond(c["type"], c["status"] == "True", c.get("reason", ""),
-                      c.get("message", "")) for c in status.get("conditions", [])
-                 if c["type"] in ("Ready", "Degraded")], generation, now)},
-            "Paused", "spec.paused is true: children and routing are left alone")
+        await report_paused(ctx, raw, now, "children and routing")
         return None
 
     cc_raw = {c["metadata"]["name"]: c

@@ -22,6 +22,21 @@ async def write_status(ctx: Context, raw: dict[str, Any], new: dict[str, Any], r
         await ctx.kube.event(raw, "Warning" if warning else "Normal", reason, message)
 
 
+async def report_paused(ctx: Context, raw: dict[str, Any], now: str, what: str) -> None:
+    """spec.paused: phase Paused, Progressing=False, Ready and Degraded kept as they were."""
+    status = raw.get("status") or {}
+    generation = raw["metadata"].get("generation")
+    kept = [Cond(c["type"], c["status"] == "True", c.get("reason", ""), c.get("message", ""))
+            for c in status.get("conditions", []) if c["type"] in ("Ready", "Degraded")]
+    await write_status(ctx, raw, {
+        "observedGeneration": generation, "phase": "Paused",
+        "conditions": merge_conditions(status.get("conditions", []), [
+            Cond("Progressing", False, "Paused",
+                 f"spec.paused is true: the operator leaves this {raw['kind']} alone"),
+            *kept], generation, now)},
+        "Paused", f"spec.paused is true: {what} are left alone")
+
+
 async def report_invalid(ctx: Context, raw: dict[str, Any], exc: InputError, now: str) -> None:
     """A spec the models refuse (admission let it through): Ready=False, Degraded=True."""
     message = "; ".join(f"{p.field}: {p.message}" for p in exc.problems)
