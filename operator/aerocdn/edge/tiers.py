@@ -459,7 +459,9 @@ class AerospikeTier:
             self, batch: list[tuple[str, asyncio.Future[dict[str, Any] | None]]]) -> None:
         import aerospike.exception as ex
 
-        keys = [self._key(k) for k, _ in batch]
+        # a hot object requested by many clients in one tick is read once, not once per client
+        distinct = list(dict.fromkeys(k for k, _ in batch))
+        keys = [self._key(k) for k in distinct]
         try:
             if len(keys) == 1:
                 try:
@@ -478,7 +480,9 @@ class AerospikeTier:
                 if not fut.done():
                     fut.set_exception(err)
             return
-        for (_, fut), (code, bins) in zip(batch, results, strict=True):
+        by_key = dict(zip(distinct, results, strict=True))
+        for k, fut in batch:
+            code, bins = by_key[k]
             if fut.done():
                 continue
             if code == 0:
