@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +68,10 @@ def run_origin(port: int, delay_ms: int) -> None:
         hits[request.path] += 1
         if delay_ms:
             await asyncio.sleep(delay_ms / 1000)
-        return web.Response(body=BODY_1K, headers={"Cache-Control": "max-age=3600",
+        body = BODY_1K
+        if request.path.startswith("/sz/"):  # /sz/<bytes>/...: an object of that size
+            body = b"x" * int(request.path.split("/")[2])
+        return web.Response(body=body, headers={"Cache-Control": "max-age=3600",
                                                    "Content-Type": "text/plain"})
 
     app = web.Application()
@@ -115,13 +119,15 @@ class Procs:
     def __init__(self) -> None:
         self.procs: list[subprocess.Popen[bytes]] = []
 
-    def start(self, cmd: list[str], cpu: str | None = None) -> subprocess.Popen[bytes]:
+    def start(self, cmd: list[str], cpu: str | None = None,
+              env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         if cpu is not None and shutil.which("taskset"):
             cmd = ["taskset", "-c", cpu, *cmd]
         # stderr kept (in the temp dir) so a server that dies under load says why
         log = LOG_DIR / f"{len(self.procs)}-{Path(cmd[-1]).name[:40]}.log"
         with log.open("wb") as err:
-            p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
+            p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err,
+                                 env={**os.environ, **env} if env else None)
         self.procs.append(p)
         return p
 
@@ -181,7 +187,8 @@ def plain_nginx(procs: Procs, tmp: Path, origin_port: int, cpu: str | None) -> i
 
 
 def edge_pod(procs: Procs, tmp: Path, origin_port: int, *, nginx: bool, cpu_nginx: str | None,
-             cpu_edge: str | None, **overrides: Any) -> tuple[int, int, int]:
+             cpu_edge: str | None, code: str | None = None,
+             **overrides: Any) -> tuple[int, int, int]:
     """-> (nginx port or 0, edge port, admin port)."""
     edge_port = free_port()
     d = Path(tempfile.mkdtemp(dir=tmp))
@@ -191,7 +198,7 @@ def edge_pod(procs: Procs, tmp: Path, origin_port: int, *, nginx: bool, cpu_ngin
         cfg = cfg.model_copy(update={"nginx_control_url": f"http://{cfg.nginx.control_listen}"})
     SERVER_PID[edge_port] = procs.start([PY, "-m", "aerocdn.edge.server", "--config",
                  str(write_config_file(cfg, d / "edge.yaml")), "--log-level", "WARNING"],
-                cpu_edge).pid
+                cpu_edge, env={"PYTHONPATH": code} if code else None).pid
     wait_port(edge_port)
     ng_port = 0
     if nginx:
@@ -282,6 +289,78 @@ def origin_counts(port: int) -> dict[str, int]:
         return data
 
 
+# ----------------------------------------------------------------------------- (b) only
+
+
+def run_l2(args: argparse.Namespace, procs: Procs, tmp: Path, origin_port: int, seed: str,
+           ns: str, server_cpu: str | None, client_cpu: str | None, results: dict[str, Any],
+           w: Callable[[str], None], rounds: range) -> None:
+    """L2 hits per object size: memory tier vs Aerospike tier (this code, and --old-code),
+    every edge alone on ``server_cpu``, rounds alternating over all of them."""
+    sizes = [int(x) for x in args.sizes.split(",")]
+    edges: list[tuple[str, dict[str, Any], str | None]] = [("memory tier", {}, None)]
+    if seed:
+        cc = {"cacheClusters": {"cc": {"seeds": [seed], "namespace": ns,
+                                       "set": f"bench{os.getpid()}"}}}
+        edges.append(("aerospike tier (this branch)", cc, None))
+        if args.old_code:
+            edges.append(("aerospike tier (old code)", cc, args.old_code))
+    targets: list[tuple[str, int, str]] = []
+    for name, extra, code in edges:
+        _, port, _ = edge_pod(procs, tmp, origin_port, nginx=False, cpu_nginx=None,
+                              cpu_edge=server_cpu, code=code, **extra)
+        for size in sizes:
+            path = f"/sz/{size}/l2"
+            warm(port, path)  # first fetch stores it; later ones are L2 hits
+            seen = warm(port, path, 1)
+            targets.append((f"{name}, {size // 1024} KiB", port, path))
+            results[f"tier/{name}/{size}"] = seen
+    w(f"### (b) L2 hits, `aerocdn edge` alone (no nginx), edge on CPU {server_cpu}, "
+      f"wrk on CPU {client_cpu or 'any (unpinned)'}")
+    w("")
+    w("| server | round | req/s | req per edge CPU-second | p50 ms | p99 ms | non-2xx "
+      "| load before |")
+    w("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for round_ in rounds:
+        for name, port, path in targets:
+            r = wrk(port, path, args.duration, args.connections, client_cpu)
+            results[f"b/{name}/{round_}"] = r
+            w(f"| {name} | {round_} | {r['rps']:.0f} | {r['per_cpu_s']:.0f} | {r['p50_ms']} "
+              f"| {r['p99_ms']} | {r['non2xx']} | "
+              f"{r['load'].split('load average:')[-1].strip()} |")
+    w("")
+    w("| server | median req/s | median p50 ms | median p99 ms | req/s vs memory tier |")
+    w("| --- | --- | --- | --- | --- |")
+    for size in sizes:
+        base = statistics.median(results[f"b/memory tier, {size // 1024} KiB/{i}"]["rps"]
+                                 for i in rounds)
+        for name, _, _ in edges:
+            k = f"{name}, {size // 1024} KiB"
+            rps = statistics.median(results[f"b/{k}/{i}"]["rps"] for i in rounds)
+            p50 = statistics.median(results[f"b/{k}/{i}"]["p50_ms"] for i in rounds)
+            p99 = statistics.median(results[f"b/{k}/{i}"]["p99_ms"] for i in rounds)
+            w(f"| {k} | {rps:.0f} | {p50:.2f} | {p99:.2f} | {rps / base:.2f} |")
+    w("")
+
+
+def finish(args: argparse.Namespace, lines: list[str], results: dict[str, Any],
+           procs: Procs, tmp: Path) -> int:
+    lines.append(f"- load at end: `{uptime()}`")
+    lines.append("")
+    lines.append("Commands (wrk):")
+    lines.append("")
+    seen = set()
+    for k, r in results.items():
+        if isinstance(r, dict) and "cmd" in r and r["cmd"] not in seen:
+            seen.add(r["cmd"])
+            lines.append(f"- {k.rsplit('/', 1)[0]}: `{r['cmd']}`")
+    text = "\n".join(lines) + "\n"
+    if args.out:
+        Path(args.out).write_text(text)
+    print(text)
+    return 0
+
+
 # ----------------------------------------------------------------------------- main
 
 
@@ -292,6 +371,14 @@ def main() -> int:
     ap.add_argument("--objects", type=int, default=200, help="unique objects for (c)")
     ap.add_argument("--rounds", type=int, default=5, help="alternating rounds for (a) and (b)")
     ap.add_argument("--out", help="also write the Markdown report to this file")
+    ap.add_argument("--l2-only", action="store_true", help="only (b), the L2-hit run")
+    ap.add_argument("--sizes", default="1024", help="object sizes for (b), e.g. 1024,65536")
+    ap.add_argument("--edge-cpu", default="0", help="core for the edge in (b) ('' = unpinned)")
+    ap.add_argument("--load-cpu", default="1", help="core for wrk ('' = unpinned)")
+    ap.add_argument("--asd", help="asd binary: start a private asd for the Aerospike tier")
+    ap.add_argument("--asd-cpu", default="", help="core for --asd (taskset)")
+    ap.add_argument("--old-code", help="another checkout's operator/ dir: (b) also runs its "
+                                       "edge on the Aerospike tier, in the same run")
     ap.add_argument("--origin", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--delay-ms", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--bare", type=int, help=argparse.SUPPRESS)
@@ -305,10 +392,22 @@ def main() -> int:
     if not shutil.which("wrk"):
         print("wrk is not installed (apt-get install wrk)", file=sys.stderr)
         return 2
+    if args.asd:
+        from bench.aerospike_clients.bench_clients import private_asd
+
+        with private_asd(args.asd, int(args.asd_cpu or 0), "cache") as asd_port:
+            os.environ["AEROCDN_TEST_AEROSPIKE"] = f"127.0.0.1:{asd_port}"
+            return run(args)
+    return run(args)
+
+
+def run(args: argparse.Namespace) -> int:
     seed = os.environ.get("AEROCDN_TEST_AEROSPIKE", "")
     ns = os.environ.get("AEROCDN_TEST_AEROSPIKE_NS", "cache")
     ncpu = os.cpu_count() or 1
     server_cpu, client_cpu = ("0", "1") if ncpu >= 2 else (None, None)
+    if args.l2_only:
+        server_cpu, client_cpu = (args.edge_cpu or None), (args.load_cpu or None)
     lines: list[str] = []
     w = lines.append
     cpu_model = ""
@@ -320,6 +419,9 @@ def main() -> int:
     w(f"- nginx: {subprocess.run([NGINX, '-v'], capture_output=True, text=True).stderr.strip()}"
       f"; wrk: -t1 -c{args.connections} -d{args.duration}s, pinned to CPU {client_cpu}; "
       f"servers pinned to CPU {server_cpu}; {args.rounds} alternating rounds")
+    if args.asd:
+        w(f"- asd: {args.asd} (private, single node, namespace in memory), pinned to CPU "
+          f"{args.asd_cpu or 'none'}")
     w(f"- load at start: `{uptime()}`")
     w("")
     results: dict[str, Any] = {}
@@ -329,6 +431,11 @@ def main() -> int:
         origin_port = free_port()
         procs.start([PY, __file__, "--origin", str(origin_port)], None)
         wait_port(origin_port)
+        rounds = range(1, args.rounds + 1)
+        if args.l2_only:
+            run_l2(args, procs, tmp, origin_port, seed, ns, server_cpu, client_cpu, results, w,
+                   rounds)
+            return finish(args, lines, results, procs, tmp)
 
         # (a) L1 hits
         ours, _, _ = edge_pod(procs, tmp, origin_port, nginx=True, cpu_nginx=server_cpu,

@@ -7,7 +7,9 @@ Runs only with ``AEROCDN_TEST_AEROSPIKE=host:port`` (namespace ``cache`` unless
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -18,7 +20,7 @@ import pytest
 from tests.edge.edgeharness import HOST, Origin, Pod, PodFactory, edge_config
 
 from aerocdn.edge.policy import StoredObject
-from aerocdn.edge.tiers import AerospikeTier
+from aerocdn.edge.tiers import AerospikeTier, TierError
 
 SEED = os.environ.get("AEROCDN_TEST_AEROSPIKE", "")
 NS = os.environ.get("AEROCDN_TEST_AEROSPIKE_NS", "cache")
@@ -55,6 +57,41 @@ async def test_aerospike_tier_stores_reads_and_deletes_objects(tier: AerospikeTi
     await tier.delete("k1")
     assert await tier.get("k1") is None
     await tier.ping()
+
+
+async def test_requests_that_arrive_while_the_tier_connects_wait_for_the_connection(
+        tier: AerospikeTier) -> None:
+    # The edge's probe loop connects the tier at start; the first requests arrive while that
+    # connect runs.  They must wait for it (up to the tier's deadline), not skip L2 and go to
+    # the origin (the cause of a flaky cross-pod purge test).
+    now = time.time()
+    writer = AerospikeTier("w", (SEED,), NS, tier._set, timeout_ms=500, threads=2,
+                           rules_max_age=3600)
+    try:
+        await writer.put("early", obj("h/early", now), 60)
+    finally:
+        await writer.close()
+    ping = asyncio.ensure_future(tier.ping())  # starts the connect
+    await asyncio.sleep(0)
+    gets = await asyncio.gather(*(tier.get("early") for _ in range(20)),
+                                return_exceptions=True)
+    await ping
+    assert gets == [obj("h/early", now)] * 20
+
+
+async def test_a_closed_tier_fails_fast_and_leaves_no_thread_behind(set_name: str) -> None:
+    t = AerospikeTier("c", (SEED,), NS, set_name, timeout_ms=500, threads=2, rules_max_age=3600)
+    ping = asyncio.ensure_future(t.ping())
+    await asyncio.sleep(0)
+    await t.close()  # while connecting
+    with contextlib.suppress(TierError, asyncio.CancelledError):
+        await ping
+    with pytest.raises(TierError):
+        await t.get("x")
+    deadline = time.monotonic() + 10
+    while any(th.name.startswith("as-c-") for th in threading.enumerate()):
+        assert time.monotonic() < deadline, "client threads still running after close"
+        await asyncio.sleep(0.05)
 
 
 async def test_aerospike_purge_rules_hide_older_objects_from_every_pod(

@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import queue
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -210,6 +212,57 @@ def from_bins(b: dict[str, Any]) -> Entry | None:
     return None
 
 
+class DaemonPool(Executor):
+    """A fixed pool of daemon threads.  Unlike ThreadPoolExecutor (whose threads are joined at
+    interpreter exit) a thread stuck in a blocking client call cannot keep the process alive:
+    every call the tier makes is bounded by its own deadline, never by a join."""
+
+    def __init__(self, threads: int, name: str):
+        self._q: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]] | None] = (
+            queue.SimpleQueue())
+        self._shutdown = False
+        self._threads = [threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True)
+                         for i in range(threads)]
+        for t in self._threads:
+            t.start()
+
+    def _work(self) -> None:
+        while True:
+            item = self._q.get()
+            if item is None:
+                return
+            fut, fn = item
+            if not fut.set_running_or_notify_cancel():
+                continue
+            try:
+                fut.set_result(fn())
+            except BaseException as e:
+                fut.set_exception(e)
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        if self._shutdown:
+            raise RuntimeError("pool shut down")
+        fut: Future[T] = Future()
+        self._q.put((fut, lambda: fn(*args, **kwargs)))
+        return fut
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self._shutdown = True
+        if cancel_futures:
+            while True:
+                try:
+                    item = self._q.get_nowait()
+                except queue.Empty:
+                    break
+                if item is not None:
+                    item[0].cancel()
+        for _ in self._threads:
+            self._q.put(None)
+        if wait:
+            for t in self._threads:
+                t.join()
+
+
 class AerospikeTier:
     """One CacheCluster through the official (blocking) ``aerospike`` client, run in a bounded
     thread pool.  Every call is bounded by the client's total_timeout and an asyncio guard;
@@ -233,10 +286,11 @@ class AerospikeTier:
         self._ns = namespace
         self._set = set_name
         self._timeout_ms = timeout_ms
-        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"as-{name}")
+        self._pool = DaemonPool(threads, f"as-{name}")
         self._slots = asyncio.Semaphore(threads * 4)
         self._client: Any = None
-        self._connect_lock = asyncio.Lock()
+        self._connecting: asyncio.Future[Any] | None = None
+        self._closed = False
         self._connect_failed_at = float("-inf")
         self._connect_error = ""
         self.connect_backoff = 1.0
@@ -250,18 +304,39 @@ class AerospikeTier:
     def _key(self, key: str) -> tuple[str, str, str]:
         return (self._ns, self._set, key)
 
-    async def _call(self, fn: Callable[[], T], budget_ms: int | None = None) -> T:
+    async def _call(self, fn: Callable[[], T], budget_ms: int | None = None,
+                    late: Callable[[Any], None] | None = None) -> T:
+        """``fn`` on a client thread, bounded in time.  ``late`` gets a result that arrives
+        after the caller gave up (a connected client to close, not to leak)."""
+        if self._closed:
+            raise TierError(f"cache cluster {self.name}: closed")
         if self._slots.locked():
             raise TierError(f"cache cluster {self.name}: all client threads busy")
         budget = (budget_ms or self._timeout_ms) / 1000.0
         async with self._slots:
-            fut = asyncio.get_running_loop().run_in_executor(self._pool, fn)
+            cfut = self._pool.submit(fn)
+            fut = asyncio.wrap_future(cfut)
             try:
                 return await asyncio.wait_for(fut, budget * 2 + 0.05)
             except TimeoutError:
+                self._on_late(cfut, late)
                 raise TierError(
                     f"cache cluster {self.name}: no answer within {budget * 2:.2f}s"
                 ) from None
+            except asyncio.CancelledError:
+                self._on_late(cfut, late)
+                raise
+
+    @staticmethod
+    def _on_late(cfut: Future[Any], late: Callable[[Any], None] | None) -> None:
+        if late is None:
+            return
+
+        def done(f: Future[Any]) -> None:
+            if not f.cancelled() and f.exception() is None:
+                late(f.result())
+
+        cfut.add_done_callback(done)
 
     def _connect_blocking(self) -> Any:
         import aerospike
@@ -284,22 +359,45 @@ class AerospikeTier:
         return aerospike.client(config).connect()
 
     async def _client_or_connect(self) -> Any:
+        """The connected client.  While a connect is under way a caller waits for it, up to
+        the tier's deadline (it does not skip L2: the connect is usually a few ms away); after
+        a failed connect callers fail at once until ``connect_backoff`` has passed."""
         if self._client is not None:
             return self._client
-        # Never queue requests behind a connect attempt, and retry at most once per backoff.
-        if self._connect_lock.locked():
-            raise TierError(f"cache cluster {self.name}: connecting")
-        if self._clock() - self._connect_failed_at < self.connect_backoff:
-            raise TierError(f"cache cluster {self.name}: {self._connect_error}")
-        async with self._connect_lock:
+        if self._closed:
+            raise TierError(f"cache cluster {self.name}: closed")
+        task = self._connecting
+        if task is None or task.done():
+            if self._clock() - self._connect_failed_at < self.connect_backoff:
+                raise TierError(f"cache cluster {self.name}: {self._connect_error}")
+            task = self._connecting = asyncio.ensure_future(self._connect())
+        deadline = max(self._timeout_ms * 2 / 1000.0 + 0.05, 0.1)
+        try:
+            # shield: a caller that gives up (deadline, cancelled request) leaves the connect
+            # running for the others; the connect itself is bounded (see _connect)
+            return await asyncio.wait_for(asyncio.shield(task), deadline)
+        except TimeoutError:
+            raise TierError(f"cache cluster {self.name}: connecting to "
+                            f"{', '.join(self._seeds)}: no connection within "
+                            f"{deadline:.2f}s") from None
+
+    async def _connect(self) -> Any:
+        try:
             try:
-                self._client = await self._call(self._connect_blocking, budget_ms=2000)
+                client = await self._call(self._connect_blocking, budget_ms=2000,
+                                          late=_close_quietly)
             except Exception as e:
                 self._connect_failed_at = self._clock()
                 msg = str(e) if isinstance(e, TierError) else f"{type(e).__name__}: {e}"
                 self._connect_error = f"cannot connect to {', '.join(self._seeds)}: {msg}"
                 raise TierError(f"cache cluster {self.name}: {self._connect_error}") from None
-            return self._client
+            if self._closed:
+                _close_quietly(client)
+                raise TierError(f"cache cluster {self.name}: closed")
+            self._client = client
+            return client
+        finally:
+            self._connecting = None
 
     async def _op(self, fn: Callable[[Any], T], budget_ms: int | None = None) -> T:
         import aerospike.exception as ex
@@ -345,9 +443,25 @@ class AerospikeTier:
     max_batch = 128
 
     async def _flush(self, batch: list[tuple[str, asyncio.Future[dict[str, Any] | None]]]) -> None:
+        # every waiter gets an answer, whatever happens here (cancellation included)
+        try:
+            await self._flush_batch(batch)
+        except BaseException as e:
+            err = e if isinstance(e, TierError) else TierError(
+                f"cache cluster {self.name}: {type(e).__name__}: {e}")
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_exception(err)
+            if not isinstance(e, Exception):
+                raise
+
+    async def _flush_batch(
+            self, batch: list[tuple[str, asyncio.Future[dict[str, Any] | None]]]) -> None:
         import aerospike.exception as ex
 
-        keys = [self._key(k) for k, _ in batch]
+        # a hot object requested by many clients in one tick is read once, not once per client
+        distinct = list(dict.fromkeys(k for k, _ in batch))
+        keys = [self._key(k) for k in distinct]
         try:
             if len(keys) == 1:
                 try:
@@ -366,7 +480,9 @@ class AerospikeTier:
                 if not fut.done():
                     fut.set_exception(err)
             return
-        for (_, fut), (code, bins) in zip(batch, results, strict=True):
+        by_key = dict(zip(distinct, results, strict=True))
+        for k, fut in batch:
+            code, bins = by_key[k]
             if fut.done():
                 continue
             if code == 0:
@@ -450,13 +566,31 @@ class AerospikeTier:
         client = await self._client_or_connect()
         ok = await self._call(lambda: bool(client.is_connected()))
         if not ok:
-            self._client = None
+            if self._client is client:
+                self._client = None
+                self._pool.submit(_close_quietly, client)
             raise TierError(f"cache cluster {self.name}: not connected")
         await self.refresh()
 
     async def close(self) -> None:
+        """Bounded: a client that does not close within the deadline is left to its daemon
+        threads (the pool's threads never keep the process from exiting)."""
+        self._closed = True
+        if self._connecting is not None:
+            self._connecting.cancel()
+            self._connecting = None
+        for _, fut in self._pending:
+            if not fut.done():
+                fut.set_exception(TierError(f"cache cluster {self.name}: closed"))
+        self._pending = []
         client, self._client = self._client, None
         if client is not None:
             with contextlib.suppress(Exception):
-                await asyncio.get_running_loop().run_in_executor(self._pool, client.close)
+                await asyncio.wait_for(asyncio.wrap_future(
+                    self._pool.submit(_close_quietly, client)), 5.0)
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _close_quietly(client: Any) -> None:
+    with contextlib.suppress(Exception):
+        client.close()
