@@ -5,6 +5,7 @@ of timings: the scale-up may come while the ramp still runs)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Iterator
 from itertools import pairwise
@@ -55,6 +56,12 @@ def test_scale_down_drains_cache_routes_first_and_capacity_ramps_back(
     wait_for("every region on its own cluster at full weight", lambda: all(
         weights(kubectl.get("configmap", "rt-routing", ns) or {}, region) == {cluster: 1.0}
         for region, cluster in own.items()), timeout=SLOW_START * 3)
+    # A region alone on its own cluster shows 1.0 even while that cluster still ramps, and
+    # another cluster's ramp moves eu-west's shares: wait until every cluster has been Ready
+    # for a whole slow-start window (the ramps are a function of that time, by design).
+    wait_for("every cluster past its slow-start window", lambda: all(
+        ramp_over(kubectl.get("cc", name, ns)) for name in own.values()),
+        timeout=SLOW_START * 4)
 
     maps, sets = Recorder(api, ns, "configmap"), Recorder(api, ns, "statefulset")
     clusters = Recorder(api, ns, "cachecluster")
@@ -97,11 +104,31 @@ def test_scale_down_drains_cache_routes_first_and_capacity_ramps_back(
                                                                           key=lambda x: x[0])
             if rv > last_ready and cm["metadata"]["name"] == "rt-routing"]
     assert ramp and ramp[-1] == 1.0, ramp
-    assert ramp == sorted(ramp), f"eu's weight went down after it became Ready: {ramp}"
+    routes_after = [json.loads(cm["data"]["routes.json"])["cacheRoutes"]["eu-west"]
+                    for rv, cm in sorted(maps.seen, key=lambda x: x[0])
+                    if rv > last_ready and cm["metadata"]["name"] == "rt-routing"]
+    ready_times = sorted({(cc["metadata"]["name"], c.get("lastTransitionTime"))
+                          for _, cc in clusters.seen
+                          for c in (cc.get("status") or {}).get("conditions", [])
+                          if c["type"] == "Ready" and c["status"] == "True"})
+    assert ramp == sorted(ramp), (
+        f"eu's weight went down after it became Ready: {ramp}; eu-west's routes: "
+        f"{routes_after}; Ready since, per cluster: {ready_times}")
     steps = [w for w in ramp if 0 < w < 1]
     assert len(steps) >= 3, f"no ramp over the slow-start window: {ramp}"
     events = [e for e in kubectl.items("events", ns) if e["reason"] == "RoutingChanged"]
     assert events, "no Event said that routing changed"
+
+
+def ramp_over(cc: dict[str, Any] | None) -> bool:
+    """Ready for longer than the slow-start window (by its Ready condition's transition)."""
+    since = next((c.get("lastTransitionTime") for c in ((cc or {}).get("status") or {})
+                  .get("conditions", []) if c["type"] == "Ready" and c["status"] == "True"),
+                 None)
+    if not since:
+        return False
+    ready_at = dt.datetime.fromisoformat(since.replace("Z", "+00:00"))
+    return dt.datetime.now(dt.UTC) >= ready_at + dt.timedelta(seconds=SLOW_START + 1)
 
 
 def _ready(cc: dict[str, Any]) -> bool:
