@@ -168,11 +168,6 @@ async def _reconcile(ctx: Context, namespace: str, name: str, fresh: bool) -> fl
             info.close()
 
 
-def _keep(c: dict[str, Any]) -> dict[str, Any]:
-    return {"type": c["type"], "status": c["status"] == "True", "reason": c.get("reason", ""),
-            "message": c.get("message", "")}
-
-
 def _all_ready(racks: Any, pods: list[PodView]) -> bool:
     desired = sum(r.desired for r in racks)
     ready = sum(1 for p in pods if p.ready and not p.terminating)
