@@ -24,7 +24,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.aerospike_clients.drivers import AerospikePyDriver, Driver, LegacyDriver, SdkDriver
+
+from aerocdn.localcluster.cluster import free_ports
 
 RULES_KEY = "__aerocdn_purge_rules__"
 OWNER = "pod-a"
@@ -88,17 +89,6 @@ namespace {ns} {{
     }}
 }}
 """
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def _wait_port(port: int, proc: subprocess.Popen[bytes], log: Path, deadline_s: float) -> None:
