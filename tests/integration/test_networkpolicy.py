@@ -1,6 +1,6 @@
-"""NetworkPolicies of a ContentEdge are children like any other: the operator (as its
-least-privilege ServiceAccount) creates them when spec.networkPolicy.enabled, repairs them and
-deletes them when it is turned off."""
+"""NetworkPolicies of a ContentEdge and of a CacheCluster are children like any other: the
+operator (as its least-privilege ServiceAccount) creates them when spec.networkPolicy.enabled,
+repairs them and deletes them when it is turned off."""
 
 from __future__ import annotations
 
@@ -17,6 +17,11 @@ from tests.integration.operator_harness import (
 def policies(kubectl: Kubectl, ns: str) -> set[str]:
     return {p["metadata"]["name"]
             for p in kubectl.items("networkpolicy", ns, "aerocdn.dev/contentedge=np")}
+
+
+def cluster_policies(kubectl: Kubectl, ns: str) -> set[str]:
+    return {p["metadata"]["name"]
+            for p in kubectl.items("networkpolicy", ns, "aerocdn.dev/cachecluster=eu-west")}
 
 
 def test_network_policies_follow_the_spec(kubectl: Kubectl, operator: Operator, ns: str) -> None:
@@ -41,3 +46,23 @@ def test_network_policies_follow_the_spec(kubectl: Kubectl, operator: Operator, 
     # Turned off: the operator removes what it made.
     kubectl.patch("ce", "np", ns, {"spec": {"networkPolicy": {"enabled": False}}})
     wait_for("NetworkPolicies deleted", lambda: not policies(kubectl, ns))
+
+
+def test_cache_cluster_network_policy_follows_the_spec(
+        kubectl: Kubectl, operator: Operator, ns: str) -> None:
+    cc = small_cc("eu-west", "eu-west")
+    cc["spec"]["networkPolicy"] = {"enabled": True, "metricsNamespaces": ["monitoring"]}
+    kubectl.apply(cc, namespace=ns)
+    wait_for("the CacheCluster's NetworkPolicy", lambda: cluster_policies(kubectl, ns))
+    obj = kubectl.get("networkpolicy", "eu-west", ns)
+    assert obj is not None
+    (ref,) = obj["metadata"]["ownerReferences"]
+    assert ref["kind"] == "CacheCluster"
+    assert obj["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/instance"] == "eu-west"
+    wait_for("cc/eu-west Ready", lambda: is_ready(kubectl.get("cc", "eu-west", ns)))
+
+    kubectl.run("delete", "networkpolicy", "eu-west", "-n", ns)
+    wait_for("eu-west recreated", lambda: cluster_policies(kubectl, ns))
+
+    kubectl.patch("cc", "eu-west", ns, {"spec": {"networkPolicy": {"enabled": False}}})
+    wait_for("NetworkPolicy deleted", lambda: not cluster_policies(kubectl, ns))

@@ -12,6 +12,7 @@ from aerocdn.api.common import (
     Condition,
     DnsLabel,
     ImagePull,
+    NetworkPolicySpec,
     Placement,
     Quantity,
     ResourceRequirements,
@@ -210,6 +211,13 @@ class CacheClusterSpec(ImagePull):
     access_control: AccessControl | None = Field(
         default=None,
         description="Enterprise only: Aerospike security (users and roles from Secrets).",
+    )
+    network_policy: NetworkPolicySpec = Field(
+        default_factory=NetworkPolicySpec,
+        description="A NetworkPolicy isolating the Aerospike pods: the service port from the "
+        "operator (edges get in through their ContentEdge's own policy), fabric and "
+        "heartbeat only between this cluster's pods, the exporter port from "
+        "metricsNamespaces.",
     )
 
     @model_validator(mode="after")

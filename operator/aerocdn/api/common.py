@@ -215,3 +215,16 @@ class ImagePull(ApiModel):
         default_factory=list,
         description="Secrets (kubernetes.io/dockerconfigjson) used to pull the images.",
     )
+
+
+class NetworkPolicySpec(ApiModel):
+    """NetworkPolicies rendered for an object (they need a CNI that enforces them)."""
+
+    enabled: bool = Field(default=False, description="Render NetworkPolicies.")
+    operator_namespace: DnsLabel = Field(
+        default="aerocdn-system", description="Namespace the aerocdn operator runs in."
+    )
+    metrics_namespaces: list[DnsLabel] = Field(
+        default_factory=list, max_length=20,
+        description="Namespaces allowed to scrape /metrics (Prometheus).",
+    )

@@ -14,6 +14,7 @@ from aerocdn.api.common import (
     Condition,
     DnsLabel,
     ImagePull,
+    NetworkPolicySpec,
     Placement,
     Quantity,
     ResourceRequirements,
@@ -188,24 +189,6 @@ class TLSPolicy(ApiModel):
         default=False, description="Answer plain HTTP with a 308 redirect to HTTPS."
     )
     http2: bool = Field(default=True, description="Offer HTTP/2 (ALPN h2) on HTTPS.")
-
-
-class NetworkPolicySpec(ApiModel):
-    """NetworkPolicies for the edges (needs a CNI that enforces them)."""
-
-    enabled: bool = Field(
-        default=False,
-        description="Render NetworkPolicies: the admin port only from this ContentEdge's "
-        "pods, the operator and metricsNamespaces; this ContentEdge's edges may reach the "
-        "Aerospike port of the CacheClusters it uses.",
-    )
-    operator_namespace: DnsLabel = Field(
-        default="aerocdn-system", description="Namespace the aerocdn operator runs in."
-    )
-    metrics_namespaces: list[DnsLabel] = Field(
-        default_factory=list, max_length=20,
-        description="Namespaces allowed to scrape the admin port's /metrics (Prometheus).",
-    )
 
 
 class EdgeRegion(ApiModel):
@@ -385,7 +368,10 @@ class ContentEdgeSpec(ImagePull):
     )
     tls_policy: TLSPolicy = Field(default_factory=TLSPolicy, description="HTTPS options.")
     network_policy: NetworkPolicySpec = Field(
-        default_factory=NetworkPolicySpec, description="NetworkPolicies for the edges."
+        default_factory=NetworkPolicySpec,
+        description="NetworkPolicies for the edges: the admin port only from this "
+        "ContentEdge's pods, the operator and metricsNamespaces; this ContentEdge's edges may "
+        "reach the Aerospike port of the CacheClusters it uses.",
     )
     paused: bool = Field(
         default=False,

@@ -72,7 +72,7 @@ from aerocdn.routing.model import Plan
 log = logging.getLogger(__name__)
 
 CHILD_KINDS = [("v1", "ConfigMap"), ("v1", "Service"), ("apps/v1", "StatefulSet"),
-               ("policy/v1", "PodDisruptionBudget")]
+               ("policy/v1", "PodDisruptionBudget"), ("networking.k8s.io/v1", "NetworkPolicy")]
 ROUTING_LABELS = {"app.kubernetes.io/component": "routing", **MANAGED}
 
 

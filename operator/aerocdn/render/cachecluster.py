@@ -20,6 +20,7 @@ from aerocdn.render.engine import (
     render_objects,
     render_text,
 )
+from aerocdn.render.networkpolicy import cachecluster_network_policy
 from aerocdn.render.placement import image_pull, pod_placement
 
 PORTS = {"service": 3000, "fabric": 3001, "heartbeat": 3002, "admin": 3008}
@@ -354,4 +355,16 @@ def render_cachecluster(
         tls_dir=TLS_DIR,
         container_security=CONTAINER_SECURITY,
     )
+    if spec.network_policy.enabled:
+        tls = tls_ports(spec)
+        objects.append(cachecluster_network_policy(
+            name=name, namespace=namespace, selector=pod_selector(name),
+            obj_labels={**base_labels, "app.kubernetes.io/component": "network"},
+            operator_namespace=spec.network_policy.operator_namespace,
+            client_ports=[PORTS["service"]] + ([tls["tls-service"]] if "tls-service" in tls
+                                               else []),
+            peer_ports=[PORTS[p] for p in ("fabric", "heartbeat", "admin")]
+            + ([tls["tls-fabric"]] if "tls-fabric" in tls else []),
+            metrics_port=EXPORTER_PORT if spec.exporter.enabled else None,
+            metrics_namespaces=spec.network_policy.metrics_namespaces))
     return finish(objects, owner_references(KIND, name, cc.metadata.uid))

@@ -10,7 +10,7 @@ from aerocdn.api.common import parse_quantity
 from aerocdn.api.contentedge import KIND, EdgeRegion
 from aerocdn.api.objects import CacheCluster, ContentEdge
 from aerocdn.edge.config import CacheClusterRef, EdgeConfig
-from aerocdn.render.cachecluster import CONTAINER_SECURITY, PORTS
+from aerocdn.render.cachecluster import CONTAINER_SECURITY, PORTS, pod_selector
 from aerocdn.render.dns import dns_endpoint, dns_plan
 from aerocdn.render.engine import config_hash, finish, labels, owner_references, render_objects
 from aerocdn.render.networkpolicy import edge_network_policy, edge_to_cache_policy
@@ -195,6 +195,7 @@ def network_policies(ce: ContentEdge, clusters: Mapping[str, CacheCluster]) -> l
     for cc in sorted({cache_cluster_of(r, clusters) for r in ce.spec.regions}):
         out.append(edge_to_cache_policy(
             ce_name=ce.name, namespace=ce.namespace, cache_cluster=cc,
+            cache_selector=pod_selector(cc), service_port=PORTS["service"],
             obj_labels={**labels("aerocdn-edge", ce.name, "network"),
                         "aerocdn.dev/contentedge": ce.name}))
     return out

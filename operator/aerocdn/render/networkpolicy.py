@@ -7,18 +7,19 @@ Pure: models in, objects out.
   ContentEdge's edge pods, the operator, and namespaces listed for metrics scraping;
 - per CacheCluster a ContentEdge uses (``<ce>-to-<cc>``): that ContentEdge's edge pods may
   reach the cluster's Aerospike service port.  An allow-rule; it isolates nothing alone;
-- per CacheCluster (``cachecluster_network_policy``): the Aerospike pods are isolated -
-  service port from the operator (and whatever ``<ce>-to-<cc>`` policies allow), fabric and
-  heartbeat only between the cluster's own pods.
+- per CacheCluster (``cachecluster_network_policy``, CacheCluster ``spec.networkPolicy``):
+  the Aerospike pods are isolated - service port from the operator (and whatever
+  ``<ce>-to-<cc>`` policies allow), fabric and heartbeat only between the cluster's own
+  pods, the exporter port from the metrics namespaces.
+
+Knows no port or label of its own: the renderers of each kind pass them in (no import
+cycle with render.cachecluster, which renders the cluster side).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import Any
-
-from aerocdn.render.cachecluster import PORTS, pod_selector
-from aerocdn.render.engine import labels
 
 EDGE_PORTS = {"http": 8080, "https": 8443, "admin": 9091}
 
@@ -42,9 +43,7 @@ def edge_network_policy(*, name: str, namespace: str, ce_name: str,
                         https: bool) -> dict[str, Any]:
     same_ce = {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "aerocdn-edge",
                                                "app.kubernetes.io/instance": ce_name}}}
-    admin_from = [same_ce, operator_peer(operator_namespace)] + [
-        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}}
-        for ns in sorted(set(metrics_namespaces))]
+    admin_from = [same_ce, operator_peer(operator_namespace), *_namespaces(metrics_namespaces)]
     public = [_tcp(EDGE_PORTS["http"])] + ([_tcp(EDGE_PORTS["https"])] if https else [])
     return {
         "apiVersion": "networking.k8s.io/v1",
@@ -62,6 +61,7 @@ def edge_network_policy(*, name: str, namespace: str, ce_name: str,
 
 
 def edge_to_cache_policy(*, ce_name: str, namespace: str, cache_cluster: str,
+                         cache_selector: dict[str, str], service_port: int,
                          obj_labels: dict[str, str]) -> dict[str, Any]:
     return {
         "apiVersion": "networking.k8s.io/v1",
@@ -69,10 +69,10 @@ def edge_to_cache_policy(*, ce_name: str, namespace: str, cache_cluster: str,
         "metadata": {"name": f"{ce_name}-to-{cache_cluster}", "namespace": namespace,
                      "labels": obj_labels},
         "spec": {
-            "podSelector": {"matchLabels": pod_selector(cache_cluster)},
+            "podSelector": {"matchLabels": cache_selector},
             "policyTypes": ["Ingress"],
             "ingress": [{
-                "ports": [_tcp(PORTS["service"])],
+                "ports": [_tcp(service_port)],
                 "from": [{"podSelector": {"matchLabels": {
                     "app.kubernetes.io/name": "aerocdn-edge",
                     "app.kubernetes.io/instance": ce_name}}}],
@@ -81,26 +81,32 @@ def edge_to_cache_policy(*, ce_name: str, namespace: str, cache_cluster: str,
     }
 
 
-def cachecluster_network_policy(name: str, namespace: str, operator_namespace: str,
+def _namespaces(names: Iterable[str]) -> list[dict[str, Any]]:
+    return [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}}
+            for ns in sorted(set(names))]
+
+
+def cachecluster_network_policy(*, name: str, namespace: str, selector: dict[str, str],
+                                obj_labels: dict[str, str], operator_namespace: str,
+                                client_ports: Iterable[int], peer_ports: Iterable[int],
+                                metrics_port: int | None,
                                 metrics_namespaces: Iterable[str] = ()) -> dict[str, Any]:
-    """Isolate a CacheCluster's pods: the operator reaches the service port (info calls),
-    the cluster's own pods reach fabric/heartbeat/service (migrations, clustering); edges
-    get in only through their ContentEdge's ``<ce>-to-<cc>`` policy."""
-    own = {"podSelector": {"matchLabels": pod_selector(name)}}
+    """Isolate a CacheCluster's pods: the operator reaches the client ports (info calls),
+    the cluster's own pods reach the client and peer ports (migrations, clustering); edges
+    get in only through their ContentEdge's ``<ce>-to-<cc>`` policy; Prometheus from
+    ``metrics_namespaces`` reaches the exporter."""
+    clients = [_tcp(p) for p in client_ports]
     ingress: list[dict[str, Any]] = [
-        {"ports": [_tcp(PORTS["service"])], "from": [operator_peer(operator_namespace)]},
-        {"ports": [_tcp(PORTS[p]) for p in ("service", "fabric", "heartbeat")], "from": [own]},
+        {"ports": clients, "from": [operator_peer(operator_namespace)]},
+        {"ports": clients + [_tcp(p) for p in peer_ports],
+         "from": [{"podSelector": {"matchLabels": selector}}]},
     ]
-    if metrics_namespaces:
-        ingress.append({"ports": [_tcp(9145)], "from": [
-            {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}}
-            for ns in sorted(set(metrics_namespaces))]})
+    if metrics_port is not None and metrics_namespaces:
+        ingress.append({"ports": [_tcp(metrics_port)], "from": _namespaces(metrics_namespaces)})
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
-        "metadata": {"name": name, "namespace": namespace,
-                     "labels": {**labels("aerospike", name, "cache"),
-                                "aerocdn.dev/cachecluster": name}},
-        "spec": {"podSelector": {"matchLabels": pod_selector(name)},
+        "metadata": {"name": name, "namespace": namespace, "labels": obj_labels},
+        "spec": {"podSelector": {"matchLabels": selector},
                  "policyTypes": ["Ingress"], "ingress": ingress},
     }

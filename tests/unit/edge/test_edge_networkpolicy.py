@@ -13,7 +13,6 @@ import pytest
 from aerocdn.api.objects import CacheCluster, ContentEdge
 from aerocdn.render.cachecluster import render_cachecluster
 from aerocdn.render.contentedge import render_contentedge
-from aerocdn.render.networkpolicy import cachecluster_network_policy
 
 NS = "web"
 
@@ -29,11 +28,13 @@ def ce(name: str, cc: str, **spec: Any) -> ContentEdge:
                  **spec}})
 
 
-def cc(name: str) -> CacheCluster:
+def cc(name: str, **spec: Any) -> CacheCluster:
     return CacheCluster.model_validate({
         "apiVersion": "aerocdn.dev/v1alpha1", "kind": "CacheCluster",
         "metadata": {"name": name, "namespace": NS, "uid": "u-" + name},
-        "spec": {"region": "eu", "size": 1}})
+        "spec": {"region": "eu", "size": 1,
+                 "networkPolicy": {"enabled": True, "metricsNamespaces": ["monitoring"]},
+                 **spec}})
 
 
 Pod = tuple[str, dict[str, str]]  # (namespace, labels)
@@ -93,7 +94,9 @@ def policies() -> list[dict[str, Any]]:
         {"hosts": ["shop.example.com"], "secretName": "shop-tls"}]), clusters)
         + render_contentedge(ce("blog", "cc-b"), clusters))
     nps = [o for o in objects if o["kind"] == "NetworkPolicy"]
-    nps += [cachecluster_network_policy(n, NS, "aerocdn-system") for n in clusters]
+    nps += [o for c in clusters.values() for o in render_cachecluster(c)
+            if o["kind"] == "NetworkPolicy"]
+    assert len(nps) == 2 * 2 + 2 + 2  # per edge region, per edge -> cluster, per cluster
     for o in nps:
         kubernetes_validate.validate(copy.deepcopy(o), "1.34.0", strict=True)
     return nps
@@ -110,6 +113,24 @@ def test_only_edges_of_a_contentedge_that_uses_a_cache_cluster_reach_its_aerospi
     assert allowed(policies, a, 3000, OPERATOR)
     assert not allowed(policies, a, 3001, edge_pod("shop"))  # fabric: cluster pods only
     assert allowed(policies, a, 3001, a) and allowed(policies, a, 3002, a)
+    assert not allowed(policies, a, 3002, STRANGER)
+    assert not allowed(policies, a, 3001, aerospike_pod("cc-b"))  # another cluster's pods
+    assert not allowed(policies, a, 9145, PROMETHEUS)  # no exporter in these clusters
+
+
+def test_the_exporter_only_from_metrics_namespaces_and_tls_ports_for_clients() -> None:
+    c = cc("cc-e", exporter={"enabled": True}, edition="enterprise",
+           image="aerospike/aerospike-server-enterprise:8.1.0.0",
+           featureKeySecretRef={"name": "fk"},
+           tls={"secretName": "cc-tls", "service": True, "fabric": True})
+    (np,) = [o for o in render_cachecluster(c) if o["kind"] == "NetworkPolicy"]
+    kubernetes_validate.validate(copy.deepcopy(np), "1.34.0", strict=True)
+    pod = aerospike_pod("cc-e")
+    assert allowed([np], pod, 9145, PROMETHEUS)
+    assert not allowed([np], pod, 9145, STRANGER)
+    assert allowed([np], pod, 4333, OPERATOR) and allowed([np], pod, 3011, pod)
+    assert not allowed([np], pod, 3011, OPERATOR)
+    assert not allowed([np], pod, 4333, edge_pod("shop"))  # edges: through their own policy
 
 
 def test_the_admin_port_only_from_the_same_contentedge_the_operator_and_metrics(
@@ -128,3 +149,5 @@ def test_the_admin_port_only_from_the_same_contentedge_the_operator_and_metrics(
 def test_no_network_policy_unless_enabled() -> None:
     plain = ce("shop", "cc-a", networkPolicy={"enabled": False})
     assert not [o for o in render_contentedge(plain, {}) if o["kind"] == "NetworkPolicy"]
+    plain_cc = cc("cc-a", networkPolicy={"enabled": False})
+    assert not [o for o in render_cachecluster(plain_cc) if o["kind"] == "NetworkPolicy"]
