@@ -138,8 +138,10 @@ class CachedKube:
             self.store.upsert(obj["apiVersion"], obj["kind"], result)
         return result
 
-    async def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
-        deleted = await self.api.delete(api_version, kind, namespace, name)
+    async def delete(self, api_version: str, kind: str, namespace: str, name: str, *,
+                     propagation: str = "Background") -> bool:
+        deleted = await self.api.delete(api_version, kind, namespace, name,
+                                        propagation=propagation)
         if kind == "Pod" and deleted:
             # a deleted pod terminates first: keep it, terminating, until the watch says gone
             pod = copy.deepcopy(self.store.get(api_version, kind, namespace, name))

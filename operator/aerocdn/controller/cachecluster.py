@@ -55,11 +55,20 @@ from aerocdn.controller.conditions import Cond, condition_events, merge_conditio
 from aerocdn.controller.context import API_VERSION, CC_KIND, Context, timestamp
 from aerocdn.controller.diff import status_changed
 from aerocdn.controller.kube import KubeError
+from aerocdn.controller.kube import path as kube_path
 from aerocdn.controller.status import (
     already_failed,
     report_invalid,
     report_paused,
     write_status,
+)
+from aerocdn.controller.volumes import (
+    PROGRESS_REASON as VOLUME_REASON,
+)
+from aerocdn.controller.volumes import (
+    VolumePlan,
+    claim_sizes,
+    plan_volume_growth,
 )
 from aerocdn.render.cachecluster import (
     dynamic_settings,
@@ -128,7 +137,29 @@ async def _reconcile(ctx: Context, namespace: str, name: str, fresh: bool) -> fl
 
     # Refuse what cannot be done safely before changing anything.
     desired_full = _render(cc, None, ctx.probe == "aerospike")
-    refused = refused_changes([o for o in desired_full if o["kind"] == "StatefulSet"], live_sts)
+    desired_sts = [o for o in desired_full if o["kind"] == "StatefulSet"]
+    refused = refused_changes(desired_sts, live_sts)
+    volume_cond: Cond | None = None
+    hold_roll = False
+    if not refused:
+        volumes = await _volume_plan(ctx, cc, desired_sts, live_sts, racks, status)
+        refused = list(volumes.refused) if volumes is not None else []
+        if volumes is not None and not refused:
+            volume_cond = await _grow_volumes(ctx, raw, cc, volumes, status)
+            if volumes.replace_statefulsets or _replacing(live_sts):
+                # Nothing else until the StatefulSet is back: a rack without one would be
+                # scaled or rolled from a partial view.
+                held = {**status, "observedGeneration": generation,
+                        "conditions": merge_conditions(status.get("conditions", []), [
+                            *_kept(status, ("Ready", "Degraded")),
+                            Cond("Progressing", True, VOLUME_REASON, volume_cond.message),
+                            volume_cond], generation, now)}
+                if status_changed(held, status):
+                    await kube.patch_status(API_VERSION, CC_KIND, namespace, name, held)
+                return 2.0
+        if volumes is None:  # a finished growth keeps saying so
+            volume_cond = next(iter(_kept(status, (VOLUME_CONDITION,))), None)
+        hold_roll = volumes is not None and volumes.hold_roll
     if refused:
         message = "; ".join(refused)
         await write_status(ctx, raw, {
@@ -162,7 +193,7 @@ async def _reconcile(ctx: Context, namespace: str, name: str, fresh: bool) -> fl
                 stability = assess_stability(observation, len(alive))
     try:
         return await _converge(ctx, raw, cc, racks, pods, live, live_sts, stability, info,
-                               status, generation, now, fresh)
+                               status, generation, now, fresh, volume_cond, hold_roll)
     finally:
         if info is not None:
             info.close()
@@ -197,7 +228,8 @@ async def _converge(ctx: Context, raw: dict[str, Any], cc: CacheCluster, racks: 
                     live_sts: dict[str, dict[str, Any]],
                     stability: Stability | Unreachable | None, info: AerospikeInfo | None,
                     status: dict[str, Any], generation: int | None, now: str,
-                    fresh: bool) -> float | None:
+                    fresh: bool, volume_cond: Cond | None = None,
+                    hold_roll: bool = False) -> float | None:
     kube, name, namespace = ctx.kube, cc.name, cc.namespace
     replicas = {r.name: max(r.replicas, r.desired) if r.name in live_sts else r.desired
                 for r in racks}
@@ -271,7 +303,9 @@ async def _converge(ctx: Context, raw: dict[str, Any], cc: CacheCluster, racks: 
                    o["spec"]["template"]["metadata"]["annotations"][CONFIG_HASH]
                    for o in desired if o["kind"] == "StatefulSet"}
     roll_message = ""
-    if not scaling_down and not scale_up:
+    if hold_roll:
+        roll_message = "restarts wait until the storage driver has grown the volumes"
+    elif not scaling_down and not scale_up:
         roll = _roll_step(ctx, pods, roll_hashes, stability, cc.spec.max_unavailable)
         if isinstance(roll, RestartPod) and not fresh:
             raise _ReadFresh
@@ -291,7 +325,7 @@ async def _converge(ctx: Context, raw: dict[str, Any], cc: CacheCluster, racks: 
         events += config_events
     new_status = _status(ctx, cc, racks, pods, replicas, stability, action, scaling_down,
                          scale_up, roll_message, status, generation, now,
-                         [config_cond] if config_cond else [])
+                         [c for c in (config_cond, volume_cond) if c is not None])
     if isinstance(stability, Stability):
         metrics.MIGRATING_PARTITIONS.labels(namespace=namespace, cachecluster=name).set(
             stability.partitions_remaining)
@@ -302,8 +336,81 @@ async def _converge(ctx: Context, raw: dict[str, Any], cc: CacheCluster, racks: 
             await kube.event(raw, type_, reason, message)
     for type_, reason, message in events:
         await kube.event(raw, type_, reason, message)
-    in_progress = scaling_down or scale_up or roll_message or not _all_ready(racks, pods)
+    in_progress = (scaling_down or scale_up or roll_message or not _all_ready(racks, pods)
+                   or (volume_cond is not None and not volume_cond.status))
     return ctx.poll_seconds if in_progress else None
+
+
+VOLUME_CONDITION = "VolumesResized"
+
+
+def _volume_growth_pending(desired_sts: list[dict[str, Any]],
+                           live_sts: dict[str, dict[str, Any]], status: dict[str, Any]) -> bool:
+    """Whether to look at the claims at all (an idle reconcile asks the API nothing): a
+    volume template grew, or a growth is still under way (or its StatefulSet is gone)."""
+    previous = next((c for c in status.get("conditions") or []
+                     if c.get("type") == VOLUME_CONDITION), None)
+    if previous is not None and previous.get("status") != "True":
+        return True
+    for sts in desired_sts:
+        live = live_sts.get(sts["metadata"]["name"])
+        if live is None:
+            continue
+        have = claim_sizes(live)
+        if any(t in have and want > have[t][0] for t, (want, _, _) in claim_sizes(sts).items()):
+            return True
+    return False
+
+
+async def _volume_plan(ctx: Context, cc: CacheCluster, desired_sts: list[dict[str, Any]],
+                       live_sts: dict[str, dict[str, Any]], racks: Any,
+                       status: dict[str, Any]) -> VolumePlan | None:
+    if not _volume_growth_pending(desired_sts, live_sts, status):
+        return None
+    pvcs = await ctx.kube.list("v1", "PersistentVolumeClaim", cc.namespace,
+                               pod_selector(cc.name), fresh=True)
+    classes = await ctx.kube.list("storage.k8s.io/v1", "StorageClass", None, fresh=True)
+    scaling = [r.name for r in racks if not r.replicas == r.desired == len(r.pods)]
+    return plan_volume_growth(desired_sts, live_sts, pvcs, classes, scaling)
+
+
+def _replacing(live_sts: dict[str, dict[str, Any]]) -> list[str]:
+    return sorted(n for n, o in live_sts.items() if o["metadata"].get("deletionTimestamp"))
+
+
+def _kept(status: dict[str, Any], types: tuple[str, ...]) -> list[Cond]:
+    out = []
+    for c in status.get("conditions") or []:
+        if c.get("type") in types:
+            out.append(Cond(c["type"], c.get("status") == "True", c.get("reason") or "",
+                            c.get("message") or ""))
+    return out
+
+
+async def _grow_volumes(ctx: Context, raw: dict[str, Any], cc: CacheCluster,
+                        plan: VolumePlan, status: dict[str, Any]) -> Cond:
+    """Carry out one step of a volume growth and say where it stands."""
+    kube, namespace = ctx.kube, cc.namespace
+    for claim, size in sorted(plan.patch_claims.items()):
+        await kube.request(
+            "PATCH", kube_path("v1", "PersistentVolumeClaim", namespace, claim),
+            kind="PersistentVolumeClaim",
+            body={"spec": {"resources": {"requests": {"storage": size}}}},
+            content_type="application/merge-patch+json")
+    if plan.patch_claims:
+        await kube.event(raw, "Normal", VOLUME_REASON, "growing " + ", ".join(
+            f"{c} to {s}" for c, s in sorted(plan.patch_claims.items())))
+    for sts in plan.replace_statefulsets:
+        await kube.delete("apps/v1", "StatefulSet", namespace, sts, propagation="Orphan")
+        await kube.event(raw, "Normal", VOLUME_REASON,
+                         f"re-creating StatefulSet {sts} for the new volume size (its pods "
+                         "keep running: orphaning delete, then the new one adopts them)")
+    waiting = list(plan.waiting) + [f"StatefulSet {n} is being replaced"
+                                    for n in plan.replace_statefulsets]
+    if waiting:
+        return Cond(VOLUME_CONDITION, False, VOLUME_REASON, "; ".join(waiting)[:1024])
+    return Cond(VOLUME_CONDITION, True, "AtSize",
+                "every persistent volume claim has the size the spec asks for")
 
 
 _RENDERED: dict[tuple[Any, ...], list[dict[str, Any]]] = {}

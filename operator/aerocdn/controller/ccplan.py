@@ -112,8 +112,9 @@ def kubernetes_roll_step(pods: list[PodView], desired_hash: dict[str, str]) -> R
 
 def refused_changes(desired_sts: list[dict[str, Any]], live_sts: dict[str, dict[str, Any]]
                     ) -> list[str]:
-    """Spec changes that cannot be carried out safely: volumes of a StatefulSet cannot change
-    in place (shrinking loses data; the apiserver forbids any edit of volumeClaimTemplates)."""
+    """Spec changes that cannot be carried out safely: volumes cannot be added, removed or
+    shrunk (shrinking loses data; the apiserver forbids any edit of volumeClaimTemplates).
+    Growing one is carried out by volumes.plan_volume_growth."""
     problems = []
     for sts in desired_sts:
         live = live_sts.get(sts["metadata"]["name"])
@@ -133,10 +134,6 @@ def refused_changes(desired_sts: list[dict[str, Any]], live_sts: dict[str, dict[
                 problems.append(f"StatefulSet {sts['metadata']['name']}: shrinking volume "
                                 f"{claim} from {have[claim]} to {want[claim]} bytes would lose "
                                 "data; refused (set the size back)")
-            elif want[claim] > have[claim]:
-                problems.append(f"StatefulSet {sts['metadata']['name']}: growing volume "
-                                f"{claim} in place is not supported yet; refused (set the "
-                                "size back)")
     return problems
 
 

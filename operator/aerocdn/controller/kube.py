@@ -30,6 +30,8 @@ PLURALS: dict[tuple[str, str], str] = {
     ("v1", "Pod"): "pods",
     ("v1", "Event"): "events",
     ("v1", "Secret"): "secrets",
+    ("v1", "PersistentVolumeClaim"): "persistentvolumeclaims",
+    ("storage.k8s.io/v1", "StorageClass"): "storageclasses",
     ("apps/v1", "StatefulSet"): "statefulsets",
     ("apps/v1", "Deployment"): "deployments",
     ("policy/v1", "PodDisruptionBudget"): "poddisruptionbudgets",
@@ -156,10 +158,12 @@ class Kube:
             content_type="application/apply-patch+yaml")
         return result
 
-    async def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
+    async def delete(self, api_version: str, kind: str, namespace: str, name: str, *,
+                     propagation: str = "Background") -> bool:
+        """``propagation="Orphan"`` leaves the object's dependents (a StatefulSet's pods)."""
         try:
             await self.request("DELETE", path(api_version, kind, namespace, name), kind=kind,
-                               body={"propagationPolicy": "Background"})
+                               body={"propagationPolicy": propagation})
             return True
         except KubeError as exc:
             if exc.status == 404:

@@ -117,7 +117,8 @@ class FakeKube:
             self.on_statefulset(self, stored)
         return copy.deepcopy(stored)
 
-    async def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
+    async def delete(self, api_version: str, kind: str, namespace: str, name: str, *,
+                     propagation: str = "Background") -> bool:
         self._record("DELETE", kind, name)
         return self.objects.pop((kind, namespace, name), None) is not None
 
