@@ -8,6 +8,7 @@ from typing import Any
 from aerocdn.api import CacheCluster, ContentEdge, InputError
 from aerocdn.api.cachecluster import CacheClusterStatus
 from aerocdn.api.common import Condition
+from aerocdn.api.contentedge import KIND as CE_API_KIND
 from aerocdn.api.contentedge import ContentEdgeStatus, RegionStatus
 from aerocdn.constants import LABEL_CONTENTEDGE
 from aerocdn.controller.cache import parse_cached
@@ -19,10 +20,12 @@ from aerocdn.controller.status import already_failed, report_invalid, report_pau
 from aerocdn.render.contentedge import (
     cache_cluster_of,
     region_name,
-    render_contentedge,
+    render_contentedge_regions,
+    render_contentedge_routing,
     routing_configmap_name,
 )
 from aerocdn.render.dns import dns_plan
+from aerocdn.render.engine import finish, owner_references
 from aerocdn.routing import planner
 from aerocdn.routing.inputs import facts_of, policy_of
 from aerocdn.routing.model import Plan, moved_traffic
@@ -201,19 +204,21 @@ def dns_condition(warnings: list[str]) -> Cond:
 
 def _render(ce: ContentEdge, clusters: dict[str, CacheCluster], routes_json: str,
             addresses: dict[str, str]) -> list[dict[str, Any]]:
-    """render_contentedge, remembered while its inputs are the same versions: the spec
-    (uid, generation), the CacheClusters it reads (uid, generation) and the routing plan. A
-    reconcile of an unchanged ContentEdge then costs no rendering. The result is read-only."""
-    key = (ce.metadata.uid, ce.metadata.generation, routes_json, tuple(sorted(addresses.items())),
+    """render_contentedge, with the costly part - the per-region objects - remembered while
+    its inputs are the same versions: the spec (uid, generation) and the CacheClusters it
+    reads (uid, generation). The routing plan changes whenever a cluster scales; only the
+    small objects that carry it are rendered again. The result is read-only."""
+    key = (ce.metadata.uid, ce.metadata.generation,
            tuple(sorted((n, c.metadata.uid, c.metadata.generation)
                         for n, c in clusters.items())))
-    found = _RENDERED.get(key) if ce.metadata.uid is not None else None
-    if found is None:
-        found = render_contentedge(ce, clusters, routes_json, addresses)
+    base = _RENDERED.get(key) if ce.metadata.uid is not None else None
+    if base is None:
+        base = render_contentedge_regions(ce, clusters)
         if len(_RENDERED) >= 2048:
             _RENDERED.pop(next(iter(_RENDERED)))
-        _RENDERED[key] = found
-    return found
+        _RENDERED[key] = base
+    return finish([*base, *render_contentedge_routing(ce, routes_json, addresses)],
+                  owner_references(CE_API_KIND, ce.name, ce.metadata.uid))
 
 
 def _serving(plan: Plan) -> dict[str, list[str]]:

@@ -23,6 +23,19 @@ from aerocdn.controller.context import API_VERSION, CC_KIND, CE_KIND
 from aerocdn.controller.runtime import RUNTIME, cluster_view
 
 
+class WatchOnlyDiffBase(kopf.AnnotationsDiffBaseStorage):
+    """kopf builds a diff base (a deep copy of the whole object, status included) on every
+    watch event, for on.create/on.update/on.field handlers. This operator has only on.event
+    handlers, which never read it: an empty essence makes every event's diff empty and
+    saves most of kopf's per-event CPU (profiled: a third of the operator's)."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
+        return kopf.BodyEssence()
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return kopf.BodyEssence()
+
+
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # Watches that silently hang are kopf's known failure: bound them on both sides.
@@ -36,7 +49,7 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.posting.enabled = False
     settings.persistence.finalizer = "aerocdn.dev/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="aerocdn.dev")
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+    settings.persistence.diffbase_storage = WatchOnlyDiffBase(
         prefix="aerocdn.dev", key="last-handled-configuration")
     await RUNTIME.start()
 

@@ -118,9 +118,29 @@ def render_contentedge(
     """All children of a ContentEdge. ``clusters`` are the CacheClusters of its namespace
     (by name); ``routes_json`` the routing plan to publish, when one has been made;
     ``addresses`` the external address of each region's Service, where one is known."""
-    clusters = clusters or {}
+    return finish(render_contentedge_regions(ce, clusters or {})
+                  + render_contentedge_routing(ce, routes_json, addresses),
+                  owner_references(KIND, ce.name, ce.metadata.uid))
+
+
+def render_contentedge_routing(ce: ContentEdge, routes_json: str | None,
+                               addresses: Mapping[str, str] | None = None
+                               ) -> list[dict[str, Any]]:
+    """The children that follow the routing plan (it changes as clusters scale): the
+    routing ConfigMap and the DNSEndpoint. Not finished (no owner, not sorted)."""
+    if routes_json is None:
+        return []
+    out = [routing_configmap(ce, routes_json)]
+    if ce.spec.routing.dns.enabled:
+        out.append(dns_endpoint(ce, dns_plan(ce, Plan.from_json(routes_json), addresses)))
+    return out
+
+
+def render_contentedge_regions(ce: ContentEdge, clusters: Mapping[str, CacheCluster]
+                               ) -> list[dict[str, Any]]:
+    """The children that follow the spec and the CacheClusters it names: per region the
+    edge Deployment, Services, ConfigMap, PDB, HPA; the NetworkPolicies. Not finished."""
     spec = ce.spec
-    owner = owner_references(KIND, ce.name, ce.metadata.uid)
     objects: list[dict[str, Any]] = []
     edge_resources = _resources(spec.resources.edge, DEFAULT_EDGE_RESOURCES)
     nginx_resources = _resources(spec.resources.nginx, DEFAULT_NGINX_RESOURCES)
@@ -172,11 +192,7 @@ def render_contentedge(
         )
     if spec.network_policy.enabled:
         objects += network_policies(ce, clusters)
-    if routes_json is not None:
-        objects.append(routing_configmap(ce, routes_json))
-        if spec.routing.dns.enabled:
-            objects.append(dns_endpoint(ce, dns_plan(ce, Plan.from_json(routes_json), addresses)))
-    return finish(objects, owner)
+    return objects
 
 
 def network_policies(ce: ContentEdge, clusters: Mapping[str, CacheCluster]) -> list[dict[str, Any]]:

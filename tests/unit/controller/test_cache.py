@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from hypothesis import given
+from hypothesis import strategies as st
 from tests.unit.controller.ccworld import NS, World, cc_object
 from tests.unit.controller.fakekube import FakeKube
 from tests.unit.controller.test_error_model import ce_object
@@ -77,3 +79,32 @@ async def test_a_node_leaves_only_on_what_fresh_reads_say() -> None:
     deliver(api, store)  # the watch brings the pod's readiness back
     await reconcile_once(world.ctx, "CacheCluster", NS, "cc")
     assert world.replicas() == 2
+
+
+# The store's label index answers exactly what a scan over every object would.
+_NAMES = st.sampled_from(["a", "b", "c", "d"])
+_LABELS = st.dictionaries(st.sampled_from(["x", "y", "aerocdn.dev/contentedge"]),
+                          st.sampled_from(["1", "2"]), max_size=3)
+_OPS = st.lists(st.tuples(st.sampled_from(["upsert", "remove", "replace"]),
+                          st.sampled_from(["n1", "n2"]), _NAMES, _LABELS,
+                          st.integers(1, 50)), max_size=30)
+
+
+@given(ops=_OPS, namespace=st.sampled_from(["n1", "n2", None]), selector=_LABELS)
+def test_store_index_matches_a_scan(ops: list[tuple[str, str, str, dict[str, str], int]],
+                                    namespace: str | None, selector: dict[str, str]) -> None:
+    store = Store([("v1", "ConfigMap")])
+    for op, ns, name, labels, rv in ops:
+        obj = {"metadata": {"namespace": ns, "name": name, "labels": labels,
+                            "resourceVersion": str(rv)}}
+        if op == "upsert":
+            store.upsert("v1", "ConfigMap", obj)
+        elif op == "remove":
+            store.remove("v1", "ConfigMap", ns, name)
+        else:
+            store.replace("v1", "ConfigMap", [obj])
+    everything = sorted(store._objects[("v1", "ConfigMap")].items())
+    expected = [o for (ns, _), o in everything if (not namespace or ns == namespace)
+                and all((o["metadata"].get("labels") or {}).get(k) == v
+                        for k, v in selector.items())]
+    assert store.list("v1", "ConfigMap", namespace, selector) == expected
