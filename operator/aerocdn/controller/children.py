@@ -47,6 +47,30 @@ async def list_children(kube: Kube | CachedKube, namespace: str, selector: dict[
     return live
 
 
+# (kind, namespace, name) -> (the desired object, live uid, live resourceVersion) last found
+# covered: a reconcile of an unchanged parent compares nothing again (the desired objects
+# are remembered renders, so the same object comes back while the spec is the same).
+_COVERED: dict[tuple[str, str, str], tuple[dict[str, Any], str, str]] = {}
+_COVERED_MAX = 16384
+
+
+def _needs_apply(obj: dict[str, Any], live: dict[str, Any] | None) -> bool:
+    if live is None:
+        return True
+    meta = live["metadata"]
+    ref = (obj["kind"], meta.get("namespace") or "", meta["name"])
+    version = (str(meta.get("uid")), str(meta.get("resourceVersion")))
+    seen = _COVERED.get(ref)
+    if seen is not None and seen[0] is obj and seen[1:] == version:
+        return False
+    if needs_apply(obj, live):
+        return True
+    if len(_COVERED) >= _COVERED_MAX:
+        _COVERED.pop(next(iter(_COVERED)))
+    _COVERED[ref] = (obj, *version)
+    return False
+
+
 async def sync_children(kube: Kube | CachedKube, desired: list[dict[str, Any]],
                         live: dict[tuple[str, str], dict[str, Any]],
                         keep: set[tuple[str, str]] | None = None) -> ApplyResult:
@@ -55,7 +79,7 @@ async def sync_children(kube: Kube | CachedKube, desired: list[dict[str, Any]],
     result = ApplyResult()
     wanted = {key(o) for o in desired}
     for obj in desired:
-        if needs_apply(obj, live.get(key(obj))):
+        if _needs_apply(obj, live.get(key(obj))):
             await kube.apply(obj)
             result.applied.append("{}/{}".format(*key(obj)))
     for k, obj in sorted(live.items()):

@@ -6,7 +6,6 @@ import logging
 from typing import Any
 
 from aerocdn.api import CacheCluster, ContentEdge, InputError
-from aerocdn.api.cachecluster import CacheClusterStatus
 from aerocdn.api.common import Condition
 from aerocdn.api.contentedge import KIND as CE_API_KIND
 from aerocdn.api.contentedge import ContentEdgeStatus, RegionStatus
@@ -27,7 +26,7 @@ from aerocdn.render.contentedge import (
 from aerocdn.render.dns import dns_plan
 from aerocdn.render.engine import finish, owner_references
 from aerocdn.routing import planner
-from aerocdn.routing.inputs import facts_of, policy_of
+from aerocdn.routing.inputs import cluster_status, facts_of, policy_of
 from aerocdn.routing.model import Plan, moved_traffic
 
 log = logging.getLogger(__name__)
@@ -230,4 +229,4 @@ def _serving(plan: Plan) -> dict[str, list[str]]:
 def _cc_ready(cc: dict[str, Any] | None) -> bool:
     if cc is None:
         return False
-    return CacheClusterStatus.model_validate(cc.get("status") or {}).is_true("Ready")
+    return cluster_status(cc).is_true("Ready")

@@ -18,6 +18,26 @@ def _parse_time(value: str | None) -> dt.datetime | None:
     return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
+_STATUS: dict[tuple[str, str], CacheClusterStatus] = {}
+_STATUS_MAX = 4096
+
+
+def cluster_status(cluster: Mapping[str, Any]) -> CacheClusterStatus:
+    """A CacheCluster's status, parsed once per object version (uid, resourceVersion): every
+    ContentEdge reconcile reads the status of each cluster it routes to. Read-only."""
+    meta = cluster.get("metadata") or {}
+    uid, rv = meta.get("uid"), meta.get("resourceVersion")
+    if uid is None or rv is None:
+        return CacheClusterStatus.model_validate(cluster.get("status") or {})
+    found = _STATUS.get((uid, rv))
+    if found is None:
+        found = CacheClusterStatus.model_validate(cluster.get("status") or {})
+        if len(_STATUS) >= _STATUS_MAX:
+            _STATUS.pop(next(iter(_STATUS)))
+        _STATUS[(uid, rv)] = found
+    return found
+
+
 def cache_facts(name: str, cluster: Mapping[str, Any] | None) -> CacheFacts:
     """A CacheCluster's routing state from its live object (None: it does not exist).
 
@@ -27,7 +47,7 @@ def cache_facts(name: str, cluster: Mapping[str, Any] | None) -> CacheFacts:
     """
     if cluster is None:
         return CacheFacts(name=name, state=CacheState.ABSENT, capacity=0)
-    status = CacheClusterStatus.model_validate(cluster.get("status") or {})
+    status = cluster_status(cluster)
     if cluster["metadata"].get("deletionTimestamp") or status.is_true("ScalingDown"):
         return CacheFacts(name=name, state=CacheState.DRAINING)
     ready = status.condition("Ready")
