@@ -14,6 +14,7 @@ import yaml
 
 from aerocdn.api.contentedge import ContentEdgeSpec
 from aerocdn.edge.config import CacheKeyConfig, CachePolicyConfig, EdgeConfig, budgets
+from aerocdn.edge.fill import ByteBudget
 from aerocdn.edge.policy import (
     BadTarget,
     StoredObject,
@@ -24,7 +25,7 @@ from aerocdn.edge.policy import (
     normalize_query,
     store_headers,
 )
-from aerocdn.edge.server import ByteBudget, L1Entry, L1Index
+from aerocdn.edge.purge import L1Entry, L1Index
 
 ROOT = Path(__file__).resolve().parents[3]
 
