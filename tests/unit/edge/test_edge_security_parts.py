@@ -237,6 +237,37 @@ def test_new_fields_are_validated_identically_by_the_crd_and_pydantic(
         assert cfg.memory_limit == "512Mi"
 
 
+@pytest.mark.parametrize("field,values", [
+    ("forwardHeaders", ["X-Dev", "X Bad", "X_Under", "X-Dev\n", "", "Ä"]),
+    ("varyHeaders", ["Accept-Encoding", "Accept Encoding", "Accept-Encoding\n", "a:b"]),
+    ("queryParams", ["page", "Size_2", "a-b", "page\n", "a b", ""]),
+    ("hosts", ["cdn.example.com", "*.example.com", "a..b", "cdn.example.com\n", "-a.com",
+               "a_b.com", "*", "x.*.com"]),
+])
+def test_the_edge_config_admits_exactly_the_names_the_api_admits(
+        field: str, values: list[str]) -> None:
+    """The edge config checks names with the API's patterns (aerocdn.api.common)."""
+    where: dict[str, tuple[str, ...]] = {
+        "forwardHeaders": ("origin",), "varyHeaders": ("cachePolicy", "cacheKey"),
+        "queryParams": ("cachePolicy", "cacheKey"), "hosts": ()}
+    edge_base = {"contentEdge": "shop", "region": "eu", "hosts": ["cdn.example.com"],
+                 "origin": {"url": "https://o.example.com"}}
+    for value in values:
+        verdicts = []
+        for base, model in ((SPEC, ContentEdgeSpec), (edge_base, EdgeConfig)):
+            doc: dict[str, Any] = copy.deepcopy(base)
+            node = doc
+            for p in where[field]:
+                node = node.setdefault(p, {})
+            node[field] = [value]
+            try:
+                model.model_validate(doc)
+                verdicts.append(True)
+            except ValueError:
+                verdicts.append(False)
+        assert verdicts[0] == verdicts[1], (field, value, "api, edge:", verdicts)
+
+
 # ----------------------------------------------------------------------------- render
 
 
