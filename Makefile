@@ -9,7 +9,7 @@ bootstrap:
 	@bash scripts/bootstrap.sh
 
 lint: bootstrap
-	$(BIN)/ruff check operator tests bench
+	$(BIN)/ruff check operator localcluster tests bench
 	$(BIN)/mypy
 
 # The full suite: lint, types, unit, edge (real nginx), integration (real control plane),
@@ -35,11 +35,11 @@ demo: bootstrap
 # is imported into the real nodes. Prints the KUBECONFIG to export.
 REAL_NODES ?= 1
 cluster-up: bootstrap
-	@$(BIN)/python -m aerocdn.localcluster up --real-nodes $(REAL_NODES) \
+	@$(BIN)/python -m aerocdn_localcluster up --real-nodes $(REAL_NODES) \
 	  $(if $(IMAGE_ARCHIVE),--image $(IMAGE_ARCHIVE))
 
 cluster-down:
-	@$(BIN)/python -m aerocdn.localcluster down
+	@$(BIN)/python -m aerocdn_localcluster down
 
 # Live Aerospike tests: a running cluster (AEROCDN_TEST_AEROSPIKE=host:port[,...]) and/or an
 # asd binary to start on rendered configs (AEROCDN_TEST_ASD=/path/to/asd).

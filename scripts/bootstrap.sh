@@ -28,11 +28,12 @@ fi
 command -v go >/dev/null || { echo "bootstrap: Go is required (the local control plane is built from Go modules)" >&2; exit 1; }
 
 VENV=${VENV:-.venv}
-stamp="$VENV/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+# aerocdn (the image's one distribution) and the dev-only local cluster harness (localcluster/)
+stamp="$VENV/.installed-$(cat pyproject.toml localcluster/pyproject.toml | sha256sum | cut -c1-16)"
 if [[ ! -f $stamp ]]; then
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q -U pip
-  "$VENV/bin/pip" install -q -e '.[test]'
+  "$VENV/bin/pip" install -q -e '.[test]' -e ./localcluster
   rm -f "$VENV"/.installed-*
   touch "$stamp"
 fi

@@ -22,9 +22,9 @@ else
     [[ -f $archive ]] || bash scripts/image.sh --archive "$archive"
     image=(--image "$archive")
   fi
-  "$BIN/python" -m aerocdn.localcluster up --dir "$STATE" --real-nodes "$real" "${image[@]}"
+  "$BIN/python" -m aerocdn_localcluster up --dir "$STATE" --real-nodes "$real" "${image[@]}"
   export KUBECONFIG="$STATE/cluster/kubeconfig"
-  trap '"$BIN/python" -m aerocdn.localcluster down --dir "$STATE"' EXIT
+  trap '"$BIN/python" -m aerocdn_localcluster down --dir "$STATE"' EXIT
 fi
 
 kubectl apply --server-side --force-conflicts -k crds/ >/dev/null

@@ -36,7 +36,7 @@ from typing import Any
 
 from bench.aerospike_clients.drivers import AerospikePyDriver, Driver, LegacyDriver, SdkDriver
 
-from aerocdn.localcluster.cluster import free_ports
+from aerocdn_localcluster.cluster import free_ports
 
 RULES_KEY = "__aerocdn_purge_rules__"
 OWNER = "pod-a"

@@ -20,7 +20,7 @@ from typing import Any
 
 from kubernetes import client, config
 
-from aerocdn.localcluster import LocalCluster, NodeSpec, build_binaries, nodeplan
+from aerocdn_localcluster import LocalCluster, NodeSpec, build_binaries, nodeplan
 
 
 def pod(name: str, image: str, args: list[str] | None, probe: bool) -> dict[str, Any]:

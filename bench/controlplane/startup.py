@@ -16,7 +16,7 @@ import statistics
 import time
 from pathlib import Path
 
-from aerocdn.localcluster import LocalCluster, build_binaries
+from aerocdn_localcluster import LocalCluster, build_binaries
 
 
 def rss_kib(pid: int) -> int:

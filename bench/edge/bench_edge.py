@@ -196,7 +196,7 @@ def edge_pod(procs: Procs, tmp: Path, origin_port: int, *, nginx: bool, cpu_ngin
                       nginx={"workerProcesses": "1"}, **overrides)
     if nginx:
         cfg = cfg.model_copy(update={"nginx_control_url": f"http://{cfg.nginx.control_listen}"})
-    SERVER_PID[edge_port] = procs.start([PY, "-m", "aerocdn.edge.server", "--config",
+    SERVER_PID[edge_port] = procs.start([PY, "-m", "aerocdn.edge.app", "--config",
                  str(write_config_file(cfg, d / "edge.yaml")), "--log-level", "WARNING"],
                 cpu_edge, env={"PYTHONPATH": code} if code else None).pid
     wait_port(edge_port)

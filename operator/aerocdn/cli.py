@@ -101,7 +101,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_edge(args: argparse.Namespace) -> int:
-    from aerocdn.edge.server import main as edge_main
+    from aerocdn.edge.app import main as edge_main
 
     return edge_main(["--config", args.config])
 

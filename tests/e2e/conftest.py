@@ -28,7 +28,7 @@ import pytest
 import yaml
 from tests.conftest import REPO
 
-from aerocdn.localcluster import ClusterError, LocalCluster, nodeplan, realnode
+from aerocdn_localcluster import ClusterError, LocalCluster, nodeplan, realnode
 
 HERE = Path(__file__).resolve().parent
 NAMESPACE = os.environ.get("AEROCDN_E2E_NAMESPACE", "aerocdn-system")

@@ -42,7 +42,8 @@ async def pods(origin: Origin, tmp_path: Path) -> AsyncIterator[PodFactory]:
     count = 0
 
     async def factory(*, nginx: bool = True, cfg: EdgeConfig | None = None,
-                      **overrides: Any) -> Pod:
+                      edge_kw: dict[str, Any] | None = None, **overrides: Any) -> Pod:
+        """``overrides``: edge config fields; ``edge_kw``: arguments of ``Edge``."""
         nonlocal count
         if nginx and not have_nginx():
             pytest.skip("nginx or libnginx-mod-http-cache-purge not installed "
@@ -52,7 +53,7 @@ async def pods(origin: Origin, tmp_path: Path) -> AsyncIterator[PodFactory]:
         d.mkdir()
         if cfg is None:
             cfg = edge_config(origin.url, d, **overrides)
-        pod = await start_pod(cfg, d, nginx=nginx)
+        pod = await start_pod(cfg, d, nginx=nginx, **(edge_kw or {}))
         started.append(pod)
         return pod
 

@@ -21,8 +21,8 @@ from typing import Any
 import yaml
 from aiohttp import web
 
+from aerocdn.edge.app import Edge
 from aerocdn.edge.config import EdgeConfig
-from aerocdn.edge.server import Edge
 from aerocdn.render.nginx import render_nginx_conf
 
 PodFactory = Callable[..., Awaitable["Pod"]]
@@ -236,7 +236,7 @@ def write_config_file(cfg: EdgeConfig, path: Path) -> Path:
 
 def edge_subprocess(config_file: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "aerocdn.edge.server", "--config", str(config_file),
+        [sys.executable, "-m", "aerocdn.edge.app", "--config", str(config_file),
          "--log-level", "WARNING"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )

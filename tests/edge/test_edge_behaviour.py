@@ -266,7 +266,7 @@ async def test_stale_while_revalidate_answers_at_once_and_refreshes_in_the_backg
     assert (status, body, headers["x-aerocdn-tier"]) == (200, b"old", "l2-stale")
     await wait_until(lambda: origin.hits["/feed"] == 2)
     gate.set()
-    await wait_until(lambda: not pod.edge._inflight_fills)
+    await wait_until(lambda: not pod.edge.filler.inflight)
     status, headers, body = await get(client, pod.edge_url, "/feed")
     assert (body, headers["x-aerocdn-tier"]) == (b"new", "l2")
     assert origin.hits["/feed"] == 2

@@ -91,12 +91,11 @@ async def test_cross_pod_lock_waiter_only_takes_its_own_variant(
     shared = MemoryTier(64 * 2**20, name="shared", shared=True)
     gate = asyncio.Event()
     origin.set("/acct", handler=_per_cookie(gate))  # type: ignore[arg-type]
-    p1 = await pods(nginx=False, cachePolicy={"cookies": "forward"})
-    p2 = await pods(nginx=False, cachePolicy={"cookies": "forward"})
-    for p in (p1, p2):
-        p.edge.l2 = TierSet({"shared": shared}, {"shared": CircuitBreaker(5, 5)},
-                            lambda: ("shared",))
-        p.edge.shared_l2 = True
+    pods_l2 = [TierSet({"shared": shared}, {"shared": CircuitBreaker(5, 5)}, lambda: ("shared",))
+               for _ in range(2)]
+    p1, p2 = [await pods(nginx=False, cachePolicy={"cookies": "forward"}, edge_kw={"l2": l2})
+              for l2 in pods_l2]
+    assert p1.edge.shared_l2 and p2.edge.shared_l2  # a shared tier: one fill per region
     a = asyncio.create_task(raw_get(p1.edge_url, "/acct", headers={"Cookie": "sid=alice"}))
     await wait_until(lambda: origin.hits["/acct"] == 1)
     b = asyncio.create_task(raw_get(p2.edge_url, "/acct", headers={"Cookie": "sid=bob"}))
@@ -371,7 +370,7 @@ async def test_a_trickling_origin_is_cut_at_the_fetch_deadline_and_stale_is_serv
         assert (s.status, s.body) == (200, b"old")
         f = await asyncio.wait_for(raw_get(pod.edge_url, "/fresh"), 30)
         assert f.status == 504
-        await wait_until(lambda: not pod.edge._inflight_fills, 30)
+        await wait_until(lambda: not pod.edge.filler.inflight, 30)
     finally:
         stop.set()
 

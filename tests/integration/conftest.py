@@ -21,7 +21,7 @@ from tests.integration.operator_harness import (
     serviceaccount_kubeconfig,
 )
 
-from aerocdn.localcluster import ClusterError, LocalCluster
+from aerocdn_localcluster import ClusterError, LocalCluster
 
 HERE = Path(__file__).resolve().parent
 

@@ -248,7 +248,7 @@ def cluster_for_bench() -> Iterator[str]:
     if given:
         yield given
         return
-    from aerocdn.localcluster import LocalCluster
+    from aerocdn_localcluster import LocalCluster
 
     local = LocalCluster()
     local.start()

@@ -16,7 +16,7 @@ import pytest
 import yaml
 from kubernetes import client, config
 
-from aerocdn.localcluster import (
+from aerocdn_localcluster import (
     LocalCluster,
     NodeSpec,
     build_binaries,
@@ -69,7 +69,7 @@ def test_sigterm_to_the_owning_python_process_stops_everything(
     script = (
         "import sys\n"
         "from pathlib import Path\n"
-        "from aerocdn.localcluster import LocalCluster\n"
+        "from aerocdn_localcluster import LocalCluster\n"
         f"c = LocalCluster(workdir=Path({str(workdir)!r}), bin_dir=Path({str(bin_dir)!r}))\n"
         "c.start()\n"
         "print('ready', flush=True)\n"
@@ -97,7 +97,7 @@ def test_cli_up_and_down(tmp_path: Path) -> None:
     nothing of them left afterwards."""
     realnode.check_host()
     sysctls = realnode.read_sysctls()
-    run = [sys.executable, "-m", "aerocdn.localcluster"]
+    run = [sys.executable, "-m", "aerocdn_localcluster"]
     up = subprocess.run(
         [*run, "up", "--dir", str(tmp_path)], capture_output=True, text=True, timeout=600
     )

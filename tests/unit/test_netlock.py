@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from aerocdn.localcluster.realnode import net_lock
+from aerocdn_localcluster.realnode import net_lock
 
 
 def test_one_holder_at_a_time_and_no_file() -> None:

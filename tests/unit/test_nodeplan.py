@@ -8,7 +8,7 @@ import json
 import tarfile
 from pathlib import Path
 
-from aerocdn.localcluster import nodeplan, plan
+from aerocdn_localcluster import nodeplan, plan
 
 
 def test_subnet_skips_what_the_host_already_uses() -> None:

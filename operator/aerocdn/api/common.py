@@ -22,6 +22,8 @@ DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 # pattern for the API (and so the CRD) and the edge config, so nothing admitted fails later.
 QUERY_PARAM = r"^[A-Za-z0-9_]+$"
 HEADER_NAME = r"^[A-Za-z0-9-]+$"
+# A host an edge serves (nginx server_name): a DNS name, lower case, a leading "*." allowed.
+HOSTNAME = r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 # metadata.name of our objects: children append suffixes, so it is shorter than a DNS label
 OBJECT_NAME_MAX = 40
 QUANTITY = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$"

@@ -9,6 +9,7 @@ from pydantic import AfterValidator, Field, model_validator
 
 from aerocdn.api.common import (
     HEADER_NAME,
+    HOSTNAME,
     QUERY_PARAM,
     ApiModel,
     Condition,
@@ -26,7 +27,6 @@ KIND = "ContentEdge"
 PLURAL = "contentedges"
 DEFAULT_IMAGE = "aerocdn:0.1.0"
 
-HOSTNAME = r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 # The edge's own checks (aerocdn.edge.config), so nothing the CRD admits fails later: nginx
 # variables ($arg_x, $http_x) take only these characters.
 HeaderName = Annotated[str, Field(pattern=HEADER_NAME, min_length=1, max_length=128)]

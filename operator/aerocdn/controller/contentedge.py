@@ -90,7 +90,7 @@ async def reconcile_contentedge(ctx: Context, namespace: str, name: str) -> floa
     if routing_cm is not None:
         try:
             previous = Plan.from_json((routing_cm.get("data") or {}).get("routes.json", ""))
-        except (ValueError, KeyError, TypeError):
+        except ValueError:
             previous = None
     facts = facts_of(ce, ready, cluster_of, {n: cc_raw.get(n) for n in cluster_of.values()},
                      now_dt)

@@ -14,14 +14,16 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from aerocdn.api.common import camel
+from aerocdn.api.common import HEADER_NAME, HOSTNAME, QUERY_PARAM, camel
 from aerocdn.api.common import parse_quantity as api_parse_quantity
 
-_HOST_RE = re.compile(r"^(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$")
-# nginx variable names ($arg_x, $http_x) only take [A-Za-z0-9_]; the key must be the same in
-# nginx (L1) and in the edge (L2), so names outside that set are refused here, with the field.
-_QUERY_PARAM_RE = re.compile(r"^[A-Za-z0-9_]+$")
-_HEADER_RE = re.compile(r"^[A-Za-z0-9-]+$")
+# The API's own patterns (so nothing a ContentEdge admits fails here): nginx variable names
+# ($arg_x, $http_x) only take these characters, and the key must be the same in nginx (L1) and
+# in the edge (L2), so names outside them are refused here, with the field.  fullmatch: "$"
+# alone would also take a trailing newline.
+_HOST_RE = re.compile(HOSTNAME)
+_QUERY_PARAM_RE = re.compile(QUERY_PARAM)
+_HEADER_RE = re.compile(HEADER_NAME)
 
 
 def parse_quantity(value: str | int) -> int:
@@ -53,7 +55,7 @@ class OriginConfig(_Model):
     @classmethod
     def _fwd(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         for h in v:
-            if not _HEADER_RE.match(h):
+            if not _HEADER_RE.fullmatch(h):
                 raise ValueError(f"origin.forwardHeaders entry {h!r} is not a header name")
         return tuple(h.lower() for h in v)
 
@@ -74,7 +76,7 @@ class CacheKeyConfig(_Model):
     @classmethod
     def _params(cls, v: tuple[str, ...] | None) -> tuple[str, ...] | None:
         for p in v or ():
-            if not _QUERY_PARAM_RE.match(p):
+            if not _QUERY_PARAM_RE.fullmatch(p):
                 raise ValueError(
                     f"cacheKey.queryParams entry {p!r}: only letters, digits and '_' are allowed"
                 )
@@ -84,7 +86,7 @@ class CacheKeyConfig(_Model):
     @classmethod
     def _headers(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         for h in v:
-            if not _HEADER_RE.match(h):
+            if not _HEADER_RE.fullmatch(h):
                 raise ValueError(f"cacheKey.varyHeaders entry {h!r} is not a header name")
         return tuple(h.lower() for h in v)
 
@@ -271,7 +273,7 @@ class EdgeConfig(_Model):
         out = []
         for h in v:
             low = h.lower().rstrip(".")
-            if not _HOST_RE.match(low):
+            if not _HOST_RE.fullmatch(low):
                 raise ValueError(f"hosts entry {h!r} is not a DNS name (a leading '*.' is allowed)")
             out.append(low)
         return tuple(out)

@@ -2,14 +2,13 @@
 
 What may a *shared* cache store, for how long, and may it serve it stale (RFC 9111, RFC 5861)?
 
-Cache-Control is parsed by hishel (``hishel._headers.parse_cache_control``, the same parser
-hishel's own controller uses).  hishel 0.1's storage decision (``Controller.is_cachable``) is not
-used as the verdict because it is written for a private client cache on httpcore objects and
-differs from what a shared cache must do: it accepts 301/308 before looking at ``no-store`` or
-the request method, ignores ``s-maxage`` (both as a reason to store and for the freshness
-lifetime), knows nothing of ``Set-Cookie`` or ``Authorization`` (RFC 9111 3.5) and has no notion
-of RFC 5861 stale windows.  The rules below are the short list a shared cache needs; each one is a
-unit test in tests/unit/edge/test_policy.py.
+Cache-Control is parsed by ``aerocdn.edge.cachecontrol`` (RFC 9111 5.2).  Off-the-shelf HTTP
+cache libraries decide for a private client cache, which differs from what a shared cache must
+do (hishel 0.1's ``Controller.is_cachable``, for one: it accepts 301/308 before looking at
+``no-store`` or the request method, ignores ``s-maxage``, knows nothing of ``Set-Cookie`` or
+``Authorization`` (RFC 9111 3.5) and has no notion of RFC 5861 stale windows).  The rules below
+are the short list a shared cache needs; each one is a unit test in
+tests/unit/edge/test_edge_policy.py.
 """
 
 from __future__ import annotations
@@ -20,8 +19,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from hishel._headers import CacheControl, parse_cache_control
-
+from aerocdn.edge.cachecontrol import CacheControl, parse_cache_control
 from aerocdn.edge.config import CacheKeyConfig, CachePolicyConfig
 
 Headers = tuple[tuple[str, str], ...]
@@ -222,12 +220,13 @@ def _parse_cc(values: list[str]) -> CacheControl | None:
         return CacheControl()
     try:
         return parse_cache_control(values)
-    except Exception:  # hishel raises ParseError / ValidationError on malformed directives
+    except ValueError:  # malformed
         return None
 
 
 def _extension_seconds(values: list[str], name: str) -> int | None:
-    """RFC 5861 extensions (hishel's parser drops unknown directives)."""
+    """RFC 5861 extensions (``parse_cache_control`` ignores directives the policy does not
+    name)."""
     for v in values:
         for d in v.split(","):
             k, _, arg = d.strip().partition("=")
@@ -293,12 +292,12 @@ def decide_storage(
         cc.public or cc.s_maxage is not None or cc.must_revalidate
     ):
         return StoreDecision(False, "request carries Authorization")
-    if cc.no_cache is True or (isinstance(cc.no_cache, list) and cc.no_cache):
+    if cc.no_cache:
         # RFC 9111 5.2.2.4: may be stored, must be revalidated before each use - worth it
         # only with a validator to revalidate with
         if not (_first(response_headers, "etag") or _first(response_headers, "last-modified")):
             return StoreDecision(False, "no-cache without a validator")
-        if isinstance(cc.no_cache, list):
+        if cc.no_cache is not True:
             return StoreDecision(False, "no-cache on named fields")
         return StoreDecision(True, "storable, revalidate on each use",
                              freshness_seconds=0.0, vary=tuple(vary_names), no_stale=True,

@@ -1,6 +1,7 @@
 """The routing plan as the edge reads it (routes.json), and its hot reload.
 
-Pure part: ``cluster_order`` turns a parsed plan into the ordered L2 clusters of one region.
+The file is parsed with the operator's own model (``aerocdn.routing.model.Plan.from_json``).
+Pure part: ``cluster_order`` turns a plan into the ordered L2 clusters of one region.
 Shell part: ``PlanWatcher`` polls the file's identity (inode, mtime, size of the resolved path:
 ConfigMap volumes swap a ``..data`` symlink) and swaps an immutable snapshot; requests in flight
 keep the snapshot they started with, so a reload never drops one.
@@ -9,12 +10,12 @@ keep the snapshot they started with, so a reload never drops one.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+
+from aerocdn.routing.model import Plan
 
 log = logging.getLogger("aerocdn.edge.routing")
 
@@ -27,49 +28,18 @@ class RoutingSnapshot:
     error: str = ""
 
 
-class PlanError(ValueError):
-    pass
-
-
-def parse_plan(text: str, path: str = "routes.json") -> dict[str, Any]:
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise PlanError(f"{path}: not JSON: {e}") from None
-    if not isinstance(doc, dict):
-        raise PlanError(f"{path}: expected an object at the top level")
-    if not isinstance(doc.get("generation"), int):
-        raise PlanError(f"{path}: generation must be an integer")
-    routes = doc.get("cacheRoutes", {})
-    if not isinstance(routes, dict):
-        raise PlanError(f"{path}: cacheRoutes must be an object")
-    for region, entries in routes.items():
-        if not isinstance(entries, list) or not all(
-            isinstance(e, dict) and isinstance(e.get("cacheCluster"), str) for e in entries
-        ):
-            raise PlanError(f"{path}: cacheRoutes.{region} must be a list of "
-                            '{"cacheCluster": name, "weight": number}')
-    return doc
-
-
-def cluster_order(
-    plan: Mapping[str, Any] | None, region: str, configured: tuple[str, ...]
-) -> tuple[str, ...]:
+def cluster_order(plan: Plan | None, region: str, configured: tuple[str, ...]) -> tuple[str, ...]:
     """Clusters in the plan's order for ``region``, only those this edge has a config for;
     weight 0 (drained) left out.  No plan, or no route for the region: configured order."""
     if plan is None:
         return configured
-    entries = plan.get("cacheRoutes", {}).get(region)
-    if not entries:
+    routes = plan.cache_routes.get(region)
+    if not routes:
         return configured
     out: list[str] = []
-    for e in entries:
-        name = e["cacheCluster"]
-        weight = e.get("weight", 1.0)
-        if name in configured and name not in out and (
-            not isinstance(weight, (int, float)) or weight > 0
-        ):
-            out.append(name)
+    for r in routes:
+        if r.cache_cluster in configured and r.cache_cluster not in out and r.weight > 0:
+            out.append(r.cache_cluster)
     return tuple(out) if out else configured
 
 
@@ -100,8 +70,8 @@ class PlanWatcher:
         self._identity = ident
         try:
             with open(self.path) as f:
-                plan = parse_plan(f.read(), self.path)
-        except (OSError, PlanError) as e:
+                plan = Plan.from_json(f.read(), self.path)
+        except (OSError, ValueError) as e:
             self.errors += 1
             log.warning("routing plan not reloaded, keeping generation %s: %s",
                         self.snapshot.generation, e)
@@ -109,10 +79,10 @@ class PlanWatcher:
                                             self.snapshot.source, str(e))
             return False
         self.snapshot = RoutingSnapshot(
-            plan["generation"], cluster_order(plan, self.region, self.configured), "plan"
+            plan.generation, cluster_order(plan, self.region, self.configured), "plan"
         )
         self.reloads += 1
-        log.info("routing plan generation %s: cache clusters %s", plan["generation"],
+        log.info("routing plan generation %s: cache clusters %s", plan.generation,
                  list(self.snapshot.order))
         if self._on_change is not None:
             self._on_change(self.snapshot)

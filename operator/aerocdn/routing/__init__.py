@@ -4,6 +4,10 @@ See `aerocdn.routing.planner` for the precise rules (optimum, least movement, hy
 slow start) and `Plan.to_json()` for routes.json.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from aerocdn.routing.model import (
     CacheFacts,
     CacheRoute,
@@ -15,7 +19,9 @@ from aerocdn.routing.model import (
     RegionFacts,
     moved_traffic,
 )
-from aerocdn.routing.planner import plan
+
+if TYPE_CHECKING:
+    from aerocdn.routing.planner import plan
 
 __all__ = [
     "CacheFacts",
@@ -29,3 +35,13 @@ __all__ = [
     "moved_traffic",
     "plan",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # The planner (numpy, HiGHS: ~17 MiB) loads on first use: the edges read routes.json with
+    # `aerocdn.routing.model` and never plan.
+    if name == "plan":
+        from aerocdn.routing.planner import plan
+
+        return plan
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -9,7 +9,15 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
 
 
 class _Frozen(BaseModel):
@@ -134,6 +142,48 @@ class RegionBasis(_Frozen):
     usable_capacity: float
 
 
+class _Wire(BaseModel):
+    """routes.json as written (camelCase keys); types checked strictly (no "1" for 1), unknown
+    keys ignored: a newer operator may add some."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", strict=True, alias_generator=to_camel)
+
+
+class _RoutesRoute(_Wire):
+    cache_cluster: str
+    weight: float = 1.0
+
+
+class _RoutesRegionBasis(_Wire):
+    demand: float
+    usable_capacity: float
+
+
+class _RoutesBasis(_Wire):
+    latency_digest: str = ""
+    overload_scale: float = 1.0
+    regions: dict[str, _RoutesRegionBasis] | None = None
+
+
+class _RoutesDoc(_Wire):
+    generation: int = Field(ge=1)
+    overloaded: bool = False
+    traffic_weights: dict[str, dict[str, float]] | None = None
+    cache_routes: dict[str, list[_RoutesRoute]] | None = None
+    basis: _RoutesBasis | None = None
+
+
+def _first_error(exc: ValidationError) -> str:
+    """``cacheRoutes.eu.0.weight: should be a number``: where, then what."""
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    what = {"model_type": "should be an object", "dict_type": "should be an object",
+            "list_type": "should be a list", "missing": "is required"}.get(
+        err["type"], err["msg"][:1].lower() + err["msg"][1:])
+    more = exc.error_count() - 1
+    return f"{where}: {what}" + (f" (and {more} more)" if more else "")
+
+
 class Plan(_Frozen):
     """The planner's output; `to_json()` is the routes.json the edges hot-reload."""
 
@@ -182,32 +232,38 @@ class Plan(_Frozen):
         return json.dumps(doc, sort_keys=True, separators=(",", ":"), allow_nan=False) + "\n"
 
     @classmethod
-    def from_json(cls, text: str) -> Plan:
-        """Parse routes.json written by `to_json` (unknown keys are ignored)."""
+    def from_json(cls, text: str, source: str = "routes.json") -> Plan:
+        """Parse routes.json: what `to_json` writes, or a part of it (the operator, the
+        controllers and every edge read it with this).  Required: ``generation`` (an integer
+        >= 1); absent (or null) parts are empty, a route's absent ``weight`` is 1; unknown keys
+        are ignored.  Anything else raises ValueError naming ``source`` and the field."""
         try:
             doc = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise ValueError(f"routes.json: not JSON ({exc})") from exc
+            raise ValueError(f"{source}: not JSON ({exc})") from None
         if not isinstance(doc, dict):
-            raise ValueError("routes.json: top level must be an object")
-        basis_doc = doc.get("basis") or {}
-        return cls(
-            generation=doc.get("generation", 1),
-            overloaded=doc.get("overloaded", False),
-            traffic_weights=doc.get("trafficWeights", {}),
-            cache_routes={
-                region: tuple(
-                    CacheRoute(cache_cluster=r["cacheCluster"], weight=r["weight"]) for r in routes
-                )
-                for region, routes in (doc.get("cacheRoutes") or {}).items()
-            },
-            basis={
-                name: RegionBasis(demand=b["demand"], usable_capacity=b["usableCapacity"])
-                for name, b in (basis_doc.get("regions") or {}).items()
-            },
-            latency_digest=basis_doc.get("latencyDigest", ""),
-            overload_scale=basis_doc.get("overloadScale", 1.0),
-        )
+            raise ValueError(f"{source}: top level must be an object")
+        try:
+            wire = _RoutesDoc.model_validate(doc)
+            basis = wire.basis or _RoutesBasis()
+            return cls(
+                generation=wire.generation,
+                overloaded=wire.overloaded,
+                traffic_weights=wire.traffic_weights or {},
+                cache_routes={
+                    region: tuple(CacheRoute(cache_cluster=r.cache_cluster, weight=r.weight)
+                                  for r in routes)
+                    for region, routes in (wire.cache_routes or {}).items()
+                },
+                basis={
+                    name: RegionBasis(demand=b.demand, usable_capacity=b.usable_capacity)
+                    for name, b in (basis.regions or {}).items()
+                },
+                latency_digest=basis.latency_digest,
+                overload_scale=basis.overload_scale,
+            )
+        except ValidationError as exc:
+            raise ValueError(f"{source}: {_first_error(exc)}") from None
 
     def regions_using(self, cache_cluster: str) -> list[str]:
         """Edge regions whose cache routes still send weight to ``cache_cluster`` (sorted)."""

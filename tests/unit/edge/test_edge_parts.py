@@ -11,9 +11,10 @@ from aerocdn.edge.breaker import CircuitBreaker
 from aerocdn.edge.config import EdgeConfig, EdgeConfigError, host_allowed, load_edge_config
 from aerocdn.edge.l2 import TierSet
 from aerocdn.edge.policy import StoredObject
-from aerocdn.edge.routing import PlanError, PlanWatcher, cluster_order, parse_plan
+from aerocdn.edge.routing import PlanWatcher, cluster_order
 from aerocdn.edge.tiers import Entry, MemoryTier, TierError
 from aerocdn.render.nginx import render_nginx_conf
+from aerocdn.routing.model import Plan
 
 MIN = {"contentEdge": "shop", "region": "eu", "hosts": ["cdn.example.com"],
        "origin": {"url": "https://origin.example.com/"}}
@@ -54,21 +55,38 @@ PLAN = {"generation": 7, "overloaded": False, "trafficWeights": {}, "extra": 1,
 
 def test_cluster_order_follows_the_plan_for_known_clusters_and_skips_drained_ones() -> None:
     configured = ("cc-eu", "cc-us", "cc-drained")
-    assert cluster_order(PLAN, "eu", configured) == ("cc-us", "cc-eu")
+    assert cluster_order(Plan.from_json(json.dumps(PLAN)), "eu", configured) == ("cc-us", "cc-eu")
 
 
 def test_cluster_order_without_a_plan_or_a_route_is_the_configured_order() -> None:
     assert cluster_order(None, "eu", ("a", "b")) == ("a", "b")
-    assert cluster_order(PLAN, "ap", ("a", "b")) == ("a", "b")
+    assert cluster_order(Plan.from_json(json.dumps(PLAN)), "ap", ("a", "b")) == ("a", "b")
+
+
+def test_the_edge_reads_a_partial_plan_and_a_route_without_weight_counts() -> None:
+    """What the edge needs of routes.json: generation and cacheRoutes (the rest may be
+    absent); a route without ``weight`` is used."""
+    text = json.dumps({"generation": 3, "cacheRoutes": {"eu": [{"cacheCluster": "cc-us"},
+                                                               {"cacheCluster": "cc-eu"}]}})
+    assert cluster_order(Plan.from_json(text), "eu", ("cc-eu", "cc-us")) == ("cc-us", "cc-eu")
 
 
 @pytest.mark.parametrize("text,msg", [("[", "not JSON"), ("[]", "object"),
+                                      ("{}", "generation: is required"),
                                       ('{"generation": "1"}', "generation"),
+                                      ('{"generation": true}', "generation"),
+                                      ('{"generation": 1, "cacheRoutes": []}', "cacheRoutes"),
                                       ('{"generation": 1, "cacheRoutes": {"eu": [1]}}',
-                                       "cacheRoutes.eu")])
+                                       "cacheRoutes.eu.0: should be an object"),
+                                      ('{"generation": 1, "cacheRoutes": {"eu": [{}]}}',
+                                       "cacheRoutes.eu.0.cacheCluster"),
+                                      ('{"generation": 1, "cacheRoutes": {"eu": '
+                                       '[{"cacheCluster": "a", "weight": "1"}]}}',
+                                       "cacheRoutes.eu.0.weight")])
 def test_bad_plans_are_rejected_with_the_field(text: str, msg: str) -> None:
-    with pytest.raises(PlanError, match=msg):
-        parse_plan(text)
+    with pytest.raises(ValueError, match=msg) as e:
+        Plan.from_json(text, "/etc/aerocdn/routing/routes.json")
+    assert str(e.value).startswith("/etc/aerocdn/routing/routes.json: ")
 
 
 def test_watcher_reloads_on_change_and_keeps_the_last_good_plan(tmp_path: Path) -> None:
@@ -81,6 +99,10 @@ def test_watcher_reloads_on_change_and_keeps_the_last_good_plan(tmp_path: Path) 
     path.write_text("{broken")
     assert not w.poll()
     assert w.snapshot.generation == 7 and "not JSON" in w.snapshot.error
+    assert w.snapshot.error.startswith(str(path))
+    path.unlink()
+    assert not w.poll()
+    assert w.snapshot.generation == 7 and w.snapshot.error == f"{path}: missing"
 
 
 # ----------------------------------------------------------------------------- memory tier

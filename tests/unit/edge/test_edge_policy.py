@@ -72,8 +72,7 @@ def test_responses_a_shared_cache_must_not_store(cc: str, reason: str) -> None:
 
 
 def test_field_qualified_private_is_not_stored() -> None:
-    # hishel's parser rejects this form; either way a shared cache does not store it
-    assert decide('private="X-User", max-age=60')[0] is False
+    assert decide('private="X-User", max-age=60')[:2] == (False, "response is private")
 
 
 def test_set_cookie_is_never_stored_even_when_public() -> None:

@@ -14,6 +14,7 @@ import yaml
 
 from aerocdn.api.contentedge import ContentEdgeSpec
 from aerocdn.edge.config import CacheKeyConfig, CachePolicyConfig, EdgeConfig, budgets
+from aerocdn.edge.fill import ByteBudget
 from aerocdn.edge.policy import (
     BadTarget,
     StoredObject,
@@ -24,7 +25,7 @@ from aerocdn.edge.policy import (
     normalize_query,
     store_headers,
 )
-from aerocdn.edge.server import ByteBudget, L1Entry, L1Index
+from aerocdn.edge.purge import L1Entry, L1Index
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -234,6 +235,37 @@ def test_new_fields_are_validated_identically_by_the_crd_and_pydantic(
             "metadata": {"name": "shop", "namespace": "web", "uid": "u"}, "spec": spec})
         cfg = edge_config(ce, ce.spec.regions[0], {})
         assert cfg.memory_limit == "512Mi"
+
+
+@pytest.mark.parametrize("field,values", [
+    ("forwardHeaders", ["X-Dev", "X Bad", "X_Under", "X-Dev\n", "", "Ä"]),
+    ("varyHeaders", ["Accept-Encoding", "Accept Encoding", "Accept-Encoding\n", "a:b"]),
+    ("queryParams", ["page", "Size_2", "a-b", "page\n", "a b", ""]),
+    ("hosts", ["cdn.example.com", "*.example.com", "a..b", "cdn.example.com\n", "-a.com",
+               "a_b.com", "*", "x.*.com"]),
+])
+def test_the_edge_config_admits_exactly_the_names_the_api_admits(
+        field: str, values: list[str]) -> None:
+    """The edge config checks names with the API's patterns (aerocdn.api.common)."""
+    where: dict[str, tuple[str, ...]] = {
+        "forwardHeaders": ("origin",), "varyHeaders": ("cachePolicy", "cacheKey"),
+        "queryParams": ("cachePolicy", "cacheKey"), "hosts": ()}
+    edge_base = {"contentEdge": "shop", "region": "eu", "hosts": ["cdn.example.com"],
+                 "origin": {"url": "https://o.example.com"}}
+    for value in values:
+        verdicts = []
+        for base, model in ((SPEC, ContentEdgeSpec), (edge_base, EdgeConfig)):
+            doc: dict[str, Any] = copy.deepcopy(base)
+            node = doc
+            for p in where[field]:
+                node = node.setdefault(p, {})
+            node[field] = [value]
+            try:
+                model.model_validate(doc)
+                verdicts.append(True)
+            except ValueError:
+                verdicts.append(False)
+        assert verdicts[0] == verdicts[1], (field, value, "api, edge:", verdicts)
 
 
 # ----------------------------------------------------------------------------- render

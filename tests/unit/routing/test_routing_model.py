@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 from tests.unit.routing.routing_oracle import NOW, random_facts
 
@@ -72,6 +74,31 @@ def test_routes_json_round_trips_and_readers_ignore_unknown_keys() -> None:
 def test_routes_json_that_is_not_json_names_the_file() -> None:
     with pytest.raises(ValueError, match=r"routes\.json"):
         Plan.from_json("{not json")
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-3, 3) | st.floats(-2, 2) | st.text(max_size=3),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner,
+                                                                 max_size=3),
+    max_leaves=8,
+)
+_KEYS = st.sampled_from(["generation", "overloaded", "trafficWeights", "cacheRoutes", "basis",
+                         "cacheCluster", "weight", "regions", "demand", "usableCapacity",
+                         "latencyDigest", "overloadScale", "eu"])
+_DOCS = st.recursive(_JSON, lambda inner: st.dictionaries(_KEYS, inner, max_size=4),
+                     max_leaves=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_DOCS)
+def test_any_json_is_a_plan_or_a_value_error(doc: object) -> None:
+    """Readers (edges, controllers) catch ValueError only: nothing else may escape."""
+    try:
+        p = Plan.from_json(json.dumps(doc))
+    except ValueError as e:
+        assert str(e).startswith("routes.json: ")
+    else:
+        assert Plan.from_json(p.to_json()) == p
 
 
 def test_latency_for_an_unknown_region_names_the_field() -> None:

@@ -1,4 +1,4 @@
-"""`python -m aerocdn.localcluster up|down|build`: the local control plane from a shell."""
+"""`python -m aerocdn_localcluster up|down|build`: the local control plane from a shell."""
 
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from aerocdn.localcluster import nodeplan, realnode
-from aerocdn.localcluster.cluster import (
+from aerocdn_localcluster import nodeplan, realnode
+from aerocdn_localcluster.cluster import (
     LocalCluster,
     build_binaries,
     processes_mentioning,
     stop_groups,
 )
-from aerocdn.localcluster.errors import ClusterError
+from aerocdn_localcluster.errors import ClusterError
 
 
 def _default_dir() -> Path:
@@ -58,7 +58,7 @@ def up(directory: Path, timeout: float, real_nodes: int = 0,
     state_file.write_text(json.dumps(cluster.state(), indent=2) + "\n")
     print(
         f"# started in {cluster.started_seconds:.1f} s; stop it with "
-        f"`python -m aerocdn.localcluster down --dir {directory}`",
+        f"`python -m aerocdn_localcluster down --dir {directory}`",
         file=sys.stderr,
     )
     for node in cluster.real_nodes:
@@ -99,7 +99,7 @@ def down(directory: Path) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m aerocdn.localcluster",
+        prog="python -m aerocdn_localcluster",
         description="A real Kubernetes control plane (etcd, kube-apiserver, "
         "kube-controller-manager, kube-scheduler, kwok nodes) and real nodes (kubelet, "
         "containerd, kube-proxy, CoreDNS; each in a network namespace of its own).",

@@ -1,14 +1,14 @@
 """A real Kubernetes control plane on loopback, for tests and the local demo.
 
-    from aerocdn.localcluster import LocalCluster
+    from aerocdn_localcluster import LocalCluster
 
     with LocalCluster() as cluster:
         ...  # KUBECONFIG=cluster.kubeconfig
 
-`python -m aerocdn.localcluster up|down` does the same from a shell (see `--help`).
+`python -m aerocdn_localcluster up|down` does the same from a shell (see `--help`).
 """
 
-from aerocdn.localcluster.cluster import (
+from aerocdn_localcluster.cluster import (
     LocalCluster,
     build_binaries,
     find_repo,
@@ -16,8 +16,8 @@ from aerocdn.localcluster.cluster import (
     local_cluster,
     processes_mentioning,
 )
-from aerocdn.localcluster.errors import ClusterError
-from aerocdn.localcluster.plan import NodeSpec, default_nodes
+from aerocdn_localcluster.errors import ClusterError
+from aerocdn_localcluster.plan import NodeSpec, default_nodes
 
 __all__ = [
     "ClusterError",

@@ -38,9 +38,9 @@ from typing import IO, Any
 
 import yaml
 
-from aerocdn.localcluster import nodeplan, plan, realnode
-from aerocdn.localcluster.errors import ClusterError
-from aerocdn.localcluster.pki import make_pki
+from aerocdn_localcluster import nodeplan, plan, realnode
+from aerocdn_localcluster.errors import ClusterError
+from aerocdn_localcluster.pki import make_pki
 
 STOP_GRACE_SECONDS = 10.0
 _POLL_SECONDS = 0.1
@@ -241,7 +241,7 @@ class LocalCluster:
     directory, removed on stop). `real_nodes`: how many real nodes (or their specs) to run
     beside the kwok ones; `images`: docker-archives imported into each real node's containerd.
     `detach`: leave the processes running when this Python process
-    exits (for `python -m aerocdn.localcluster up`); `stop()` still stops them.
+    exits (for `python -m aerocdn_localcluster up`); `stop()` still stops them.
     """
 
     def __init__(

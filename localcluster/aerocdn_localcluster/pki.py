@@ -11,8 +11,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from aerocdn.localcluster.errors import ClusterError
-from aerocdn.localcluster.plan import Certificate
+from aerocdn_localcluster.errors import ClusterError
+from aerocdn_localcluster.plan import Certificate
 
 DAYS = "30"
 

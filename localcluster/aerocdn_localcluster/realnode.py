@@ -17,8 +17,8 @@ from pathlib import Path
 
 import yaml
 
-from aerocdn.localcluster import nodeplan
-from aerocdn.localcluster.errors import ClusterError
+from aerocdn_localcluster import nodeplan
+from aerocdn_localcluster.errors import ClusterError
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 _REQUIRED_COMMANDS = ("ip", "nsenter", "unshare", "containerd", "ctr", "runc", "iptables",

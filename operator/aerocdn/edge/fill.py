@@ -1,0 +1,467 @@
+"""Fills: everything the edge fetches from the origin.
+
+A miss is filled once per pod (requests for the same key join the fill in flight) and, with a
+shared L2, once per region (an L2 lock; the others read what the holder stores); a storable
+answer goes to L2, anything else is streamed to the client that asked and, where the policy
+says so, marked hit-for-pass.  Requests the cache does not answer (other methods,
+Cookie/Authorization bypass, hit-for-pass) are fetched here too, never stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import socket
+import ssl
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import yarl
+from aiohttp import web
+from multidict import CIMultiDict
+
+from aerocdn.edge.config import EdgeConfig
+from aerocdn.edge.l2 import LockResult, TierSet
+from aerocdn.edge.metrics import EdgeMetrics
+from aerocdn.edge.policy import (
+    CacheKey,
+    StoreDecision,
+    StoredObject,
+    VaryMarker,
+    decide_storage,
+    normalize_query,
+    pass_headers,
+    selected_headers,
+    store_headers,
+)
+from aerocdn.edge.tiers import PassMarker
+
+log = logging.getLogger("aerocdn.edge")
+
+# Besides the allow-list, what a method the cache does not answer (POST, ...) may carry.
+_BODY_HEADERS = frozenset({"content-type", "content-encoding", "content-language"})
+
+
+@dataclass
+class ByteBudget:
+    """A byte budget shared by one kind of per-pod structure (fills in flight)."""
+
+    limit: int
+    used: int = 0
+
+    def take(self, n: int) -> bool:
+        if self.used + n > self.limit:
+            return False
+        self.used += n
+        return True
+
+    def give(self, n: int) -> None:
+        self.used = max(0, self.used - n)
+
+
+
+def short_answer(status: int, text: str) -> web.Response:
+    return web.Response(status=status, text=text + "\n", headers={"X-Accel-Expires": "0"})
+
+
+@dataclass
+class OriginStream:
+    """An origin response not to be stored: the first reader streams it to its client."""
+
+    resp: aiohttp.ClientResponse
+    head: bytes | bytearray
+    decision: StoreDecision
+    taken: bool = False
+    deadline: float | None = None  # loop time by which the whole fetch must be over
+    budget: ByteBudget | None = None  # ``held`` bytes of ``head`` are counted here
+    held: int = 0
+
+    def drop_head(self) -> None:
+        self.head = b""
+        if self.budget is not None:
+            self.budget.give(self.held)
+        self.held = 0
+
+    def discard(self) -> None:
+        self.drop_head()
+        self.resp.release()
+
+
+@dataclass
+class FillOutcome:
+    kind: str  # stored | pass | error
+    obj: StoredObject | None = None
+    stream: OriginStream | None = None
+    status: int = 502
+    reason: str = ""
+    tier: str = "origin"
+
+
+class Filler:
+    """The origin side of the request path: one origin client session (opened by ``start``),
+    the fills in flight (``inflight``: key -> task) and the pod's fill byte budget."""
+
+    def __init__(self, cfg: EdgeConfig, m: EdgeMetrics, l2: TierSet, *, shared: bool):
+        self.cfg = cfg
+        self.m = m
+        self.l2 = l2
+        self.shared_l2 = shared  # one fill per region: an L2 lock while fetching
+        self.owner = f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+        self.budget = ByteBudget(cfg.budgets.fills)
+        policy = cfg.cache_policy
+        key_headers = frozenset(policy.cache_key.vary_headers)
+        extra = set(cfg.origin.forward_headers) - key_headers
+        if policy.cookies == "forward":
+            extra.add("cookie")
+        extra.discard("authorization")
+        self._unkeyed = tuple(sorted(extra))  # forwarded, not keyed: must be named by Vary
+        self._forward = key_headers | extra | {"authorization"}
+        self.inflight: dict[str, asyncio.Task[FillOutcome]] = {}
+        self._background: set[asyncio.Task[Any]] = set()
+        self.session: aiohttp.ClientSession | None = None
+
+    def start(self) -> None:
+        origin = self.cfg.origin
+        ssl_ctx: ssl.SSLContext | bool = bool(origin.tls_verify)
+        self.session = aiohttp.ClientSession(
+            auto_decompress=False,
+            connector=aiohttp.TCPConnector(limit=512, ssl=ssl_ctx, ttl_dns_cache=30),
+            timeout=aiohttp.ClientTimeout(
+                total=None, sock_connect=origin.connect_timeout_seconds,
+                sock_read=origin.read_timeout_seconds,
+            ),
+            skip_auto_headers=("User-Agent", "Accept-Encoding"),
+        )
+
+    async def close(self) -> None:
+        """Let background refreshes finish (5 s each at most), then close the session."""
+        for t in list(self._background):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(t, 5)
+        if self.session is not None:
+            await self.session.close()
+
+    def refresh_in_background(self, ck: CacheKey, path: str, query: str,
+                              hdrs: Mapping[str, str], base: StoredObject) -> None:
+        if ck.key in self.inflight:
+            return
+        task = self._start_fill(ck, path, query, hdrs, ck.key, base)
+
+        def done(t: asyncio.Task[FillOutcome]) -> None:
+            self._background.discard(t)
+            if not t.cancelled() and t.exception() is None:
+                s = t.result().stream
+                if s is not None and not s.taken:
+                    s.taken = True
+                    s.discard()
+
+        self._background.add(task)
+        task.add_done_callback(done)
+
+    def _start_fill(self, ck: CacheKey, path: str, query: str, hdrs: Mapping[str, str],
+                    key: str, base: StoredObject | None) -> asyncio.Task[FillOutcome]:
+        task = asyncio.create_task(self._locked_fill(ck, path, query, CIMultiDict(hdrs), base))
+        self.inflight[key] = task
+        task.add_done_callback(lambda _t: self.inflight.pop(key, None))
+        return task
+
+    async def fill(self, ck: CacheKey, path: str, query: str, hdrs: Mapping[str, str],
+                   base: StoredObject | None) -> FillOutcome:
+        """Join a fill in flight for the same key - but take its object only if it is the
+        variant this request selects (the answer's Vary); else fill our own variant, joining
+        a fill of that variant if one runs."""
+        key = ck.key
+        for _ in range(4):
+            task = self.inflight.get(key)
+            if task is None:
+                break
+            self.m.collapsed.labels("pod").inc()
+            outcome = await asyncio.shield(task)
+            if outcome.kind == "stored" and outcome.obj is not None:
+                if outcome.obj.matches(hdrs):
+                    return FillOutcome("stored", outcome.obj, tier="l2-collapsed")
+                key = ck.variant(outcome.obj.vary, hdrs)
+                continue
+            if outcome.kind == "pass":
+                return FillOutcome("pass")  # no stream: fetch our own
+            return outcome
+        return await asyncio.shield(self._start_fill(ck, path, query, hdrs, key, base))
+
+    async def _locked_fill(self, ck: CacheKey, path: str, query: str,
+                           hdrs: Mapping[str, str], base: StoredObject | None) -> FillOutcome:
+        lock = LockResult(None, True)
+        if self.shared_l2:
+            lock = await self.l2.acquire_lock(ck.key, self.owner, self.cfg.lock_ttl_seconds)
+            if not lock.acquired:
+                self.m.collapsed.labels("region").inc()
+                waited = await self._wait_for_other_pod(ck, hdrs)
+                if waited is not None:
+                    return waited
+        try:
+            return await self._fetch_and_store(ck, path, query, hdrs, lock, base)
+        finally:
+            if lock.acquired and lock.tier is not None:
+                await self.l2.release_lock(lock.tier, ck.key, self.owner)
+
+    async def _wait_for_other_pod(self, ck: CacheKey,
+                                  hdrs: Mapping[str, str]) -> FillOutcome | None:
+        """Another pod holds the lock: read the object it stores.  Bounded by lockWaitSeconds;
+        a holder that dies stops blocking when its lock's TTL ends."""
+        deadline = time.monotonic() + self.cfg.lock_wait_seconds
+        delay = 0.005
+        while time.monotonic() < deadline:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.1)
+            entry, tier = await self.l2.get(ck.key)
+            if isinstance(entry, VaryMarker):
+                # the holder's answer varies: take only our own variant, and if that is not
+                # there, the holder fetched another one - fetch ours now rather than wait
+                if tier is None:
+                    return None
+                try:
+                    entry = await tier.get(ck.variant(entry.vary, hdrs))
+                except Exception:
+                    return None
+                if not isinstance(entry, StoredObject):
+                    return None
+            now = time.time()
+            if isinstance(entry, StoredObject) and entry.state(now) == "fresh":
+                if not entry.matches(hdrs):
+                    return None
+                return FillOutcome("stored", entry, tier="l2-collapsed")
+            if isinstance(entry, PassMarker):
+                return FillOutcome("pass")
+        return None
+
+    def _origin_request(self, path: str, query: str, hdrs: Mapping[str, str], *,
+                        extra: frozenset[str] = frozenset()) -> tuple[yarl.URL, CIMultiDict[str]]:
+        """The origin request for the canonical target: only the allow-list (key headers,
+        origin.forwardHeaders, Authorization, Cookie when the policy forwards it) goes out."""
+        q = normalize_query(self.cfg.cache_policy.cache_key, query)
+        url = self._origin_url(path, q)
+        allowed = self._forward | extra
+        out: CIMultiDict[str] = CIMultiDict(
+            (k, v) for k, v in hdrs.items() if k.lower() in allowed
+        )
+        out["Host"] = self.cfg.origin.host_header or hdrs.get("host", "")
+        via = hdrs.get("via")
+        out["Via"] = (via + ", " if via else "") + self.cfg.nginx.via
+        return url, out
+
+    def _origin_url(self, path: str, query: str) -> yarl.URL:
+        """Exactly the keyed bytes (``encoded=True``: no client-side re-quoting, which could
+        make the origin answer a different target than the key names)."""
+        return yarl.URL(self.cfg.origin.url + path + ("?" + query if query else ""),
+                        encoded=True)
+
+    def _deadline(self) -> float:
+        return asyncio.get_running_loop().time() + self.cfg.origin.fetch_timeout_seconds
+
+    async def _fetch_and_store(self, ck: CacheKey, path: str, query: str,
+                               hdrs: Mapping[str, str], lock: LockResult,
+                               base: StoredObject | None = None) -> FillOutcome:
+        assert self.session is not None
+        url, headers = self._origin_request(path, query, hdrs)
+        if base is not None:  # revalidate what we hold (no-cache, expired) when we can
+            etag = next((v for k, v in base.headers if k.lower() == "etag"), None)
+            lm = next((v for k, v in base.headers if k.lower() == "last-modified"), None)
+            if etag:
+                headers["If-None-Match"] = etag
+            elif lm:
+                headers["If-Modified-Since"] = lm
+            else:
+                base = None
+        policy = self.cfg.cache_policy
+        deadline = self._deadline()
+        t0 = time.perf_counter()
+        try:
+            async with asyncio.timeout_at(deadline):
+                resp = await self.session.get(url, headers=headers, allow_redirects=False)
+        except TimeoutError:
+            self.m.origin_fetches.labels("timeout").inc()
+            return FillOutcome("error", status=504, reason="Gateway Timeout: origin did not answer")
+        except aiohttp.ClientError as e:
+            self.m.origin_fetches.labels("error").inc()
+            log.warning("origin %s: %s", url, e)
+            return FillOutcome("error", status=502, reason="Bad Gateway: origin unreachable")
+        self.m.origin_latency.observe(time.perf_counter() - t0)
+        if resp.status >= 500:
+            self.m.origin_fetches.labels("5xx").inc()
+            resp.release()
+            return FillOutcome("error", status=502,
+                               reason=f"Bad Gateway: origin answered {resp.status}")
+        rheaders = tuple((k, v) for k, v in resp.headers.items())
+        now = time.time()
+        if resp.status == 304 and base is not None:
+            resp.release()
+            self.m.origin_fetches.labels("revalidated").inc()
+            fresh = dict((k.lower(), v) for k, v in store_headers(rheaders))
+            merged = tuple((k, fresh.pop(k.lower(), v)) for k, v in base.headers) + tuple(
+                (k, v) for k, v in store_headers(rheaders) if k.lower() in fresh)
+            decision = decide_storage("GET", hdrs, base.status, merged, policy, now,
+                                      self._unkeyed)
+            if not decision.store:
+                await self._mark_pass(ck, lock)
+                return FillOutcome("stored", dataclasses.replace(
+                    base, headers=merged, stored_at=now, fresh_until=now, revalidate=True,
+                    no_stale=True), tier="origin")
+            return await self._store(ck, hdrs, lock, decision, base.status, merged,
+                                     base.body, now)
+        decision = decide_storage("GET", hdrs, resp.status, rheaders, policy, now, self._unkeyed)
+        size = resp.content_length
+        too_big = size is not None and size > policy.max_object_size_bytes
+        if not decision.store or too_big:
+            self.m.origin_fetches.labels("pass").inc()
+            await self._mark_pass(ck, lock)
+            return FillOutcome("pass", stream=OriginStream(resp, b"", decision, deadline=deadline))
+        body = bytearray()
+        budget = self.budget
+        taken = 0
+        try:
+            async with asyncio.timeout_at(deadline):
+                async for chunk in resp.content.iter_chunked(65536):
+                    fits = budget.take(len(chunk))
+                    body += chunk
+                    if fits:
+                        taken += len(chunk)
+                    if not fits or len(body) > policy.max_object_size_bytes:
+                        # too big, or the pod's fill budget is spent: stream, don't store;
+                        # what was read stays counted until it is sent
+                        self.m.origin_fetches.labels("pass").inc()
+                        if fits:
+                            await self._mark_pass(ck, lock)
+                        stream = OriginStream(resp, body, decision, deadline=deadline,
+                                              budget=budget, held=taken)
+                        taken = 0
+                        return FillOutcome("pass", stream=stream)
+        except (TimeoutError, aiohttp.ClientError) as e:
+            resp.release()
+            self.m.origin_fetches.labels("timeout").inc()
+            return FillOutcome(
+                "error", status=504,
+                reason=f"Gateway Timeout: origin body incomplete ({type(e).__name__})",
+            )
+        finally:
+            budget.give(taken)
+        resp.release()
+        self.m.origin_fetches.labels("stored").inc()
+        # stored as read: no second copy of a body that may be megabytes (never mutated again)
+        return await self._store(ck, hdrs, lock, decision, resp.status, rheaders, body, now)
+
+    async def _store(self, ck: CacheKey, hdrs: Mapping[str, str], lock: LockResult,
+                     decision: StoreDecision, status: int, rheaders: tuple[tuple[str, str], ...],
+                     body: bytes | bytearray, now: float) -> FillOutcome:
+        obj = StoredObject(
+            status=status,
+            headers=store_headers(rheaders),
+            body=body,
+            url=ck.url,
+            stored_at=now,
+            fresh_until=now + decision.freshness_seconds,
+            stale_while_revalidate=decision.stale_while_revalidate,
+            stale_if_error=decision.stale_if_error,
+            vary=decision.vary,
+            selected=selected_headers(decision.vary, hdrs),
+            no_stale=decision.no_stale,
+            revalidate=decision.revalidate,
+        )
+        # an object revalidated on each use is kept like an unlabelled one (defaultTTL)
+        ttl = (max(1, self.cfg.cache_policy.default_ttl_seconds) if obj.revalidate
+               else obj.record_ttl(now))
+        if decision.vary:
+            marker = VaryMarker(ck.url, decision.vary, now, now + ttl)
+            await self.l2.put(ck.key, marker, ttl, lock.tier)
+            await self.l2.put(ck.variant(decision.vary, hdrs), obj, ttl, lock.tier)
+        else:
+            await self.l2.put(ck.key, obj, ttl, lock.tier)
+        return FillOutcome("stored", obj, tier="origin")
+
+    async def _mark_pass(self, ck: CacheKey, lock: LockResult) -> None:
+        if self.shared_l2 and lock.tier is not None:
+            await self.l2.put(ck.key, PassMarker(ck.url, time.time()), self.cfg.lock_ttl_seconds,
+                              lock.tier)
+
+    async def stream(self, request: web.BaseRequest, s: OriginStream) -> web.StreamResponse:
+        """Stream an origin answer that is not stored; bounded by the fetch deadline (past it
+        the client's connection is cut: the status line is already out)."""
+        resp = s.resp
+        deadline = s.deadline if s.deadline is not None else self._deadline()
+        try:
+            out = web.StreamResponse(status=resp.status)
+            for k, v in pass_headers(tuple(resp.headers.items())):
+                out.headers.add(k, v)
+            if resp.content_length is not None:
+                out.content_length = resp.content_length
+            await out.prepare(request)
+            if request.method == "HEAD":
+                return out
+            sent = len(s.head)
+            try:
+                if s.head:
+                    await out.write(s.head)
+            finally:
+                s.drop_head()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    async for chunk in resp.content.iter_chunked(65536):
+                        await out.write(chunk)
+                        sent += len(chunk)
+            except (TimeoutError, aiohttp.ClientError):
+                self.m.origin_fetches.labels("timeout").inc()
+                if request.transport is not None:
+                    request.transport.close()
+                return out
+            await out.write_eof()
+            self.m.sent("pass", sent)
+            return out
+        finally:
+            s.discard()
+
+    async def direct(self, request: web.BaseRequest, path: str, query: str,
+                     hdrs: Mapping[str, str], personal: bool = False) -> web.StreamResponse:
+        """Fetch without collapsing or storing (hit-for-pass, non-storable responses;
+        ``personal``: a Cookie/Authorization request the policy sends past the cache)."""
+        assert self.session is not None
+        extra = frozenset({"cookie"}) if personal else frozenset()
+        url, headers = self._origin_request(path, query, hdrs, extra=extra)
+        deadline = self._deadline()
+        try:
+            async with asyncio.timeout_at(deadline):
+                resp = await self.session.get(url, headers=headers, allow_redirects=False)
+        except TimeoutError:
+            return short_answer(504, "504 Gateway Timeout: origin did not answer")
+        except aiohttp.ClientError:
+            return short_answer(502, "502 Bad Gateway: origin unreachable")
+        self.m.origin_fetches.labels("pass").inc()
+        decision = StoreDecision(False, "pass")
+        return await self.stream(request, OriginStream(resp, b"", decision, deadline=deadline))
+
+    async def pass_through(self, request: web.BaseRequest, path: str, query: str,
+                           hdrs: Mapping[str, str]) -> web.StreamResponse:
+        """Methods a cache does not answer (POST, PUT, ...): to the origin, never stored."""
+        assert self.session is not None
+        extra = _BODY_HEADERS | (frozenset({"cookie"}) if self.cfg.cache_policy.cookies != "strip"
+                                 else frozenset())
+        _, headers = self._origin_request(path, query, hdrs, extra=extra)
+        url = self._origin_url(path, query)  # the full query
+        deadline = self._deadline()
+        try:
+            async with asyncio.timeout_at(deadline):
+                resp = await self.session.request(
+                    request.method, url, headers=headers,
+                    data=request.content if request.body_exists else None,
+                    allow_redirects=False,
+                )
+        except TimeoutError:
+            return short_answer(504, "504 Gateway Timeout: origin did not answer")
+        except aiohttp.ClientError:
+            return short_answer(502, "502 Bad Gateway: origin unreachable")
+        self.m.origin_fetches.labels("pass").inc()
+        return await self.stream(request, OriginStream(resp, b"", StoreDecision(False, "method"),
+                                                        deadline=deadline))
