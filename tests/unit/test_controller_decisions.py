@@ -271,3 +271,19 @@ def test_only_a_cachecluster_routing_change_replans_only_its_contentedges() -> N
     other = {"spec": {"regions": [{"name": "us-east", "cacheCluster": "us"}]}}
     assert uses_cluster(named, "eu", "eu-west") and uses_cluster(default, "eu", "eu-west")
     assert not uses_cluster(other, "eu", "eu-west")
+
+
+def test_a_status_change_alone_does_not_queue_a_reconcile() -> None:
+    from aerocdn.controller.handlers import needs_reconcile
+
+    def obj(generation: int = 1, status: str = "a", **meta: object) -> dict[str, object]:
+        return {"metadata": {"uid": "u", "generation": generation, "resourceVersion": status,
+                             **meta}, "status": {"phase": status}}  # meta overrides uid
+
+    assert not needs_reconcile(obj(status="a"), obj(status="b"))  # the operator's own write
+    assert needs_reconcile(obj(1), obj(2))  # a spec change
+    assert needs_reconcile(None, obj())  # new, or first seen
+    assert needs_reconcile(obj(), None)
+    assert needs_reconcile(obj(), obj(labels={"x": "1"}))
+    assert needs_reconcile(obj(), obj(deletionTimestamp="2026-12-02T00:00:00Z"))
+    assert needs_reconcile(obj(), obj(uid="other"))  # deleted and created again

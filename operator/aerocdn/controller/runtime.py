@@ -115,14 +115,16 @@ class Runtime:
         return web.Response(text="ok\n" if self.started else "starting\n",
                             status=200 if self.started else 503)
 
-    def seen(self, kind: str, namespace: str, name: str, deleted: bool = False) -> None:
+    def seen(self, kind: str, namespace: str, name: str, deleted: bool = False,
+             enqueue: bool = True) -> None:
         key = (kind, namespace, name)
         if deleted:
             self.known.discard(key)
             self.queue.forget(key)
             return
         self.known.add(key)
-        self.queue.add(key)
+        if enqueue:
+            self.queue.add(key)
 
     def enqueue(self, kind: str, namespace: str, name: str) -> None:
         self.queue.add((kind, namespace, name))
