@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import shutil
 import signal
@@ -30,6 +31,23 @@ PodFactory = Callable[..., Awaitable["Pod"]]
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 PURGE_MODULE = "/usr/lib/nginx/modules/ngx_http_cache_purge_module.so"
 HOST = "cdn.example.test"
+
+# The L2 tier every test pod uses unless a test names its own: the in-process memory tier
+# (CI), or with AEROCDN_TEST_EDGE_L2=aerospike the live Aerospike of AEROCDN_TEST_AEROSPIKE
+# (`make test-aerospike` runs tests/edge both ways). Pods of one test share one set.
+L2 = os.environ.get("AEROCDN_TEST_EDGE_L2", "memory")
+AEROSPIKE_SEED = os.environ.get("AEROCDN_TEST_AEROSPIKE", "")
+AEROSPIKE_NS = os.environ.get("AEROCDN_TEST_AEROSPIKE_NS", "cache")
+if L2 not in ("memory", "aerospike") or (L2 == "aerospike" and not AEROSPIKE_SEED):
+    raise RuntimeError("AEROCDN_TEST_EDGE_L2 is memory or aerospike (which needs "
+                       "AEROCDN_TEST_AEROSPIKE=host:port)")
+
+
+def aerospike_l2(tmp: Path) -> dict[str, Any]:
+    """cacheClusters for the live tier: one set per test (the pods' common tmp parent)."""
+    digest = hashlib.sha256(str(tmp.parent).encode()).hexdigest()[:12]
+    return {"cc-eu": {"seeds": [AEROSPIKE_SEED], "namespace": AEROSPIKE_NS,
+                      "set": f"t{digest}"}}
 
 
 def have_nginx() -> bool:
@@ -135,6 +153,9 @@ def edge_config(origin_url: str, tmp: Path, **overrides: Any) -> EdgeConfig:
             "user": "root" if os.geteuid() == 0 else None,
         },
     }
+    if L2 == "aerospike":
+        base["cacheClusters"] = aerospike_l2(tmp)
+        base["tierTimeoutMs"] = 500
     for k, v in overrides.items():
         if isinstance(v, dict) and isinstance(base.get(k), dict):
             base[k] = {**base[k], **v}

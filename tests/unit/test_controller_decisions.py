@@ -287,3 +287,17 @@ def test_a_status_change_alone_does_not_queue_a_reconcile() -> None:
     assert needs_reconcile(obj(), obj(labels={"x": "1"}))
     assert needs_reconcile(obj(), obj(deletionTimestamp="2026-12-02T00:00:00Z"))
     assert needs_reconcile(obj(), obj(uid="other"))  # deleted and created again
+
+
+def test_the_operator_registers_only_event_handlers() -> None:
+    """The watch cache keeps kopf's event bodies without copying them (cache.Store.observe):
+    safe because kopf keeps and refreshes a body only for daemons and timers, and builds
+    diff bases only for change handlers. Adding either must revisit that."""
+    import kopf
+
+    import aerocdn.controller.handlers  # noqa: F401  (registers the handlers)
+
+    registry = kopf.get_default_registry()
+    assert list(registry._spawning.get_all_handlers()) == []  # no daemons, no timers
+    assert list(registry._changing.get_all_handlers()) == []  # no on.create/update/field
+    assert len(list(registry._watching.get_all_handlers())) == 10

@@ -75,7 +75,10 @@ class Store:
     def ready(self, kind: Kind) -> bool:
         return kind in self.synced
 
-    def upsert(self, api_version: str, kind: str, obj: Mapping[str, Any]) -> None:
+    def upsert(self, api_version: str, kind: str, obj: Mapping[str, Any], *,
+               owned: bool = False) -> None:
+        """``owned``: ``obj`` was made for the store alone (a watch event's body: kopf parses
+        each event afresh and never edits it), so it is kept without a deep copy."""
         bucket = self._objects.get((api_version, kind))
         if bucket is None:
             return
@@ -84,7 +87,7 @@ class Store:
         old = bucket.get(key)
         if old is not None and _rv(old) > _rv(obj):
             return
-        stored = _copy(obj)
+        stored = dict(obj) if owned else _copy(obj)
         stored.setdefault("apiVersion", api_version)
         stored.setdefault("kind", kind)
         if old is not None:
@@ -117,13 +120,16 @@ class Store:
         self.synced.add((api_version, kind))
 
     def observe(self, event_type: str | None, body: Mapping[str, Any]) -> None:
-        """A watch event (kopf's ``type``: None while listing, ADDED, MODIFIED, DELETED)."""
+        """A watch event (kopf's ``type``: None while listing, ADDED, MODIFIED, DELETED).
+        The body is kept as it is (see ``upsert``): kopf parses every event's object from
+        the stream and neither keeps nor edits it - the operator has no daemons or timers,
+        for which kopf would keep the last body."""
         api_version, kind = body.get("apiVersion", ""), body.get("kind", "")
         if event_type == "DELETED":
             meta = body["metadata"]
             self.remove(api_version, kind, meta.get("namespace") or "", meta["name"])
         else:
-            self.upsert(api_version, kind, body)
+            self.upsert(api_version, kind, body, owned=True)
 
     # Reads hand out the stored objects themselves (no copy: reconciles read thousands of
     # them); they are read-only by contract - the store replaces, never edits, an object.
