@@ -4,7 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(nginx libnginx-mod-http-cache-purge wrk lua5.4 lua5.1 openssl
+APT_PACKAGES=(nginx libnginx-mod-http-cache-purge
+  # nginx's Age on L1 answers (header_filter_by_lua in the rendered nginx.conf)
+  libnginx-mod-http-lua
+  wrk lua5.4 lua5.1 openssl
   # real nodes of the local cluster: container runtime, CNI plugins, node networking (each node
   # in its own network namespace); gcc + libc6-dev build the static pause binary
   containerd runc containernetworking-plugins iproute2 iptables conntrack gcc libc6-dev

@@ -47,7 +47,8 @@ async def pods(origin: Origin, tmp_path: Path) -> AsyncIterator[PodFactory]:
         nonlocal count
         if nginx and not have_nginx():
             pytest.skip("nginx or libnginx-mod-http-cache-purge not installed "
-                        "(apt-get install nginx-light libnginx-mod-http-cache-purge)")
+                        "(apt-get install nginx-light libnginx-mod-http-cache-purge "
+                        "libnginx-mod-http-lua)")
         count += 1
         d = tmp_path / f"pod{count}"
         d.mkdir()

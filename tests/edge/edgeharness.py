@@ -29,11 +29,13 @@ PodFactory = Callable[..., Awaitable["Pod"]]
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 PURGE_MODULE = "/usr/lib/nginx/modules/ngx_http_cache_purge_module.so"
+LUA_MODULES = ("/usr/lib/nginx/modules/ndk_http_module.so",
+               "/usr/lib/nginx/modules/ngx_http_lua_module.so")
 HOST = "cdn.example.test"
 
 
 def have_nginx() -> bool:
-    return os.path.exists(NGINX) and os.path.exists(PURGE_MODULE)
+    return os.path.exists(NGINX) and all(os.path.exists(m) for m in (PURGE_MODULE, *LUA_MODULES))
 
 
 def free_port() -> int:

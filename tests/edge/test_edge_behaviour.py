@@ -59,7 +59,7 @@ async def purge(client: aiohttp.ClientSession, admin: str, body: dict[str, str],
 # ----------------------------------------------------------------------------- 1. nginx L1
 
 
-@pytest.mark.skipif(not have_nginx(), reason="nginx / libnginx-mod-http-cache-purge missing")
+@pytest.mark.skipif(not have_nginx(), reason="nginx or its modules missing")
 def test_rendered_nginx_config_passes_nginx_t(tmp_path: Path) -> None:
     cfg = edge_config("http://127.0.0.1:9", tmp_path, listen="127.0.0.1:8081", cachePolicy={
         "cacheKey": {"queryParams": ["page", "size"], "varyHeaders": ["Accept-Encoding"]}})
