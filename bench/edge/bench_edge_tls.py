@@ -4,6 +4,7 @@ process's peak memory under the flood cases of tests/edge/test_edge_hostile.py a
 configured limit.  All on 127.0.0.1; servers pinned to CPU 0, load generators to CPU 1.
 
 Usage: .venv/bin/python bench/edge/bench_edge_tls.py [--duration 8] [--rounds 3] [--out FILE]
+       [--l1-only]
 Needs wrk, h2load (nghttp2-client) and openssl.
 """
 
@@ -175,6 +176,10 @@ async def big_misses(port: int, n: int) -> int:
         return sum(await asyncio.gather(*(one(i) for i in range(n))))
 
 
+class _Done(Exception):
+    """--l1-only: the rest of the run is skipped."""
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--duration", type=int, default=8)
@@ -182,6 +187,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--memory-limit", default="256Mi")
     ap.add_argument("--out")
+    ap.add_argument("--l1-only", action="store_true", help="only (d), the L1-hit runs")
     args = ap.parse_args()
     for tool in ("wrk", "h2load", "openssl", "curl"):
         if not shutil.which(tool):
@@ -239,6 +245,8 @@ def main() -> int:
               f"ratio **{eff['aerocdn pod'] / eff['plain nginx']:.2f}**")
         w("")
         procs.stop_all()
+        if args.l1_only:
+            raise _Done
 
         # (e) memory under floods
         procs.start([be.PY, str(Path(__file__)), "--big-origin", str(origin_port)], None)
@@ -264,6 +272,8 @@ def main() -> int:
         w(f"| then 60 concurrent 9 MiB misses at the edge ({got / 2**20:.0f} MiB served) | "
           f"{after_big / 2**20:.0f} MiB |")
         w("")
+    except _Done:
+        pass
     finally:
         procs.stop_all()
         shutil.rmtree(tmp, ignore_errors=True)
