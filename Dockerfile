@@ -25,7 +25,21 @@ RUN --mount=type=secret,id=ca \
 # of .py); compiling at start costs well under a second (measured: 1.0 s -> 1.7 s to import
 # the operator), and the read-only root filesystem keeps nothing anyway.
 
-# --- runtime: python3, nginx (light) + the cache-purge module from Debian, the venv ---------
+# --- nginx-module: aerocdn's nginx module ($aerocdn_age), built for the runtime's nginx -------
+# scripts/nginx-module.sh reads nginx -V of this stage's nginx-light (the runtime's package),
+# fetches Debian's orig tarball of that version (sha256 checked) and builds the dynamic module.
+FROM ${BASE_IMAGE} AS nginx-module
+ENV DEBIAN_FRONTEND=noninteractive
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends nginx-light gcc make libc6-dev libpcre2-dev \
+      zlib1g-dev libssl-dev curl ca-certificates \
+ && rm -rf /var/lib/apt/lists/*
+COPY scripts/nginx-module.sh /src/scripts/
+COPY nginx-modules /src/nginx-modules
+RUN AEROCDN_CACHE=/tmp/aerocdn-cache /src/scripts/nginx-module.sh \
+      --out /ngx_http_aerocdn_age_module.so
+
+# --- runtime: python3, nginx (light) + the cache-purge module from Debian + ours, the venv ---
 FROM ${BASE_IMAGE}
 ENV DEBIAN_FRONTEND=noninteractive
 # tini is PID 1 of every container of this image (the operator, nginx and `aerocdn edge`): it
@@ -42,6 +56,7 @@ RUN apt-get update \
  && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
       --shell /usr/sbin/nologin aerocdn
 COPY --from=build /opt/aerocdn /opt/aerocdn
+COPY --from=nginx-module /ngx_http_aerocdn_age_module.so /usr/lib/nginx/modules/
 ENV PATH=/opt/aerocdn/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 # uid 10001 matches runAsUser of the chart's operator pod and of the rendered edge pods.

@@ -4,7 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(nginx libnginx-mod-http-cache-purge wrk lua5.4 lua5.1 openssl
+APT_PACKAGES=(nginx libnginx-mod-http-cache-purge
+  # aerocdn's nginx module (the Age of L1 answers), built below by scripts/nginx-module.sh
+  # against nginx's source: make, the headers nginx's configure checks for (+ gcc below)
+  make libpcre2-dev zlib1g-dev libssl-dev curl
+  wrk lua5.4 lua5.1 openssl
   # real nodes of the local cluster: container runtime, CNI plugins, node networking (each node
   # in its own network namespace); gcc + libc6-dev build the static pause binary
   containerd runc containernetworking-plugins iproute2 iptables conntrack gcc libc6-dev
@@ -24,6 +28,10 @@ if ((${#missing[@]})); then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
+
+# aerocdn's nginx module for this nginx (cached in ~/.cache/aerocdn/nginx-modules; the edge
+# tests load it from there)
+bash scripts/nginx-module.sh >/dev/null
 
 command -v go >/dev/null || { echo "bootstrap: Go is required (the local control plane is built from Go modules)" >&2; exit 1; }
 

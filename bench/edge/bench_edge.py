@@ -8,6 +8,7 @@
     Aerospike tier vs 4 independent plain nginx caches (concurrent first requests).
 
 Usage: .venv/bin/python bench/edge/bench_edge.py [--duration 10] [--connections 50]
+       [--rounds 5] [--l1-only | --l2-only]
 Prints a Markdown report (``--out FILE`` also writes it to a file).
 """
 
@@ -372,6 +373,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=5, help="alternating rounds for (a) and (b)")
     ap.add_argument("--out", help="also write the Markdown report to this file")
     ap.add_argument("--l2-only", action="store_true", help="only (b), the L2-hit run")
+    ap.add_argument("--l1-only", action="store_true", help="only (a), the L1-hit run")
     ap.add_argument("--sizes", default="1024", help="object sizes for (b), e.g. 1024,65536")
     ap.add_argument("--edge-cpu", default="0", help="core for the edge in (b) ('' = unpinned)")
     ap.add_argument("--load-cpu", default="1", help="core for wrk ('' = unpinned)")
@@ -480,6 +482,8 @@ def run(args: argparse.Namespace) -> int:
           f"ratio **{eff_ratio:.2f}**")
         w("")
         procs.stop_all()
+        if args.l1_only:
+            return finish(args, lines, results, procs, tmp)
         procs.start([PY, __file__, "--origin", str(origin_port)], None)
         wait_port(origin_port)
 

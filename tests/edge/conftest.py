@@ -14,7 +14,7 @@ from tests.edge.edgeharness import (
     Pod,
     PodFactory,
     edge_config,
-    have_nginx,
+    nginx_missing,
     start_pod,
     stop_pod,
 )
@@ -45,9 +45,8 @@ async def pods(origin: Origin, tmp_path: Path) -> AsyncIterator[PodFactory]:
                       edge_kw: dict[str, Any] | None = None, **overrides: Any) -> Pod:
         """``overrides``: edge config fields; ``edge_kw``: arguments of ``Edge``."""
         nonlocal count
-        if nginx and not have_nginx():
-            pytest.skip("nginx or libnginx-mod-http-cache-purge not installed "
-                        "(apt-get install nginx-light libnginx-mod-http-cache-purge)")
+        if nginx and (why := nginx_missing()):
+            pytest.skip(why)
         count += 1
         d = tmp_path / f"pod{count}"
         d.mkdir()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import os
 import shutil
@@ -30,6 +31,7 @@ PodFactory = Callable[..., Awaitable["Pod"]]
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 PURGE_MODULE = "/usr/lib/nginx/modules/ngx_http_cache_purge_module.so"
+NGINX_MODULE_SH = Path(__file__).resolve().parents[2] / "scripts" / "nginx-module.sh"
 HOST = "cdn.example.test"
 
 # The L2 tier every test pod uses unless a test names its own: the in-process memory tier
@@ -50,8 +52,33 @@ def aerospike_l2(tmp: Path) -> dict[str, Any]:
                       "set": f"t{digest}"}}
 
 
+@functools.cache
+def age_module() -> tuple[str | None, str]:
+    """aerocdn's nginx module ($aerocdn_age) for this machine's nginx: the .so that
+    scripts/nginx-module.sh built and cached (bootstrap runs it; it builds now if not cached),
+    or AEROCDN_AGE_MODULE.  (path, "") or (None, why not)."""
+    if path := os.environ.get("AEROCDN_AGE_MODULE"):
+        return (path, "") if os.path.exists(path) else (None, f"no {path} (AEROCDN_AGE_MODULE)")
+    if not os.path.exists(NGINX):
+        return None, f"no nginx at {NGINX}"
+    r = subprocess.run(["bash", str(NGINX_MODULE_SH)], capture_output=True, text=True,
+                       timeout=900, env={**os.environ, "NGINX": NGINX})
+    lines = r.stdout.split()
+    if r.returncode != 0 or not lines or not os.path.exists(lines[-1]):
+        return None, f"scripts/nginx-module.sh failed: {r.stderr.strip()[-500:]}"
+    return lines[-1], ""
+
+
+def nginx_missing() -> str:
+    """Why the real-nginx tests cannot run here ("" when they can)."""
+    if not os.path.exists(NGINX) or not os.path.exists(PURGE_MODULE):
+        return ("nginx or libnginx-mod-http-cache-purge not installed "
+                "(apt-get install nginx-light libnginx-mod-http-cache-purge)")
+    return age_module()[1]
+
+
 def have_nginx() -> bool:
-    return os.path.exists(NGINX) and os.path.exists(PURGE_MODULE)
+    return not nginx_missing()
 
 
 def free_port() -> int:
@@ -147,6 +174,7 @@ def edge_config(origin_url: str, tmp: Path, **overrides: Any) -> EdgeConfig:
             "tempDir": str(tmp),
             "pidFile": str(tmp / "nginx.pid"),
             "purgeModulePath": PURGE_MODULE,
+            "ageModulePath": age_module()[0] or "/nonexistent/ngx_http_aerocdn_age_module.so",
             "workerProcesses": "1",
             "accessLog": str(tmp / "access.log"),
             "errorLog": str(tmp / "error.log"),

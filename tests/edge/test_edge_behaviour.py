@@ -59,7 +59,7 @@ async def purge(client: aiohttp.ClientSession, admin: str, body: dict[str, str],
 # ----------------------------------------------------------------------------- 1. nginx L1
 
 
-@pytest.mark.skipif(not have_nginx(), reason="nginx / libnginx-mod-http-cache-purge missing")
+@pytest.mark.skipif(not have_nginx(), reason="nginx or its modules missing")
 def test_rendered_nginx_config_passes_nginx_t(tmp_path: Path) -> None:
     cfg = edge_config("http://127.0.0.1:9", tmp_path, listen="127.0.0.1:8081", cachePolicy={
         "cacheKey": {"queryParams": ["page", "size"], "varyHeaders": ["Accept-Encoding"]}})
@@ -69,6 +69,20 @@ def test_rendered_nginx_config_passes_nginx_t(tmp_path: Path) -> None:
                        text=True, check=False)
     assert r.returncode == 0, r.stderr
     assert "test is successful" in r.stderr
+
+
+@pytest.mark.skipif(not have_nginx(), reason="nginx or its modules missing")
+def test_a_missing_age_module_fails_nginx_t_naming_its_path(tmp_path: Path) -> None:
+    # nginx.ageModulePath names a file that is not there (an image without the module, a
+    # machine where scripts/nginx-module.sh did not run): nginx refuses the config and says which
+    missing = tmp_path / "not-built" / "ngx_http_aerocdn_age_module.so"
+    cfg = edge_config("http://127.0.0.1:9", tmp_path, nginx={"ageModulePath": str(missing)})
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(render_nginx_conf(cfg))
+    r = subprocess.run([NGINX, "-t", "-c", str(conf), "-e", "stderr"], capture_output=True,
+                       text=True, check=False)
+    assert r.returncode != 0
+    assert str(missing) in r.stderr and "test failed" in r.stderr, r.stderr
 
 
 async def test_l1_serves_repeat_requests_without_asking_the_edge(

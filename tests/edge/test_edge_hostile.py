@@ -42,7 +42,7 @@ from aerocdn.edge.config import EdgeConfig
 
 pytestmark = [
     pytest.mark.timeout(120),
-    pytest.mark.skipif(not have_nginx(), reason="nginx / libnginx-mod-http-cache-purge missing"),
+    pytest.mark.skipif(not have_nginx(), reason="nginx or its modules missing"),
 ]
 
 LIMIT = 192 * 2**20  # the edge container's memory limit in these tests

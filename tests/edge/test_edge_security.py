@@ -17,6 +17,7 @@ from tests.edge.edgeharness import (
     HOST,
     Origin,
     PodFactory,
+    RawAnswer,
     edge_config,
     edge_subprocess,
     free_port,
@@ -528,8 +529,6 @@ async def test_access_log_names_the_tier_that_answered(
     assert tiers == [("MISS", "origin"), ("HIT", "l1")]
 
 
-@pytest.mark.xfail(strict=True, reason="not done: nginx 1.22 has no Age arithmetic; needs the "
-                   "njs module (libnginx-mod-http-js), not in the image yet")
 async def test_l1_hit_age_grows(pods: PodFactory, origin: Origin) -> None:
     origin.set("/age", body=b"a", headers={"Cache-Control": "max-age=300"})
     pod = await pods()
@@ -539,6 +538,78 @@ async def test_l1_hit_age_grows(pods: PodFactory, origin: Origin) -> None:
     later = await raw_get(pod.url, "/age")
     assert later.headers["x-cache"] == "HIT"
     assert int(later.headers["age"]) >= int(first.headers.get("age", "0")) + 2
+
+
+def _one_age(r: RawAnswer) -> int:
+    """The answer's Age, checked to be the only one and the internal stamp to be absent."""
+    assert r.raw.split(b"\r\n\r\n")[0].lower().count(b"\r\nage:") == 1, r.raw[:500]
+    assert "x-aerocdn-born" not in r.headers, r.headers
+    return int(r.headers["age"])
+
+
+async def test_age_stamp_never_reaches_a_client_and_cannot_be_injected(
+        pods: PodFactory, origin: Origin) -> None:
+    # neither a client nor the origin can set the stamp nginx computes Age from
+    origin.set("/inj", body=b"i", headers={"Cache-Control": "max-age=300",
+                                           "X-Aerocdn-Born": "1"})
+    origin.set("/pass", body=b"p", headers={"Cache-Control": "no-store",
+                                            "X-Aerocdn-Born": "1", "Age": "7"})
+    pod = await pods()
+    forged = {"X-Aerocdn-Born": "1", "Age": "99999"}
+    for expect in ("MISS", "HIT", "HIT"):
+        r = await raw_get(pod.url, "/inj", headers=forged)
+        assert (r.status, r.headers["x-cache"]) == (200, expect)
+        assert 0 <= _one_age(r) <= 5
+    # the edge's own answer to nginx carries the stamp (nginx stores it), not the origin's
+    direct = await raw_get(pod.edge_url, "/inj", headers=forged)
+    born = [ln for ln in direct.raw.split(b"\r\n\r\n")[0].split(b"\r\n")
+            if ln.lower().startswith(b"x-aerocdn-born:")]
+    assert len(born) == 1 and abs(float(born[0].split(b":")[1]) - time.time()) < 10
+    # an answer nginx does not store: no stamp, so no Age of ours (and not the origin's)
+    p = await raw_get(pod.url, "/pass", headers=forged)
+    assert p.status == 200 and "x-aerocdn-born" not in p.headers and "age" not in p.headers
+
+
+async def test_stale_and_refreshed_answers_have_a_sensible_age(
+        pods: PodFactory, origin: Origin) -> None:
+    conditional: list[str] = []
+
+    async def rv(request: web.Request) -> web.Response:
+        h = {"ETag": '"v1"', "Cache-Control": "max-age=2"}
+        if request.headers.get("If-None-Match") == '"v1"':
+            conditional.append(request.headers["If-None-Match"])
+            return web.Response(status=304, headers=h)
+        return web.Response(body=b"rv", headers=h)
+
+    origin.set("/rv", handler=rv)
+    origin.set("/sie", body=b"sie", headers={"Cache-Control": "max-age=1, stale-if-error=600"})
+    pod = await pods(cachePolicy={"l1MaxTTLSeconds": 1})
+    t0 = time.time()
+    assert _one_age(await raw_get(pod.url, "/rv")) == 0
+    assert _one_age(await raw_get(pod.url, "/sie")) == 0
+
+    # the origin fails: the edge (or nginx) serves the stale copy, with the copy's Age
+    origin.set("/sie", status=500, body=b"down", headers={"Cache-Control": "no-store"})
+    await wait_until(lambda: time.time() > t0 + 2.5)
+    stale = await raw_get(pod.url, "/sie")
+    assert stale.body == b"sie"
+    assert 2 <= _one_age(stale) <= time.time() - t0 + 1
+
+    # /rv went stale; once revalidated with the origin, its Age starts again from 0
+    ages: list[tuple[float, str, int]] = []
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        r = await raw_get(pod.url, "/rv")
+        elapsed = time.time() - t0
+        assert r.body == b"rv"
+        age = _one_age(r)
+        ages.append((round(elapsed, 1), r.headers["x-cache"], age))
+        assert 0 <= age <= elapsed + 1, ages
+        if conditional and age < elapsed - 1.5:
+            break
+        await asyncio.sleep(0.25)
+    else:
+        raise AssertionError(f"the Age never restarted after revalidation: {ages}")
 
 
 async def test_admin_port_closes_a_connection_that_never_finishes_its_headers(

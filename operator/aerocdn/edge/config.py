@@ -213,6 +213,9 @@ class NginxConfig(_Model):
     pid_file: str = "/tmp/nginx.pid"
     user: str | None = None  # only when the master runs as root (tests as root); pods: non-root
     purge_module_path: str = "/usr/lib/nginx/modules/ngx_http_cache_purge_module.so"
+    # aerocdn's own module (nginx-modules/aerocdn_age, built by scripts/nginx-module.sh; the
+    # image has it here): $aerocdn_age, the Age of every answer, L1 hits included
+    age_module_path: str = "/usr/lib/nginx/modules/ngx_http_aerocdn_age_module.so"
     worker_processes: str = "auto"
     worker_connections: int = Field(default=4096, gt=0)
     access_log: str = "/dev/stdout"

@@ -46,6 +46,7 @@ HOP_BY_HOP = frozenset(
         "age",
         "x-accel-expires",
         "x-aerocdn-tier",
+        "x-aerocdn-born",
     }
 )
 
@@ -438,9 +439,12 @@ def answer_headers(
 ) -> list[tuple[str, str]]:
     """Headers the edge sends nginx for a stored object: Age, and ``X-Accel-Expires`` = what
     L1 may keep it (remaining freshness capped by l1MaxTTLSeconds; nginx reads X-Accel-Expires
-    before Cache-Control and never passes it on)."""
+    before Cache-Control and never passes it on), and ``X-Aerocdn-Born`` = when the object was
+    fetched or last validated at the origin (unix seconds): nginx stores it with the answer and
+    sends ``Age`` = its now - born on every answer, L1 hits included, and never the stamp."""
     out = list(obj.headers)
     out.append(("Age", str(obj.age(now))))
+    out.append(("X-Aerocdn-Born", f"{obj.stored_at:.3f}"))
     out.append(("X-Accel-Expires", str(l1_seconds(obj, now, l1_max_ttl))))
     out.append(("X-Aerocdn-Tier", tier))
     return out

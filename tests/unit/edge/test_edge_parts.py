@@ -231,6 +231,10 @@ def test_nginx_conf_has_the_production_paths_and_limits() -> None:
     text = render_nginx_conf(cfg)
     for line in (
         "load_module /usr/lib/nginx/modules/ngx_http_cache_purge_module.so;",
+        "load_module /usr/lib/nginx/modules/ngx_http_aerocdn_age_module.so;",
+        "proxy_hide_header X-Aerocdn-Born;",
+        "proxy_hide_header Age;",
+        "add_header Age $aerocdn_age always;",
         "pid /tmp/nginx.pid;",
         "proxy_cache_path /var/cache/aerocdn levels=1:2 keys_zone=aerocdn:64m",
         "max_size=2048m inactive=660s",
@@ -242,7 +246,7 @@ def test_nginx_conf_has_the_production_paths_and_limits() -> None:
         "stub_status;",
         "proxy_cache_purge aerocdn",
         "proxy_cache_lock on;",
-        "proxy_cache_revalidate on;",
+        "proxy_cache_revalidate off;",
         "proxy_cache_background_update on;",
         "add_header X-Cache $upstream_cache_status always;",
         "access_log /dev/stdout aerocdn_json;",
