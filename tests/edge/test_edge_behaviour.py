@@ -568,3 +568,24 @@ async def test_edge_cli_rejects_an_invalid_config_naming_the_field(tmp_path: Pat
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 2
     assert b"origin.url" in err and b"must start with http" in err
+
+
+async def test_a_failing_origin_gets_the_same_answer_with_or_without_a_pass_marker(
+        pods: PodFactory, origin: Origin, client: aiohttp.ClientSession) -> None:
+    """A shared L2 remembers "not storable" (hit-for-pass); a pod then fetches directly. What a
+    client gets from a failing origin must not depend on that marker: 502 naming the origin's
+    status, never the origin's error page with its Cache-Control (found running tests/edge on
+    the Aerospike tier: 500 with max-age=300 there, 502 on the memory tier)."""
+    from aerocdn.edge.breaker import CircuitBreaker
+    from aerocdn.edge.l2 import TierSet
+    from aerocdn.edge.tiers import MemoryTier
+
+    shared = MemoryTier(16 * 2**20, name="shared", shared=True)
+    l2 = TierSet({"shared": shared}, {"shared": CircuitBreaker(5, 5)}, lambda: ("shared",))
+    pod = await pods(nginx=False, edge_kw={"l2": l2})
+    origin.set("/np", body=b"fine", headers={"Cache-Control": "no-store"})
+    assert (await get(client, pod.edge_url, "/np"))[0] == 200  # leaves a pass marker
+    origin.set("/np", status=500, body=b"oops", headers={"Cache-Control": "max-age=300"})
+    status, headers, body = await get(client, pod.edge_url, "/np")
+    assert (status, headers["x-accel-expires"]) == (502, "0")
+    assert b"origin answered 500" in body and b"oops" not in body

@@ -438,6 +438,13 @@ class Filler:
             return short_answer(504, "504 Gateway Timeout: origin did not answer")
         except aiohttp.ClientError:
             return short_answer(502, "502 Bad Gateway: origin unreachable")
+        if resp.status >= 500 and not personal:
+            # as a fill answers it: a hit-for-pass marker (shared L2) must not change what a
+            # request gets from a failing origin (pods without one answer 502, not the
+            # origin's error page with its Cache-Control)
+            self.m.origin_fetches.labels("5xx").inc()
+            resp.release()
+            return short_answer(502, f"502 Bad Gateway: origin answered {resp.status}")
         self.m.origin_fetches.labels("pass").inc()
         decision = StoreDecision(False, "pass")
         return await self.stream(request, OriginStream(resp, b"", decision, deadline=deadline))
