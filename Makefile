@@ -45,6 +45,9 @@ cluster-down:
 # asd binary to start on rendered configs (AEROCDN_TEST_ASD=/path/to/asd).
 test-aerospike: bootstrap
 	$(BIN)/pytest -m aerospike tests/aerospike tests/integration/test_aerospike_scaledown_live.py
+	@if [ -n "$$AEROCDN_TEST_AEROSPIKE" ]; then \
+	  AEROCDN_TEST_EDGE_L2=aerospike $(BIN)/pytest tests/edge; \
+	else echo "test-aerospike: tests/edge on the Aerospike tier skipped: set AEROCDN_TEST_AEROSPIKE=host:port"; fi
 
 # The one aerocdn image (operator + edge + nginx) with buildah; no Docker daemon needed.
 image: bootstrap

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from aiohttp import web
 
@@ -43,6 +44,12 @@ AEROSPIKE_NS = os.environ.get("AEROCDN_TEST_AEROSPIKE_NS", "cache")
 if L2 not in ("memory", "aerospike") or (L2 == "aerospike" and not AEROSPIKE_SEED):
     raise RuntimeError("AEROCDN_TEST_EDGE_L2 is memory or aerospike (which needs "
                        "AEROCDN_TEST_AEROSPIKE=host:port)")
+
+
+# Tests that look inside the in-process memory tier (its entries, its byte budget) have
+# nothing to look at on the Aerospike tier; every other edge test runs on both.
+memory_tier_only = pytest.mark.skipif(
+    L2 != "memory", reason="inspects the in-process memory tier (AEROCDN_TEST_EDGE_L2=memory)")
 
 
 def aerospike_l2(tmp: Path) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from tests.edge.edgeharness import (
     edge_subprocess,
     free_port,
     have_nginx,
+    memory_tier_only,
     write_config_file,
     write_routes,
 )
@@ -184,6 +185,7 @@ async def test_set_cookie_response_is_never_served_to_another_client(
     assert c[1]["set-cookie"] == "session=s3"
 
 
+@memory_tier_only
 async def test_no_store_response_is_not_stored(
         pods: PodFactory, origin: Origin, client: aiohttp.ClientSession) -> None:
     origin.set("/ns", headers={"Cache-Control": "no-store"})
@@ -229,6 +231,7 @@ async def test_accept_encoding_is_part_of_the_cache_key(
 # ----------------------------------------------------------------------------- 3. size limit
 
 
+@memory_tier_only
 async def test_oversized_object_is_streamed_whole_and_not_stored(
         pods: PodFactory, origin: Origin, client: aiohttp.ClientSession) -> None:
     big = bytes(range(256)) * 64  # 16 KiB

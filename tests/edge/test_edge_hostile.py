@@ -32,6 +32,7 @@ from tests.edge.edgeharness import (
     edge_subprocess,
     free_port,
     have_nginx,
+    memory_tier_only,
     raw_get,
     raw_request,
     with_nginx,
@@ -449,6 +450,7 @@ async def _budget(stack: Stack, structure: str) -> tuple[float, float]:
     return value("aerocdn_budget_used_bytes"), value("aerocdn_budget_limit_bytes")
 
 
+@memory_tier_only
 async def test_a_full_memory_tier_then_large_misses_stay_within_the_memory_limit(
         stack: Stack) -> None:
     """Fill the memory tier with many small objects (long unique queries), then make it

@@ -21,6 +21,7 @@ from tests.edge.edgeharness import (
     edge_config,
     edge_subprocess,
     free_port,
+    memory_tier_only,
     raw_get,
     raw_request,
     write_config_file,
@@ -460,6 +461,7 @@ async def test_purge_answers_400_for_what_it_cannot_interpret(
     assert status == 400 and answer["error"], answer
 
 
+@memory_tier_only
 async def test_purge_reports_what_it_removed(
         pods: PodFactory, origin: Origin, client: aiohttp.ClientSession) -> None:
     for p in ("/img/a", "/img/b", "/css/c"):
