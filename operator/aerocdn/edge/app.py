@@ -46,6 +46,27 @@ def _split_addr(addr: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
+async def stop_tasks(tasks: list[asyncio.Task[Any]], rounds: int = 20,
+                     wait: float = 0.5) -> None:
+    """Cancel background loops and wait for them, bounded. One cancel is not always enough:
+    a loop that catches Exception around a call can lose the cancellation when the call
+    converts it (Python 3.11's wait_for returns a result that arrives together with the
+    cancel), and then sleeps and loops again - seen as an edge whose stop never returned.
+    So cancel again until every task is done, and give up after ``rounds`` (logged)."""
+    pending = {t for t in tasks if not t.done()}
+    for _ in range(rounds):
+        if not pending:
+            break
+        for t in pending:
+            t.cancel()
+        _, pending = await asyncio.wait(pending, timeout=wait)
+    for t in pending:
+        log.error("edge: background task %s did not stop", t.get_name())
+    for t in tasks:
+        if t.done() and not t.cancelled() and t.exception() is not None:
+            log.warning("edge: background task %s ended with %r", t.get_name(), t.exception())
+
+
 class Edge:
     """One edge process: L2 tiers, routing plan watcher, request path, fills, purge; the
     upstream and admin listeners (``start``) and the drain (``stop``).  ``l2``: tiers to use
@@ -177,11 +198,7 @@ class Edge:
             await asyncio.sleep(delay)
         for runner in self._runners:
             await runner.cleanup()
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
+        await stop_tasks(self._tasks)
         await self.filler.close()
         if self.control is not None:
             await self.control.close()
