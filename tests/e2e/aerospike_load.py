@@ -7,6 +7,7 @@ pod IPs are routed; the test process itself (the host namespace) does not reach 
                             [--first K] [--size BYTES] [--rate PER_SECOND]
     aerospike_load.py check --hosts IP:PORT[,...] --keys FILE [--keys FILE ...]
     aerospike_load.py info --hosts IP:PORT[,...] --command INFO_COMMAND
+    aerospike_load.py migrations --hosts IP:PORT[,...] --stop FILE [--interval SECONDS]
 
 `write` puts keys K, K+1, ... (integers, set `t` of namespace `cache`), each with a bin of
 --size bytes, until --count keys were tried or the --stop file exists; every key whose put
@@ -18,6 +19,10 @@ unknown. Prints a JSON summary: keys tried, acknowledged, failed (by error).
 were listed, found, and the first missing ones.
 
 `info` sends an info command to every node of the cluster and prints {node id: reply}.
+
+`migrations` asks every node for `statistics` every --interval seconds until the --stop file
+exists, printing one JSON line per round: {"t": unix time, "remaining": {node id:
+migrate_partitions_remaining}} (or "error").
 """
 
 from __future__ import annotations
@@ -116,6 +121,28 @@ def info(args: argparse.Namespace) -> dict[str, Any]:
     return {node: (None if err else str(value).strip()) for node, (err, value) in replies.items()}
 
 
+def migrations(args: argparse.Namespace) -> dict[str, Any]:
+    client = connect(args.hosts)
+    rounds = 0
+    try:
+        while not os.path.exists(args.stop):
+            line: dict[str, Any] = {"t": time.time()}
+            try:
+                replies = client.info_all("statistics")
+                line["remaining"] = {
+                    node: int(dict(kv.split("=", 1) for kv in str(value).strip().split(";")
+                                   if "=" in kv).get("migrate_partitions_remaining", -1))
+                    for node, (err, value) in replies.items() if not err}
+            except Exception as exc:
+                line["error"] = f"{type(exc).__name__}: {exc}"
+            print(json.dumps(line), flush=True)
+            rounds += 1
+            time.sleep(args.interval)
+    finally:
+        client.close()
+    return {"rounds": rounds}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -133,8 +160,13 @@ def main(argv: list[str] | None = None) -> int:
     i = sub.add_parser("info")
     i.add_argument("--hosts", required=True)
     i.add_argument("--command", required=True)
+    m = sub.add_parser("migrations")
+    m.add_argument("--hosts", required=True)
+    m.add_argument("--stop", required=True)
+    m.add_argument("--interval", type=float, default=1.0)
     args = p.parse_args(argv)
-    result = {"write": write, "check": check, "info": info}[args.cmd](args)
+    result = {"write": write, "check": check, "info": info,
+              "migrations": migrations}[args.cmd](args)
     print(json.dumps(result), flush=True)
     return 0
 

@@ -223,6 +223,7 @@ class Moment:
     """The pods after one watch event (`at`: time.monotonic() when it arrived)."""
 
     at: float
+    wall: float  # time.time() when it arrived
     event: str
     pod: PodState
     pods: dict[str, PodState]
@@ -268,7 +269,7 @@ class PodTimeline:
                         self._pods.pop(state.name, None)
                 else:
                     self._pods[state.name] = state
-                self.moments.append(Moment(time.monotonic(), event["type"], state,
+                self.moments.append(Moment(time.monotonic(), time.time(), event["type"], state,
                                            dict(self._pods)))
         except Exception:
             if not self._stopped:
@@ -348,6 +349,50 @@ class Writer:
             self.proc.wait()
 
 
+class MigrationWatch:
+    """aerospike_load.py migrations: Aerospike's own count of partitions still to migrate,
+    on every node, once a second (figures only: when migrations really ended)."""
+
+    def __init__(self, live: Live, name: str):
+        self._stop = live.workdir / f"{name}.migrations.stop"
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", live.client_netns, sys.executable, str(LOAD), "migrations",
+             "--hosts", live.hosts(), "--stop", str(self._stop)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def stop(self) -> list[dict[str, Any]]:
+        self._stop.touch()
+        try:
+            out, _ = self.proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, _ = self.proc.communicate()
+        samples = []
+        for line in out.splitlines():
+            sample = json.loads(line)
+            if "remaining" in sample:
+                samples.append(sample)
+        return samples
+
+
+def migrations_done(samples: list[dict[str, Any]], nodes: int, after: float,
+                    before: float = float("inf")) -> float | None:
+    """The end of the last migration between `after` and `before` (unix times): the first
+    round after the last one with partitions remaining where `nodes` nodes answered 0."""
+    window = [s for s in samples if after <= s["t"] <= before]
+    busy = [i for i, s in enumerate(window) if any(v > 0 for v in s["remaining"].values())]
+    if not busy:
+        return None
+    for s in window[busy[-1] + 1:]:
+        if len(s["remaining"]) == nodes and all(v == 0 for v in s["remaining"].values()):
+            return float(s["t"])
+    return None
+
+
+def since(t: float | None, start: float) -> str:
+    return "never seen" if t is None else f"{t - start:.1f} s"
+
+
 # -- the scenarios ---------------------------------------------------------------------------
 
 
@@ -356,10 +401,12 @@ def test_scale_down_under_write_load_loses_no_acknowledged_record(live: Live) ->
     names = {p["metadata"]["name"] for p in live.pods()}
     timeline = PodTimeline(live)
     writer = Writer(live, "scaledown", first=1_000_000)
+    migrations = MigrationWatch(live, "scaledown")
+    samples: list[dict[str, Any]] = []
     try:
         writer.wait_acks(300)
         before = writer.count()
-        requested = time.monotonic()
+        requested, requested_wall = time.monotonic(), time.time()
         live.kubectl.run("patch", "cc", CC, "-n", live.ns, "--type=merge",
                          "-p", json.dumps({"spec": {"size": 2}}))
         live.settle(2)
@@ -370,6 +417,7 @@ def test_scale_down_under_write_load_loses_no_acknowledged_record(live: Live) ->
     finally:
         writer.kill()
         moments = timeline.stop()
+        samples = migrations.stop()
     result = live.check_all()
     left = sorted(names - {p["metadata"]["name"] for p in live.pods()})
     figure("scale 3 -> 2 under load: writer", summary)
@@ -383,6 +431,12 @@ def test_scale_down_under_write_load_loses_no_acknowledged_record(live: Live) ->
     # caught the migration, else ClusterNotStable: a node gone, the size not yet agreed)
     gates = sorted({f"{m.pod.gate}/{m.pod.gate_reason}" for m in moments})
     figure("scale 3 -> 2: readiness gate values seen", gates)
+    most = max((sum(s["remaining"].values()) for s in samples if s["t"] >= requested_wall),
+               default=None)
+    figure("scale 3 -> 2: after the request, Aerospike's migrations (most partitions "
+           f"remaining {most}) ended at / the last gate turned True at",
+           f"{since(migrations_done(samples, 2, requested_wall), requested_wall)} / "
+           f"{since(opened_at(moments), requested)}")
     assert any(g.startswith("False/") for g in gates), gates
 
 
@@ -390,6 +444,8 @@ def test_drain_during_migrations_is_held_by_the_readiness_gate(live: Live) -> No
     live.settle(2)
     timeline = PodTimeline(live)
     writer = Writer(live, "drain", first=2_000_000)
+    migrations = MigrationWatch(live, "drain")
+    samples: list[dict[str, Any]] = []
     node = ""
     try:
         writer.wait_acks(300)
@@ -409,7 +465,7 @@ def test_drain_during_migrations_is_held_by_the_readiness_gate(live: Live) -> No
         migrating_partitions = live.cc()["status"].get("migratingPartitions")
         victim = next(p for p in pods if p["metadata"]["name"] == f"{CC}-1")
         node, victim_uid = victim["spec"]["nodeName"], victim["metadata"]["uid"]
-        started = time.monotonic()
+        started, started_wall = time.monotonic(), time.time()
         drain = live.kubectl.run("drain", node, "--ignore-daemonsets", "--delete-emptydir-data",
                                  "--force", f"--timeout={int(WAIT)}s", check=False,
                                  timeout=WAIT + 60)
@@ -431,6 +487,7 @@ def test_drain_during_migrations_is_held_by_the_readiness_gate(live: Live) -> No
     finally:
         writer.kill()
         moments = timeline.stop()
+        samples = migrations.stop()
         if node:
             live.kubectl.run("uncordon", node)
     output = drain.stdout + drain.stderr
@@ -445,6 +502,10 @@ def test_drain_during_migrations_is_held_by_the_readiness_gate(live: Live) -> No
     figure("drain: held for", f"{evicted.at - started:.1f} s (kubectl drain returned after "
            f"{finished - started:.1f} s); the eviction went through "
            f"{evicted.at - gate_opened:.1f} s after the last gate turned True")
+    figure("drain: after it began, Aerospike's migrations (3 nodes) ended at / the last gate "
+           "turned True at / the eviction went through at",
+           f"{since(migrations_done(samples, 3, started_wall, evicted.wall), started_wall)} / "
+           f"{since(gate_opened, started)} / {since(evicted.at, started)}")
     figure("drain: writer", summary)
     figure("drain: every acknowledged key so far, read back", result)
     assert refusals >= 1, f"the drain was not held:\n{output}"
