@@ -42,9 +42,11 @@ cluster-down:
 	@$(BIN)/python -m aerocdn_localcluster down
 
 # Live Aerospike tests: a running cluster (AEROCDN_TEST_AEROSPIKE=host:port[,...]) and/or an
-# asd binary to start on rendered configs (AEROCDN_TEST_ASD=/path/to/asd).
+# asd binary (AEROCDN_TEST_ASD=/path/to/asd) to start on rendered configs and, as an image, as
+# the pods of a CacheCluster on three real nodes (tests/e2e/test_aerospike_pods_live.py; root).
 test-aerospike: bootstrap
-	$(BIN)/pytest -m aerospike tests/aerospike tests/integration/test_aerospike_scaledown_live.py
+	$(BIN)/pytest -m aerospike tests/aerospike tests/integration/test_aerospike_scaledown_live.py \
+	  tests/e2e/test_aerospike_pods_live.py
 	@if [ -n "$$AEROCDN_TEST_AEROSPIKE" ]; then \
 	  AEROCDN_TEST_EDGE_L2=aerospike $(BIN)/pytest tests/edge; \
 	else echo "test-aerospike: tests/edge on the Aerospike tier skipped: set AEROCDN_TEST_AEROSPIKE=host:port"; fi

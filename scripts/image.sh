@@ -4,6 +4,7 @@
 #   scripts/image.sh                    build aerocdn:0.1.0 (base: a local debootstrapped bookworm)
 #   scripts/image.sh --smoke            ... then run `aerocdn --help` and `nginx -t` in it
 #   scripts/image.sh --archive out.tar  ... then write a docker-archive (for `kind load image-archive`)
+#   scripts/image.sh --base             only make sure the base image exists; print its name
 #
 # Environment:
 #   IMAGE        tag to build (default aerocdn:<version in pyproject.toml>)
@@ -17,11 +18,13 @@ cd "$(dirname "$0")/.."
 
 smoke=false
 archive=""
+base_only=false
 while (($#)); do
   case $1 in
     --smoke) smoke=true ;;
     --archive) archive=${2:?--archive needs a path}; shift ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    --base) base_only=true ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "image.sh: unknown argument $1" >&2; exit 2 ;;
   esac
   shift
@@ -81,6 +84,10 @@ base_from_debootstrap() {
 }
 
 base=${BASE_IMAGE:-$(base_from_debootstrap)}
+if $base_only; then
+  echo "$base"
+  exit 0
+fi
 echo "image.sh: building $IMAGE from $base" >&2
 # The host's CA bundle, so pip reaches PyPI wherever the host does (a build secret: not stored).
 CA_BUNDLE=${CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}

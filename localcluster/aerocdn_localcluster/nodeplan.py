@@ -12,7 +12,9 @@ end in the host namespace that the API server listens on):
 
 Every node, the hub and the host are on one L2 segment (the hub's bridge), so a node reaches
 the API server, CoreDNS and the other nodes directly; each node routes the other nodes' pod
-ranges to them. No forwarding happens in the host namespace and no host sysctl changes.
+ranges to them, and pod-to-pod traffic between nodes keeps its source address (no NAT). The
+host namespace has no route to pods: a client of pod IPs runs in a node's namespace. No
+forwarding happens in the host namespace and no host sysctl changes.
 kwok's pods get 10.244.0.0/17 (data only); real node i gets 10.244.(128+i).0/24.
 """
 
@@ -161,6 +163,12 @@ def network_setup(net: NodeNetwork, count: int,
             # A route for ClusterIPs, so that the node's own processes (not only its pods) get
             # to kube-proxy's DNAT in OUTPUT; an address nothing answers for stays on the link.
             ["ip", "-n", ns, "route", "add", service_cidr, "dev", "eth0"],
+            # Pod to pod across nodes keeps the pod's address, as in a cluster network: the
+            # CNI bridge masquerades all that leaves the node's pod range (ipMasq), so this
+            # rule, first in the node's POSTROUTING, lets other nodes' pods pass unNATed.
+            # kube-proxy later puts its own jump (the Service traffic it marks) above it.
+            ["ip", "netns", "exec", ns, "iptables", "-t", "nat", "-A", "POSTROUTING",
+             "-s", pod_cidr(i), "-d", CLUSTER_POD_CIDR, "-j", "RETURN"],
         ]
         for j in range(count):
             if j != i:

@@ -105,29 +105,62 @@ def image_archive() -> Path:
     return archive
 
 
-def chart_values(e2e: E2E) -> dict[str, Any]:
+def aerospike_image_archive(asd: Path) -> tuple[Path, str]:
+    """An Aerospike server image made from the asd binary `asd` (scripts/aerospike-image.sh)
+    as a docker-archive, and the image name pods use; cached by the hash of the binary and of
+    the script."""
+    h = hashlib.sha256()
+    for p in (asd, REPO / "scripts" / "aerospike-image.sh"):
+        h.update(p.read_bytes())
+    tag = h.hexdigest()[:16]
+    name = f"aerocdn-aerospike:{tag}"
+    cache = Path(os.environ.get("AEROCDN_CACHE") or Path.home() / ".cache" / "aerocdn")
+    archive = cache / "images" / f"aerospike-{tag}.tar"
+    if not archive.is_file():
+        archive.parent.mkdir(parents=True, exist_ok=True)
+        for old in archive.parent.glob("aerospike-*.tar"):
+            old.unlink()
+        result = subprocess.run(["bash", str(REPO / "scripts" / "aerospike-image.sh"), str(asd),
+                                 str(archive), name], cwd=REPO, capture_output=True, text=True,
+                                check=False, timeout=1800)
+        if result.returncode != 0:
+            raise ClusterError("scripts/aerospike-image.sh failed:\n" + result.stderr[-3000:])
+    return archive, name
+
+
+def chart_values(e2e: E2E, aerospike_probe: str = "kubernetes") -> dict[str, Any]:
     return {
         "image": {"pullPolicy": e2e.pull_policy},
-        # CacheCluster pods stay on kwok nodes (no Aerospike server in CI): readiness stands in.
-        "aerospikeProbe": "kubernetes",
+        # CacheCluster pods stay on kwok nodes (no Aerospike server in CI): readiness stands
+        # in; the live tier (test_aerospike_pods_live.py) runs real Aerospike pods and asks them.
+        "aerospikeProbe": aerospike_probe,
         "logLevel": "INFO",
         **e2e.placement,
     }
 
 
-def install_chart(e2e: E2E) -> None:
+def install_chart(e2e: E2E, aerospike_probe: str = "kubernetes") -> None:
     import helm_python as helm
 
     config = helm.Config(kubeconfig_path=e2e.kubeconfig, namespace=NAMESPACE)
     try:
         with helm.Chart.load(str(REPO / "charts" / "aerocdn")) as chart:
-            config.install(chart, RELEASE, chart_values(e2e), namespace=NAMESPACE,
-                           create_namespace=True, wait="watcher", timeout=300)
+            config.install(chart, RELEASE, chart_values(e2e, aerospike_probe),
+                           namespace=NAMESPACE, create_namespace=True, wait="watcher",
+                           timeout=300)
     finally:
         config.close()
 
 
-def _fail_or_skip(config: pytest.Config, why: str) -> NoReturn:
+def real_node_placement() -> dict[str, Any]:
+    """What pods need to land on a real node (nodeSelector, toleration)."""
+    return {
+        "nodeSelector": {nodeplan.NODE_KIND_LABEL: nodeplan.REAL},
+        "tolerations": [{**nodeplan.REAL_NODE_TAINT, "operator": "Equal"}],
+    }
+
+
+def fail_or_skip(why: str) -> NoReturn:
     if os.environ.get("CI"):
         pytest.fail(f"e2e: the real-node cluster could not be started: {why}", pytrace=False)
     pytest.skip(f"e2e needs a real node (root, scripts/bootstrap.sh) or KUBECONFIG: {why}")
@@ -143,20 +176,16 @@ def e2e(request: pytest.FixtureRequest) -> Iterator[E2E]:
         realnode.check_host()
         archive = image_archive()
     except ClusterError as e:
-        _fail_or_skip(request.config, str(e))
+        fail_or_skip(str(e))
     cluster = LocalCluster(real_nodes=1, images=(archive,))
     try:
         cluster.start()
     except ClusterError as e:
-        _fail_or_skip(request.config, str(e))
+        fail_or_skip(str(e))
     _clusters.append(cluster)
     node = cluster.real_nodes[0].name
-    placement = {
-        "nodeSelector": {nodeplan.NODE_KIND_LABEL: nodeplan.REAL},
-        "tolerations": [{**nodeplan.REAL_NODE_TAINT, "operator": "Equal"}],
-    }
     env = E2E(kubeconfig=str(cluster.kubeconfig), cluster=cluster, node=node,
-              placement=placement, pull_policy="Never")
+              placement=real_node_placement(), pull_policy="Never")
     try:
         install_chart(env)
         yield env

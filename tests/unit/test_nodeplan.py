@@ -44,6 +44,11 @@ def test_interface_and_namespace_names_fit_and_are_per_run() -> None:
                 c[:3] != ["ip", "netns", "exec"])]
     assert ["ip", "-n", a.node_netns(0), "route", "add", nodeplan.pod_cidr(1), "via",
             a.node_ip(1)] in cmds
+    # pod to pod across nodes is not masqueraded (the rule lives in the node's namespace)
+    unnat = ["ip", "netns", "exec", a.node_netns(1), "iptables", "-t", "nat", "-A",
+             "POSTROUTING", "-s", nodeplan.pod_cidr(1), "-d", nodeplan.CLUSTER_POD_CIDR,
+             "-j", "RETURN"]
+    assert unnat in cmds
     teardown = nodeplan.network_teardown(a, 2)
     assert ["ip", "netns", "del", a.hub_netns] in teardown
 

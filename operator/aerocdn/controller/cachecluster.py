@@ -336,8 +336,11 @@ async def _converge(ctx: Context, raw: dict[str, Any], cc: CacheCluster, racks: 
             await kube.event(raw, type_, reason, message)
     for type_, reason, message in events:
         await kube.event(raw, type_, reason, message)
+    # A closed gate is progress too: Aerospike may finish migrating with no Kubernetes event
+    # to wake the reconcile, and the gate (which holds drains) must open when it does.
     in_progress = (scaling_down or scale_up or roll_message or not _all_ready(racks, pods)
-                   or (volume_cond is not None and not volume_cond.status))
+                   or (volume_cond is not None and not volume_cond.status)
+                   or gate["status"] != "True")
     return ctx.poll_seconds if in_progress else None
 
 

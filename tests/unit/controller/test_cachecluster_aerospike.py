@@ -159,3 +159,21 @@ async def test_roll_restarts_one_pod_at_a_time_per_rack_from_a_stable_cluster(
     sts_hashes = {s["spec"]["template"]["metadata"]["annotations"]["aerocdn.dev/config-hash"]
                   for s in world.kube.kind_of("StatefulSet", NS)}
     assert hashes == sts_hashes
+
+
+async def test_an_unstable_cluster_is_asked_again_until_the_gate_opens(fx: Fixtures) -> None:
+    """Aerospike migrates while every pod is ready and nothing else is in progress (after a
+    node left, or joined): the gate is False, so the reconcile comes back every poll to open
+    it as soon as Aerospike is stable, not at the next resync (the live tier saw the gate
+    open ~35 s after the migrations ended, holding drains that long for nothing)."""
+    world = World.make(on_statefulset=remove_pods_at_once)
+    await ready_three(fx, world)
+    world.edit(size=2)
+    await world.reconcile()  # cc-2 leaves at once
+    assert world.pods() == ["cc-0", "cc-1"]
+    world.aero.two_migrating(fx, ("cc-0", "cc-1"))
+    assert await world.reconcile() == world.ctx.poll_seconds
+    assert {world.gate(p)["status"] for p in world.pods()} == {"False"}
+    world.aero.two_done(fx, ("cc-0", "cc-1"))
+    assert await world.reconcile() is None  # stable: nothing to come back for
+    assert {world.gate(p)["status"] for p in world.pods()} == {"True"}
