@@ -51,7 +51,7 @@ from aerocdn.controller.ccplan import (
     refused_changes,
 )
 from aerocdn.controller.children import list_children, sync_children
-from aerocdn.controller.conditions import Cond, condition_events, merge_conditions
+from aerocdn.controller.conditions import Cond, as_conds, condition_events, merge_conditions
 from aerocdn.controller.context import API_VERSION, CC_KIND, Context, timestamp
 from aerocdn.controller.diff import status_changed
 from aerocdn.controller.kube import KubeError
@@ -382,12 +382,7 @@ def _replacing(live_sts: dict[str, dict[str, Any]]) -> list[str]:
 
 
 def _kept(status: dict[str, Any], types: tuple[str, ...]) -> list[Cond]:
-    out = []
-    for c in status.get("conditions") or []:
-        if c.get("type") in types:
-            out.append(Cond(c["type"], c.get("status") == "True", c.get("reason") or "",
-                            c.get("message") or ""))
-    return out
+    return as_conds(c for c in status.get("conditions") or [] if c.get("type") in types)
 
 
 async def _grow_volumes(ctx: Context, raw: dict[str, Any], cc: CacheCluster,

@@ -18,8 +18,8 @@ from aerocdn.aerospike.scale import (
     ScaleAction,
     WaitMigrations,
 )
-from aerocdn.api.common import parse_quantity
 from aerocdn.constants import CONFIG_HASH, READINESS_GATE
+from aerocdn.controller.volumes import claim_sizes
 
 KUBE_PROBE_NOTE = "probe=kubernetes: pod readiness stands in, Aerospike was not asked"
 
@@ -120,8 +120,8 @@ def refused_changes(desired_sts: list[dict[str, Any]], live_sts: dict[str, dict[
         live = live_sts.get(sts["metadata"]["name"])
         if live is None:
             continue
-        want = _claims(sts)
-        have = _claims(live)
+        want = {name: size for name, (size, _, _) in claim_sizes(sts).items()}
+        have = {name: size for name, (size, _, _) in claim_sizes(live).items()}
         for claim in sorted(set(want) | set(have)):
             if claim not in have:
                 problems.append(f"StatefulSet {sts['metadata']['name']}: adding volume {claim} "
@@ -135,14 +135,6 @@ def refused_changes(desired_sts: list[dict[str, Any]], live_sts: dict[str, dict[
                                 f"{claim} from {have[claim]} to {want[claim]} bytes would lose "
                                 "data; refused (set the size back)")
     return problems
-
-
-def _claims(sts: dict[str, Any]) -> dict[str, int]:
-    out = {}
-    for claim in sts["spec"].get("volumeClaimTemplates") or []:
-        size = claim["spec"]["resources"]["requests"]["storage"]
-        out[claim["metadata"]["name"]] = parse_quantity(size)
-    return out
 
 
 def growing(was_ready: bool, ready_before: int, ready_now: int, desired: int,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,6 +13,12 @@ class Cond:
     status: bool
     reason: str
     message: str
+
+
+def as_conds(conditions: Iterable[dict[str, Any]]) -> list[Cond]:
+    """Stored conditions as Conds, to carry them into the next status unchanged."""
+    return [Cond(c["type"], c.get("status") == "True", c.get("reason") or "",
+                 c.get("message") or "") for c in conditions]
 
 
 def merge_conditions(previous: list[dict[str, Any]], wanted: list[Cond], generation: int | None,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from aerocdn.api import InputError
-from aerocdn.controller.conditions import Cond, merge_conditions
+from aerocdn.controller.conditions import Cond, as_conds, merge_conditions
 from aerocdn.controller.context import API_VERSION, Context, timestamp
 from aerocdn.controller.diff import status_changed
 from aerocdn.controller.errors import FailureReason, PermanentError
@@ -26,8 +26,7 @@ async def report_paused(ctx: Context, raw: dict[str, Any], now: str, what: str) 
     """spec.paused: phase Paused, Progressing=False, Ready and Degraded kept as they were."""
     status = raw.get("status") or {}
     generation = raw["metadata"].get("generation")
-    kept = [Cond(c["type"], c["status"] == "True", c.get("reason", ""), c.get("message", ""))
-            for c in status.get("conditions", []) if c["type"] in ("Ready", "Degraded")]
+    kept = as_conds(c for c in status.get("conditions", []) if c["type"] in ("Ready", "Degraded"))
     await write_status(ctx, raw, {
         "observedGeneration": generation, "phase": "Paused",
         "conditions": merge_conditions(status.get("conditions", []), [
@@ -81,8 +80,8 @@ async def report_retrying(ctx: Context, raw: dict[str, Any], reason: FailureReas
     generation = raw["metadata"].get("generation")
     message = (f"{attempts} reconciles in a row failed; retrying with backoff: "
                f"{type(exc).__name__}: {exc}")[:1024]
-    kept = [Cond(c["type"], c["status"] == "True", c.get("reason", ""), c.get("message", ""))
-            for c in status.get("conditions", []) if c.get("type") != "ReconcileFailed"]
+    kept = as_conds(c for c in status.get("conditions", [])
+                    if c.get("type") != "ReconcileFailed")
     conditions = merge_conditions(status.get("conditions", []), [
         *kept, Cond("ReconcileFailed", True, reason.value, message)],
         generation, timestamp(ctx.clock()))
