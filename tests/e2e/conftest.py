@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
@@ -78,6 +78,24 @@ class E2E:
                               capture_output=True, text=True, timeout=timeout, check=False)
 
 
+def _cached_archive(kind: str, tag: str, script: str,
+                    args: Callable[[Path], list[str]]) -> Path:
+    """``~/.cache/aerocdn/images/<kind>-<tag>.tar`` (or under AEROCDN_CACHE), built by
+    ``scripts/<script> args(archive)`` unless it exists; older archives of the kind go."""
+    cache = Path(os.environ.get("AEROCDN_CACHE") or Path.home() / ".cache" / "aerocdn")
+    archive = cache / "images" / f"{kind}-{tag}.tar"
+    if not archive.is_file():
+        archive.parent.mkdir(parents=True, exist_ok=True)
+        for old in archive.parent.glob(f"{kind}-*.tar"):
+            old.unlink()
+        result = subprocess.run(["bash", str(REPO / "scripts" / script), *args(archive)],
+                                cwd=REPO, capture_output=True, text=True, check=False,
+                                timeout=1800)
+        if result.returncode != 0:
+            raise ClusterError(f"scripts/{script} failed:\n" + result.stderr[-3000:])
+    return archive
+
+
 def image_archive() -> Path:
     """The aerocdn image as a docker-archive, built by scripts/image.sh unless one exists for
     exactly these sources (the hash covers everything the Dockerfile copies)."""
@@ -86,23 +104,14 @@ def image_archive() -> Path:
         return Path(given)
     h = hashlib.sha256()
     sources = [REPO / "Dockerfile", REPO / "pyproject.toml", REPO / "README.md",
-               REPO / "scripts" / "image.sh"]
-    sources += sorted(p for p in (REPO / "operator").rglob("*")
-                      if p.is_file() and "__pycache__" not in p.parts)
+               REPO / "scripts" / "image.sh", REPO / "scripts" / "nginx-module.sh"]
+    for tree in ("operator", "nginx-modules"):
+        sources += sorted(p for p in (REPO / tree).rglob("*")
+                          if p.is_file() and "__pycache__" not in p.parts)
     for p in sources:
         h.update(str(p.relative_to(REPO)).encode() + b"\0" + p.read_bytes())
-    cache = Path(os.environ.get("AEROCDN_CACHE") or Path.home() / ".cache" / "aerocdn")
-    archive = cache / "images" / f"aerocdn-{h.hexdigest()[:16]}.tar"
-    if not archive.is_file():
-        archive.parent.mkdir(parents=True, exist_ok=True)
-        for old in archive.parent.glob("aerocdn-*.tar"):
-            old.unlink()
-        result = subprocess.run(["bash", str(REPO / "scripts" / "image.sh"), "--archive",
-                                 str(archive)], cwd=REPO, capture_output=True, text=True,
-                                check=False, timeout=1800)
-        if result.returncode != 0:
-            raise ClusterError("scripts/image.sh failed:\n" + result.stderr[-3000:])
-    return archive
+    return _cached_archive("aerocdn", h.hexdigest()[:16], "image.sh",
+                           lambda archive: ["--archive", str(archive)])
 
 
 def aerospike_image_archive(asd: Path) -> tuple[Path, str]:
@@ -114,18 +123,8 @@ def aerospike_image_archive(asd: Path) -> tuple[Path, str]:
         h.update(p.read_bytes())
     tag = h.hexdigest()[:16]
     name = f"aerocdn-aerospike:{tag}"
-    cache = Path(os.environ.get("AEROCDN_CACHE") or Path.home() / ".cache" / "aerocdn")
-    archive = cache / "images" / f"aerospike-{tag}.tar"
-    if not archive.is_file():
-        archive.parent.mkdir(parents=True, exist_ok=True)
-        for old in archive.parent.glob("aerospike-*.tar"):
-            old.unlink()
-        result = subprocess.run(["bash", str(REPO / "scripts" / "aerospike-image.sh"), str(asd),
-                                 str(archive), name], cwd=REPO, capture_output=True, text=True,
-                                check=False, timeout=1800)
-        if result.returncode != 0:
-            raise ClusterError("scripts/aerospike-image.sh failed:\n" + result.stderr[-3000:])
-    return archive, name
+    return _cached_archive("aerospike", tag, "aerospike-image.sh",
+                           lambda archive: [str(asd), str(archive), name]), name
 
 
 def chart_values(e2e: E2E, aerospike_probe: str = "kubernetes") -> dict[str, Any]:

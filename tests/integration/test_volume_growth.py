@@ -70,12 +70,22 @@ def bind_claims(kubectl: Kubectl, ns: str, cc: str, sc: str, size: str, made: li
         == ["Bound", "Bound"])
 
 
+def bound_cluster(kubectl: Kubectl, ns: str, name: str, sc: str, made: list[str]) -> None:
+    """A 2-node CacheCluster with 2Gi claims of StorageClass ``sc``, bound."""
+    kubectl.apply(persistent_cc(name, sc, "2Gi"), namespace=ns)
+    wait_for("the StatefulSet", lambda: kubectl.get("statefulset", name, ns))
+    bind_claims(kubectl, ns, name, sc, "2Gi", made)
+
+
+def ask_for(kubectl: Kubectl, ns: str, name: str, sc: str, size: str) -> None:
+    kubectl.patch("cc", name, ns, {"spec": {"namespaces": [{"name": "data", "storage": {
+        "type": "persistent", "size": size, "storageClassName": sc}}]}})
+
+
 def test_growing_a_volume_patches_the_claims_and_keeps_the_pods(
         kubectl: Kubectl, operator: Operator, ns: str, storage: list[str]) -> None:
     sc = f"{ns}-grow"
-    kubectl.apply(persistent_cc("grow", sc, "2Gi"), namespace=ns)
-    wait_for("the StatefulSet", lambda: kubectl.get("statefulset", "grow", ns))
-    bind_claims(kubectl, ns, "grow", sc, "2Gi", storage)
+    bound_cluster(kubectl, ns, "grow", sc, storage)
     wait_for("both pods running", lambda: len([
         p for p in kubectl.items("pod", ns, "app.kubernetes.io/instance=grow")
         if (p.get("status") or {}).get("phase") == "Running"]) == 2)
@@ -84,8 +94,7 @@ def test_growing_a_volume_patches_the_claims_and_keeps_the_pods(
     sts_before = kubectl.get("statefulset", "grow", ns)
     assert sts_before is not None
 
-    kubectl.patch("cc", "grow", ns, {"spec": {"namespaces": [{"name": "data", "storage": {
-        "type": "persistent", "size": "4Gi", "storageClassName": sc}}]}})
+    ask_for(kubectl, ns, "grow", sc, "4Gi")
 
     def claims_asked() -> bool:
         return all(c["spec"]["resources"]["requests"]["storage"] == "4Gi"
@@ -140,11 +149,8 @@ def test_growing_a_volume_patches_the_claims_and_keeps_the_pods(
 def test_growing_without_expansion_support_is_refused_naming_the_class(
         kubectl: Kubectl, operator: Operator, ns: str, storage: list[str]) -> None:
     sc = f"{ns}-fixed"
-    kubectl.apply(persistent_cc("fixed", sc, "2Gi"), namespace=ns)
-    wait_for("the StatefulSet", lambda: kubectl.get("statefulset", "fixed", ns))
-    bind_claims(kubectl, ns, "fixed", sc, "2Gi", storage)
-    kubectl.patch("cc", "fixed", ns, {"spec": {"namespaces": [{"name": "data", "storage": {
-        "type": "persistent", "size": "4Gi", "storageClassName": sc}}]}})
+    bound_cluster(kubectl, ns, "fixed", sc, storage)
+    ask_for(kubectl, ns, "fixed", sc, "4Gi")
     got = wait_for("ChangeRefused", lambda: (c := kubectl.get("cc", "fixed", ns))
                    and condition(c, "Degraded").get("reason") == "ChangeRefused" and c)
     assert f"StorageClass {sc} does not allow volume expansion" in \
