@@ -25,6 +25,7 @@ from tests.edge.edgeharness import (
     free_port,
     have_nginx,
     memory_tier_only,
+    raw_get,
     write_config_file,
     write_routes,
 )
@@ -387,6 +388,22 @@ async def test_purge_of_a_prefix_reaches_every_pod(
         assert (await get(client, p.url, "/img/a.png", Accept_Encoding="gzip"))[2] == b"v2"
         assert (await get(client, p.url, "/img/b/c.png", Accept_Encoding="gzip"))[2] == b"v2"
         assert (await get(client, p.url, "/css/site.css", Accept_Encoding="gzip"))[2] == b"v1"
+
+
+async def test_purge_of_a_url_reaches_what_a_bare_question_mark_fetched(
+        pods: PodFactory, origin: Origin, client: aiohttp.ClientSession) -> None:
+    # nginx keys L1 on the raw target; "/page?" is the canonical "/page" but not the same
+    # key, so nginx must not keep it: a purge of "/page" names only the key "/page"
+    origin.set("/page", body=b"v1")
+    pod = await pods()
+    for _ in range(2):
+        answer = await raw_get(pod.url, "/page?")
+        assert answer.body == b"v1" and answer.headers["x-cache"] != "HIT"
+    origin.set("/page", body=b"v2")
+    status, result = await purge(client, pod.admin_url, {"url": f"{HOST}/page"})
+    assert status == 200 and result["complete"] is True
+    assert (await raw_get(pod.url, "/page?")).body == b"v2"
+    assert (await get(client, pod.url, "/page"))[2] == b"v2"
 
 
 async def test_purge_reports_a_pod_that_did_not_confirm(

@@ -159,6 +159,9 @@ class PeersConfig(_Model):
     static: tuple[str, ...] = ()
     admin_port: int = Field(default=9091, gt=0, lt=65536)
     timeout_seconds: float = Field(default=2.0, gt=0)
+    # a peer's whole purge (its L2 rule and every nginx entry it names): a prefix can name
+    # thousands, so this deadline is longer than a single control call's
+    purge_timeout_seconds: float = Field(default=30.0, gt=0)
 
 
 class LimitsConfig(_Model):
@@ -218,6 +221,8 @@ class NginxConfig(_Model):
     age_module_path: str = "/usr/lib/nginx/modules/ngx_http_aerocdn_age_module.so"
     worker_processes: str = "auto"
     worker_connections: int = Field(default=4096, gt=0)
+    # open cache files each worker keeps for L1 hits (one descriptor each; docs/benchmarks-edge.md)
+    open_file_cache_max: int = Field(default=1024, gt=0)
     access_log: str = "/dev/stdout"
     error_log: str = "stderr"
     keys_zone_mb: int = Field(default=64, gt=0)

@@ -201,6 +201,7 @@ class Purger:
                 f"http://{peer}/purge", json=body,
                 headers={"Authorization": request.headers["Authorization"],
                          "X-Aerocdn-Fanout": "1"},
+                timeout=aiohttp.ClientTimeout(total=self.cfg.peers.purge_timeout_seconds),
             ) as r:
                 data = await r.json(content_type=None)
                 if r.status != 200 or not isinstance(data, dict):

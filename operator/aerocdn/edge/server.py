@@ -88,7 +88,8 @@ class RequestPath:
         except BadTarget as e:
             return short_answer(400, f"400 Bad Request: {e}"), "bad-request"
         # nginx keys L1 on the raw target: it may keep only answers to canonical targets
-        l1_ok = path == raw_path and query == raw_query
+        # ("/a?" is not: its key would differ from the one a purge of "/a" names)
+        l1_ok = request.raw_path == path + ("?" + query if query else "")
         hdrs = request.headers  # case-insensitive: lower-case lookups work
         if request.method not in ("GET", "HEAD"):
             return await self.filler.pass_through(request, path, query, hdrs), "pass"

@@ -28,17 +28,23 @@ def _var(header: str) -> str:
     return "$http_" + re.sub(r"[^a-z0-9]", "_", header.lower())
 
 
-def nginx_cache_key(policy: CacheKeyConfig, path_var: str = "$aerocdn_path") -> str:
+def nginx_cache_key(policy: CacheKeyConfig, purge: bool = False) -> str:
     """The L1 key: the same parts, in the same order, as ``aerocdn.edge.policy.cache_key``
-    (host, path, kept query, ``|`` + the key policy's request header values)."""
-    if not policy.include_query_string:
-        query = ""
-    elif policy.query_params is None:
-        query = "$is_args$args"
+    (host, path, kept query, ``|`` + the key policy's request header values).
+
+    With the whole query kept (the default) the key takes the raw request target whole
+    (``$request_uri``): the edge lets nginx store an answer only when that target is
+    canonical, where path + ``?`` + query is exactly the target, and a regex capture of the
+    path costs each L1 hit about as much as the rest of the key (``docs/benchmarks-edge.md``).
+    ``purge``: the same key for the control server's ``/purge<target>`` requests."""
+    if policy.include_query_string and policy.query_params is None:
+        target = "$aerocdn_purge_target" if purge else "$request_uri"
     else:
-        query = "?" + "&".join(f"{p}=$arg_{p}" for p in policy.query_params)
+        target = "$aerocdn_purge_path" if purge else "$aerocdn_path"
+        if policy.include_query_string:
+            target += "?" + "&".join(f"{p}=$arg_{p}" for p in policy.query_params or ())
     vary = "|".join(_var(h) for h in policy.vary_headers)
-    return f"$host{path_var}{query}|{vary}"
+    return f"$host{target}|{vary}"
 
 
 def _nginx_size(n: int) -> str:
@@ -55,8 +61,8 @@ def render_nginx_conf(cfg: EdgeConfig) -> str:
         cfg=cfg,
         ngx=cfg.nginx,
         lim=cfg.limits,
-        cache_key=nginx_cache_key(policy.cache_key, "$aerocdn_path"),
-        purge_key=nginx_cache_key(policy.cache_key, "$aerocdn_purge_path"),
+        cache_key=nginx_cache_key(policy.cache_key),
+        purge_key=nginx_cache_key(policy.cache_key, purge=True),
         l1_max_size=_nginx_size(policy.l1_cache_bytes),
         rl=cfg.rate_limits,
         tls=cfg.tls if cfg.tls is not None and cfg.tls.certificates else None,
