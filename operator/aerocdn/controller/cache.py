@@ -104,20 +104,26 @@ class Store:
             if old is not None:
                 self._unindex((api_version, kind), (namespace, name), old)
 
-    def replace(self, api_version: str, kind: str, items: Iterable[Mapping[str, Any]]) -> None:
-        """A full listing: what it does not contain is gone, unless a watch event newer than
-        every listed object brought it meanwhile."""
-        old = self._objects.get((api_version, kind), {})
+    def replace(self, api_version: str, kind: str, items: Iterable[Mapping[str, Any]],
+                namespace: str | None = None) -> list[dict[str, Any]]:
+        """A full listing (of one namespace, or of all): what it does not contain is gone,
+        unless a watch event newer than every listed object brought it meanwhile. Returns
+        the objects that are gone."""
+        bucket = self._objects.setdefault((api_version, kind), {})
+        self._index.setdefault((api_version, kind), {})
         listed = list(items)
         newest = max((_rv(i) for i in listed), default=0)
-        self._objects[(api_version, kind)] = {}
-        self._index[(api_version, kind)] = {}
-        for o in old.values():
-            if _rv(o) > newest:
-                self.upsert(api_version, kind, o)
+        kept = {(i["metadata"].get("namespace") or "", i["metadata"]["name"]) for i in listed}
+        gone = []
+        for key, o in list(bucket.items()):
+            if (namespace is None or key[0] == namespace) and key not in kept \
+                    and _rv(o) <= newest:
+                gone.append(o)
+                self.remove(api_version, kind, *key)
         for item in listed:
             self.upsert(api_version, kind, item)
         self.synced.add((api_version, kind))
+        return gone
 
     def observe(self, event_type: str | None, body: Mapping[str, Any]) -> None:
         """A watch event (kopf's ``type``: None while listing, ADDED, MODIFIED, DELETED).
@@ -235,9 +241,11 @@ class CachedKube:
     async def request(self, method: str, url_path: str, **kwargs: Any) -> Any:
         return await self.api.request(method, url_path, **kwargs)
 
-    async def sync(self, namespaces: builtins.list[str]) -> None:
-        """List every watched kind once (all namespaces, or each of ``namespaces``)."""
-        for api_version, kind in list(self.store._objects):
+    async def sync(self, namespaces: builtins.list[str],
+                   kinds: Iterable[Kind] | None = None) -> None:
+        """List every watched kind (or ``kinds``) once (all namespaces, or each of
+        ``namespaces``)."""
+        for api_version, kind in list(kinds if kinds is not None else self.store._objects):
             items: builtins.list[dict[str, Any]] = []
             scopes: builtins.list[str | None] = [*namespaces] or [None]
             try:

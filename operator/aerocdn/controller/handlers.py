@@ -18,7 +18,6 @@ from typing import Any
 
 import kopf
 
-from aerocdn.constants import LABEL_CACHECLUSTER, LABEL_CONTENTEDGE, MANAGED
 from aerocdn.controller.context import API_VERSION, CC_KIND, CE_KIND
 from aerocdn.controller.runtime import RUNTIME, cluster_view
 
@@ -96,27 +95,8 @@ async def contentedge_event(type: str, body: kopf.Body, namespace: str | None, n
                  enqueue=needs_reconcile(before, after))
 
 
-def _parent(labels: dict[str, str], namespace: str) -> None:
-    if LABEL_CACHECLUSTER in labels:
-        RUNTIME.enqueue(CC_KIND, namespace, labels[LABEL_CACHECLUSTER])
-    if LABEL_CONTENTEDGE in labels:
-        RUNTIME.enqueue(CE_KIND, namespace, labels[LABEL_CONTENTEDGE])
-
-
-# Children: any change (readiness, drift, deletion) re-runs the parent's reconcile promptly.
-@kopf.on.event("apps", "v1", "statefulsets", labels=MANAGED)
-@kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
-@kopf.on.event("", "v1", "configmaps", labels=MANAGED)
-@kopf.on.event("", "v1", "services", labels=MANAGED)
-@kopf.on.event("policy", "v1", "poddisruptionbudgets", labels=MANAGED)
-@kopf.on.event("autoscaling", "v2", "horizontalpodautoscalers", labels=MANAGED)
-@kopf.on.event("networking.k8s.io", "v1", "networkpolicies", labels=MANAGED)
-@kopf.on.event("", "v1", "pods", labels={"app.kubernetes.io/name": "aerospike", **MANAGED})
-async def child_event(type: str | None, body: kopf.Body, labels: Mapping[str, str],
-                namespace: str | None, **_: Any) -> None:
-    RUNTIME.observe(type, body)
-    if namespace:
-        _parent(dict(labels), namespace)
+# Children (Deployments, StatefulSets, ..., Aerospike pods) are listed and watched by
+# watch.py, not kopf: their events only update the cache and queue the parent.
 
 
 logging.getLogger("kopf.objects").setLevel(logging.WARNING)

@@ -14,8 +14,9 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from aerocdn.aerospike.client import parse_address_overrides
+from aerocdn.constants import LABEL_CACHECLUSTER, LABEL_CONTENTEDGE
 from aerocdn.controller import metrics
-from aerocdn.controller.cache import WATCHED, CachedKube, Store
+from aerocdn.controller.cache import LABELS, WATCHED, CachedKube, Store
 from aerocdn.controller.cachecluster import reconcile_cachecluster
 from aerocdn.controller.contentedge import reconcile_contentedge
 from aerocdn.controller.context import API_VERSION, CC_KIND, CE_KIND, Context
@@ -24,6 +25,7 @@ from aerocdn.controller.kube import Kube
 from aerocdn.controller.leader import LeaderElector
 from aerocdn.controller.queue import WorkQueue
 from aerocdn.controller.status import report_permanent, report_retrying
+from aerocdn.controller.watch import WatchedKind, Watcher
 from aerocdn.routing.inputs import cache_facts
 
 log = logging.getLogger(__name__)
@@ -41,6 +43,7 @@ class Runtime:
         self._tasks: list[asyncio.Task[None]] = []
         self._resync_task: asyncio.Task[None] | None = None
         self._site: web.AppRunner | None = None
+        self.watcher: Watcher | None = None
         self.started = False
 
     def configure(self, options: argparse.Namespace) -> None:
@@ -51,6 +54,10 @@ class Runtime:
         api = Kube()
         self.ctx = Context(kube=CachedKube(self.store, api), queue=self.queue,
                            probe=self.options.aerospike_probe, address_overrides=overrides)
+        # children: our own list + watch (watch.py); CacheClusters/ContentEdges: kopf
+        self.watcher = Watcher(api.api, CHILDREN, self._namespaces(), self.child_list,
+                               self.child_event)
+        self.watcher.start()
         if self.options.leader_election:
             elector = LeaderElector(
                 api, self.options.leader_election_namespace,
@@ -80,12 +87,20 @@ class Runtime:
         for key in sorted(self.known):
             self.queue.add(key)
 
+    def _namespaces(self) -> list[str]:
+        return list(getattr(self.options, "namespace", []) or [])
+
     async def _sync(self) -> None:
+        """Every watched kind listed: CacheClusters and ContentEdges here, the children by
+        their watches."""
         assert self.ctx is not None and isinstance(self.ctx.kube, CachedKube)
         delay = 1.0
         while True:
             try:
-                await self.ctx.kube.sync(list(getattr(self.options, "namespace", []) or []))
+                await self.ctx.kube.sync(self._namespaces(), [(API_VERSION, CC_KIND),
+                                                              (API_VERSION, CE_KIND)])
+                if self.watcher is not None:
+                    await self.watcher.wait_synced()
                 return
             except Exception as exc:  # the API may be briefly unreachable at start
                 log.warning("listing the watched objects failed (%s); retrying in %.0fs",
@@ -96,6 +111,31 @@ class Runtime:
     def observe(self, event_type: str | None, body: Any) -> None:
         """A watch event: keep the cache (reads from memory) up to date."""
         self.store.observe(event_type, body)
+
+    def child_event(self, event_type: str, body: Mapping[str, Any]) -> None:
+        """A child's watch event: any change (readiness, drift, deletion) re-runs its
+        parent's reconcile promptly."""
+        self.store.observe(event_type, body)
+        self._parent(body)
+
+    def child_list(self, what: WatchedKind, items: list[dict[str, Any]],
+                   namespace: str | None) -> None:
+        """A (re)listing of a child kind: events may have been missed, so every parent of
+        what is listed or gone is queued (the first listing queues nothing new: leading
+        queues every object anyway)."""
+        gone = self.store.replace(what.api_version, what.kind, items, namespace)
+        for obj in (*items, *gone):
+            self._parent(obj)
+
+    def _parent(self, obj: Mapping[str, Any]) -> None:
+        meta = obj.get("metadata") or {}
+        labels, namespace = meta.get("labels") or {}, meta.get("namespace")
+        if not namespace:
+            return
+        if LABEL_CACHECLUSTER in labels:
+            self.queue.add((CC_KIND, namespace, labels[LABEL_CACHECLUSTER]))
+        if LABEL_CONTENTEDGE in labels:
+            self.queue.add((CE_KIND, namespace, labels[LABEL_CONTENTEDGE]))
 
     async def _stand_by(self) -> None:
         metrics.LEADER.set(0)
@@ -108,6 +148,8 @@ class Runtime:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._stand_by()
+        if self.watcher is not None:
+            await self.watcher.stop()
         if self._site is not None:
             await self._site.cleanup()
 
@@ -223,5 +265,9 @@ async def _fresh(ctx: Context, kind: str, namespace: str, name: str) -> dict[str
 async def _metrics(_: web.Request) -> web.Response:
     return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
+
+# The children the operator owns, watched by label (watch.py), and the Aerospike pods.
+CHILDREN = [WatchedKind(api_version, kind, LABELS[kind]) for api_version, kind in WATCHED
+            if kind in LABELS]
 
 RUNTIME = Runtime()

@@ -108,3 +108,20 @@ def test_store_index_matches_a_scan(ops: list[tuple[str, str, str, dict[str, str
                 and all((o["metadata"].get("labels") or {}).get(k) == v
                         for k, v in selector.items())]
     assert store.list("v1", "ConfigMap", namespace, selector) == expected
+
+
+def test_a_listing_of_one_namespace_replaces_only_that_namespace() -> None:
+    store = Store([("v1", "ConfigMap")])
+
+    def cm(ns: str, name: str, rv: int) -> dict[str, Any]:
+        return {"metadata": {"namespace": ns, "name": name, "resourceVersion": str(rv)}}
+
+    for obj in (cm("a", "x", 1), cm("a", "y", 2), cm("b", "x", 3), cm("a", "late", 9)):
+        store.upsert("v1", "ConfigMap", obj)
+    gone = store.replace("v1", "ConfigMap", [cm("a", "x", 4), cm("a", "z", 5)], "a")
+    # y is gone; b is another namespace's; "late" is newer than the listing (a watch event
+    # that arrived after it was taken) and stays
+    assert [o["metadata"]["name"] for o in gone] == ["y"]
+    assert sorted(store._objects[("v1", "ConfigMap")]) == [
+        ("a", "late"), ("a", "x"), ("a", "z"), ("b", "x")]
+    assert store.get("v1", "ConfigMap", "a", "x")["metadata"]["resourceVersion"] == "4"
