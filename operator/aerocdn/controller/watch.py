@@ -79,7 +79,8 @@ class ApiAccess:
         return cls(cfg.host.rstrip("/"), ctx, cfg)
 
     def headers(self) -> dict[str, str]:
-        token = self.configuration.get_api_key_with_prefix("authorization")
+        # as the Kubernetes client itself reads it (its refresh hook rotates in-cluster tokens)
+        token = self.configuration.get_api_key_with_prefix("BearerToken", alias="authorization")
         headers = {"Accept": "application/json"}
         if token:
             headers["Authorization"] = token

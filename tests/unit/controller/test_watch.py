@@ -119,3 +119,20 @@ async def test_lines_split_over_chunks_and_larger_than_aiohttps_line_limit() -> 
     server = ApiServer([[{"type": "MODIFIED", "object": cm("a", 13, "y")}]], trickle=True)
     events, _, _ = await run(server, lambda e, _l: e)
     assert events == [("MODIFIED", "a")]
+
+
+def test_the_bearer_token_is_the_one_the_kubernetes_client_sends() -> None:
+    """A service account's kubeconfig or in-cluster token: the watch must send it the way
+    the Kubernetes client does (a watch without it ran as system:anonymous: 403)."""
+    from aerocdn.controller.watch import ApiAccess
+
+    for key in ("BearerToken", "authorization"):
+        cfg = Configuration()
+        cfg.host = "https://127.0.0.1:6443"
+        cfg.api_key = {key: "Bearer abc"}
+        client = ApiClient(cfg)
+        assert ApiAccess.of(client).headers()["Authorization"] == "Bearer abc"
+        assert client.configuration.auth_settings()["BearerToken"]["value"] == "Bearer abc"
+    cfg = Configuration()
+    cfg.host = "http://127.0.0.1:8080"
+    assert "Authorization" not in ApiAccess.of(ApiClient(cfg)).headers()
