@@ -373,6 +373,9 @@ class StoredObject:
     selected: Headers = ()
     no_stale: bool = False
     revalidate: bool = False
+    # cachePolicy.slices: the full length of the object this record describes (its slice
+    # metadata record, empty body) or belongs to (a slice); -1: a whole object
+    slice_total: int = -1
 
     def matches(self, request_headers: Mapping[str, str]) -> bool:
         """Is this the variant the request selects (RFC 9111 4.1)?  The one check before any
