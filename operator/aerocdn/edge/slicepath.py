@@ -55,6 +55,8 @@ from aerocdn.edge.slices import (
     meta_key,
     parse_content_range,
     parse_range,
+    part_key,
+    part_sizes,
     resolve,
     slice_count,
     slice_key,
@@ -64,7 +66,7 @@ from aerocdn.edge.slices import (
     unsatisfied_range,
     version,
 )
-from aerocdn.edge.tiers import PassMarker
+from aerocdn.edge.tiers import PassMarker, Tier
 from aerocdn.render.nginx import SLICE_PURGE_HEADER
 
 log = logging.getLogger("aerocdn.edge")
@@ -284,9 +286,12 @@ class SlicePath:
             prev = version(entry.headers, entry.slice_total)
         elif isinstance(entry, PassMarker):
             return SliceFill("pass")
+        async def lookup() -> SliceFill | None:
+            found, _ = await self.l2.get(mkey)
+            return self._take_meta(found)
+
         got = await self._collapse(mkey, lambda: self._locked(
-            mkey, lambda lock: self._fetch(ck, path, query, hdrs, index, lock, None),
-            self._take_meta))
+            mkey, lambda lock: self._fetch(ck, path, query, hdrs, index, lock, None), lookup))
         if got.kind == "error" and isinstance(entry, StoredObject) and \
                 entry.slice_total >= 0 and entry.state(now) in ("stale-revalidate", "stale"):
             self.m.hit("l2-stale-if-error")
@@ -306,13 +311,17 @@ class SlicePath:
             got = await asyncio.shield(fut)
             if got is not None:
                 return got
-        entry, _ = await self.l2.get(key)
-        if isinstance(entry, StoredObject) and len(entry.body) == _span_len(
-                index, self.size, meta.slice_total):
+        n = _span_len(index, self.size, meta.slice_total)
+        entry = await self._get_piece(key, n)
+        if entry is not None:
             return entry
+
+        async def lookup() -> SliceFill | None:
+            got = await self._get_piece(key, n)
+            return SliceFill("stored", body=got, tier="l2-collapsed") if got else None
+
         out = await self._collapse(key, lambda: self._locked(
-            key, lambda lock: self._fetch(ck, path, query, hdrs, index, lock, ver),
-            self._take_piece))
+            key, lambda lock: self._fetch(ck, path, query, hdrs, index, lock, ver), lookup))
         if out.kind == "stored" and out.changed:
             raise ObjectChanged(out)
         if out.kind == "stored" and out.body is not None:
@@ -344,22 +353,21 @@ class SlicePath:
         return await asyncio.shield(task)
 
     async def _locked(self, key: str, fetch: Callable[[LockResult], Awaitable[SliceFill]],
-                      take: Callable[[object], SliceFill | None]) -> SliceFill:
-        """Fetch under the region's lock of ``key``; without it, wait for the holder's record
-        (``take`` says whether an L2 entry is what we need).  With the lock, L2 is read once
-        more first: a fill that ended between our miss and our lock has stored it."""
+                      lookup: Callable[[], Awaitable[SliceFill | None]]) -> SliceFill:
+        """Fetch under the region's lock of ``key``; without it, wait for what the holder
+        stores (``lookup``: from L2, or None).  With the lock, L2 is read once more first: a
+        fill that ended between our miss and our lock has stored it."""
         f = self.filler
         lock = LockResult(None, True)
         if f.shared_l2:
             lock = await self.l2.acquire_lock(key, f.owner, self.cfg.lock_ttl_seconds)
             if not lock.acquired:
                 self.m.collapsed.labels("region").inc()
-                waited = await self._poll(key, take)
+                waited = await self._poll(lookup)
                 if waited is not None:
                     return waited
         try:
-            entry, _ = await self.l2.get(key)
-            got = take(entry)
+            got = await lookup()
             if got is not None:
                 return got
             return await fetch(lock)
@@ -367,18 +375,46 @@ class SlicePath:
             if lock.acquired and lock.tier is not None:
                 await self.l2.release_lock(lock.tier, key, f.owner)
 
-    async def _poll(self, key: str,
-                    take: Callable[[object], SliceFill | None]) -> SliceFill | None:
+    async def _poll(self, lookup: Callable[[], Awaitable[SliceFill | None]]) -> SliceFill | None:
         deadline = time.monotonic() + self.cfg.lock_wait_seconds
         delay = 0.005
         while time.monotonic() < deadline:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.1)
-            entry, _ = await self.l2.get(key)
-            got = take(entry)
+            got = await lookup()
             if got is not None:
                 return got
         return None
+
+    async def _get_piece(self, key: str, n: int) -> StoredObject | None:
+        """Slice of ``n`` bytes stored at ``key`` (in parts: ``part_sizes``), or None."""
+        sizes = part_sizes(n)
+        if len(sizes) == 1:
+            entry, _ = await self.l2.get(key)
+            return entry if isinstance(entry, StoredObject) and len(entry.body) == n else None
+        # gathered: on Aerospike the parts go out as one batch read
+        got = await asyncio.gather(*(self.l2.get(part_key(key, i)) for i in range(len(sizes))))
+        parts = [e for e, _ in got]
+        if not all(isinstance(e, StoredObject) and len(e.body) == size
+                   for e, size in zip(parts, sizes, strict=True)):
+            return None
+        first = parts[0]
+        assert isinstance(first, StoredObject)
+        return replace(first, body=b"".join(
+            e.body for e in parts if isinstance(e, StoredObject)))
+
+    async def _put_piece(self, key: str, piece: StoredObject, ttl: int,
+                         tier: Tier | None) -> None:
+        sizes = part_sizes(len(piece.body))
+        if len(sizes) == 1:
+            await self.l2.put(key, piece, ttl, tier)
+            return
+        view = memoryview(piece.body)
+        off = 0
+        for i, size in enumerate(sizes):
+            await self.l2.put(part_key(key, i), replace(piece, body=bytes(view[off:off + size])),
+                              ttl, tier)
+            off += size
 
     @staticmethod
     def _take_meta(entry: object) -> SliceFill | None:
@@ -387,12 +423,6 @@ class SlicePath:
         if isinstance(entry, StoredObject) and entry.slice_total >= 0 and \
                 entry.state(time.time()) == "fresh":
             return SliceFill("stored", meta=entry, tier="l2-collapsed")
-        return None
-
-    @staticmethod
-    def _take_piece(entry: object) -> SliceFill | None:
-        if isinstance(entry, StoredObject):
-            return SliceFill("stored", body=entry, tier="l2-collapsed")
         return None
 
     # ------------------------------------------------------------------ origin
@@ -477,7 +507,7 @@ class SlicePath:
             resp.release()
         self.m.origin_fetches.labels("slice").inc()
         piece = replace(meta, status=206, headers=(), body=data)
-        await self.l2.put(slice_key(ck.key, self.size, index, ver), piece, ttl, lock.tier)
+        await self._put_piece(slice_key(ck.key, self.size, index, ver), piece, ttl, lock.tier)
         if expect is None or changed:
             await self.l2.put(meta_key(ck.key, self.size), meta, ttl, lock.tier)
         if changed:
@@ -519,7 +549,7 @@ class SlicePath:
                                 # kept as read, never mutated again: no copy
                                 piece = replace(meta, status=206, headers=(), body=buf)
                                 buf = bytearray()
-                                await self.l2.put(keys[j], piece, ttl, lock.tier)
+                                await self._put_piece(keys[j], piece, ttl, lock.tier)
                                 fut = futs.get(keys[j])
                                 if fut is not None and not fut.done():
                                     fut.set_result(piece)
@@ -549,8 +579,8 @@ class SlicePath:
                 fut = self.pending.get(keys[index])
                 got = await asyncio.shield(fut) if fut is not None else None
                 if got is None:
-                    got_entry, _ = await self.l2.get(keys[index])
-                    got = got_entry if isinstance(got_entry, StoredObject) else None
+                    got = await self._get_piece(keys[index],
+                                                _span_len(index, self.size, total))
                 if got is None:
                     return SliceFill("error", status=502,
                                      reason="Bad Gateway: origin body incomplete")

@@ -174,6 +174,23 @@ def if_range_matches(value: str, headers: Iterable[tuple[str, str]]) -> bool:
 # --------------------------------------------------------------------------- keys
 
 
+# A record holds its bins within the namespace's max-record-size (1 MiB by default in Aerospike
+# 7+/8: ``max-record-size=1048576`` in the 8.1 fixtures), so a slice is stored in parts of at
+# most this many bytes: a 1 MiB slice is two records.
+PART_MAX_BYTES = 1024 * 1024 - 32 * 1024
+
+
+def part_sizes(n: int, part_max: int = PART_MAX_BYTES) -> list[int]:
+    """Sizes of the records a slice of ``n`` bytes is stored in (as equal as can be)."""
+    m = max(1, -(-n // part_max))
+    q, r = divmod(n, m)
+    return [q + 1 if i < r else q for i in range(m)]
+
+
+def part_key(key: str, index: int) -> str:
+    return f"{key}/{index}"
+
+
 def meta_key(key: str, size: int) -> str:
     """L2 key of an object's slice metadata (headers, freshness, full length)."""
     return f"{key}#s{size}:meta"

@@ -221,3 +221,20 @@ def test_without_slices_nginx_is_unchanged() -> None:
     conf = render_nginx_conf(cfg)
     assert "slice" not in conf.replace("slices", "")
     assert 'proxy_cache_key "$host$aerocdn_path$is_args$args|$http_accept_encoding";' in conf
+
+
+def test_a_slice_is_stored_in_parts_that_fit_aerospikes_default_record_size() -> None:
+    from aerocdn.edge.slices import PART_MAX_BYTES, part_key, part_sizes
+
+    # Aerospike 8.1's default max-record-size (the fixtures' namespace config) also holds the
+    # record's other bins: a whole 1 MiB slice would be refused (RecordTooBig)
+    assert PART_MAX_BYTES < 1048576
+    assert part_sizes(1000) == [1000]
+    assert part_sizes(0) == [0]
+    assert part_sizes(PART_MAX_BYTES) == [PART_MAX_BYTES]
+    assert part_sizes(MIB) == [MIB // 2, MIB // 2]
+    assert part_sizes(MIB + 1) == [MIB // 2 + 1, MIB // 2]
+    for n in (16 * MIB, 3 * MIB + 7, PART_MAX_BYTES + 1):
+        sizes = part_sizes(n)
+        assert sum(sizes) == n and max(sizes) <= PART_MAX_BYTES and max(sizes) - min(sizes) <= 1
+    assert part_key("k", 0) != part_key("k", 1)
