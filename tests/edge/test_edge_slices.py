@@ -281,6 +281,30 @@ async def test_answers_that_may_not_be_stored_are_streamed_as_the_origin_sends_t
             assert headers["x-cache"] != "HIT"
         # nothing kept: every download asked the origin for every slice again
         assert set(src.ranges.values()) == {2}, path
+        # the edge asked directly for a range inside a slice: exactly that range
+        status, headers, body = await fetch(client, pod.edge_url, path, Range="bytes=10-20")
+        assert (status, body) == (206, src.body.read(10, 20)), path
+        assert headers["content-range"] == f"bytes 10-20/{total}", path
+
+
+async def test_past_the_fill_budget_slices_are_streamed_and_answers_stay_right(
+        pods: PodFactory, origin: Origin, client: aiohttp.ClientSession) -> None:
+    """A pod whose fill budget (15% of its memory limit, here ~60 KiB) cannot hold one 64 KiB
+    slice: nothing is stored, every answer is the origin's, whole and range alike."""
+    total = 3 * SLICE + 5
+    src = serve(origin, "/tight.bin", total)
+    pod = await pods(cachePolicy=SLICED, memoryLimit="400Ki")
+    assert pod.edge.filler.budget.limit < SLICE
+    for base in (pod.url, pod.edge_url):
+        status, _, body = await fetch(client, base, "/tight.bin")
+        assert status == 200 and body == src.body.read(0, total - 1), base
+        status, headers, body = await fetch(client, base, "/tight.bin", Range="bytes=10-20")
+        assert status == 206 and body == src.body.read(10, 20), base
+        assert headers["content-range"] == f"bytes 10-20/{total}", base
+    assert pod.edge.filler.budget.used == 0  # every byte taken was given back
+    before = src.ranges[slice_request_range(2, SLICE)]
+    assert (await fetch(client, pod.url, "/tight.bin"))[0] == 200
+    assert src.ranges[slice_request_range(2, SLICE)] == before + 1  # it was not stored
 
 
 # ----------------------------------------------------------------------------- purge

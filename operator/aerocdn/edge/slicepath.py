@@ -128,22 +128,30 @@ class SlicePath:
         for _ in range(3):
             got = await self._meta(ck, path, query, hdrs, first_index)
             if got.kind != "stored" or got.meta is None:
-                return await self._not_sliced(request, got, path, query, hdrs)
+                return await self._not_sliced(request, got, spec, path, query, hdrs)
             try:
                 return await self._answer(request, got, spec, ck, path, query, hdrs, l1_ok)
             except ObjectChanged:
                 continue  # nothing sent yet: answer from the new version
+            except SliceFailed as e:  # the slice cannot be stored (budget, policy) or failed
+                return await self._not_sliced(request, e.fill, spec, path, query, hdrs)
         return short_answer(502, "502 Bad Gateway: the object keeps changing at the origin"), \
             "error"
 
-    async def _not_sliced(self, request: web.BaseRequest, got: SliceFill, path: str,
-                          query: str, hdrs: Mapping[str, str]) -> tuple[web.StreamResponse, str]:
-        if got.kind == "error":
-            return short_answer(got.status, f"{got.status} {got.reason}"), "error"
+    async def _not_sliced(self, request: web.BaseRequest, got: SliceFill,
+                          spec: ByteRange | None, path: str, query: str,
+                          hdrs: Mapping[str, str]) -> tuple[web.StreamResponse, str]:
+        """What is not answered from stored slices: the origin's answer to the slice it was
+        asked for when that is what the client asked (nginx's slice, or a whole 200), else
+        the client's own request, streamed."""
         s = got.stream
         if s is not None and not s.taken:
             s.taken = True
-            return await self.filler.stream(request, s), "pass"
+            if s.resp.status != 206 or aligned_slice(spec, self.size) == got.index:
+                return await self.filler.stream(request, s), "pass"
+            s.discard()
+        if got.kind == "error":
+            return short_answer(got.status, f"{got.status} {got.reason}"), "error"
         return await self._direct(request, path, query, hdrs), "pass"
 
     async def _answer(self, request: web.BaseRequest, got: SliceFill, spec: ByteRange | None,
@@ -232,6 +240,10 @@ class SlicePath:
                     piece = await self._piece(ck, path, query, hdrs, meta, ver, j)
                 except (ObjectChanged, SliceFailed) as e:
                     log.warning("slices: %s: slice %d: %s; answer cut", ck.url, j, e)
+                    if isinstance(e, SliceFailed) and (s := e.fill.stream) is not None \
+                            and not s.taken:
+                        s.taken = True
+                        s.discard()
                     if request.transport is not None:
                         request.transport.close()
                     return out
@@ -326,9 +338,6 @@ class SlicePath:
             raise ObjectChanged(out)
         if out.kind == "stored" and out.body is not None:
             return out.body
-        if out.stream is not None and not out.stream.taken:
-            out.stream.taken = True
-            out.stream.discard()
         raise SliceFailed(out if out.kind == "error" else replace(
             out, reason="the origin's answer to a slice cannot be stored"))
 
@@ -477,7 +486,8 @@ class SlicePath:
                     lock.tier is not None and expect is None:
                 await self.l2.put(meta_key(ck.key, self.size), PassMarker(ck.url, now),
                                   self.cfg.lock_ttl_seconds, lock.tier)
-            return SliceFill("pass", stream=OriginStream(resp, b"", decision, deadline=deadline))
+            return SliceFill("pass", stream=OriginStream(resp, b"", decision, deadline=deadline),
+                             index=index)
         assert total is not None
         meta = StoredObject(
             status=200, headers=kept, body=b"", url=ck.url, stored_at=now,
@@ -493,7 +503,8 @@ class SlicePath:
         budget = f.budget
         if not budget.take(n):
             self.m.origin_fetches.labels("pass").inc()
-            return SliceFill("pass", stream=OriginStream(resp, b"", decision, deadline=deadline))
+            return SliceFill("pass", stream=OriginStream(resp, b"", decision, deadline=deadline),
+                             index=index)
         try:
             async with asyncio.timeout_at(deadline):
                 data = await resp.content.readexactly(n) if n else b""
@@ -524,7 +535,7 @@ class SlicePath:
         if not f.budget.take(self.size):
             self.m.origin_fetches.labels("pass").inc()
             return SliceFill("pass", stream=OriginStream(resp, b"", StoreDecision(False, "budget"),
-                                                          deadline=deadline))
+                                                          deadline=deadline), index=index)
         await self.l2.put(meta_key(ck.key, self.size), meta, ttl, lock.tier)
         keys = [slice_key(ck.key, self.size, j, ver) for j in range(slice_count(total, self.size))]
         loop = asyncio.get_running_loop()
