@@ -307,6 +307,28 @@ async def test_past_the_fill_budget_slices_are_streamed_and_answers_stay_right(
     assert src.ranges[slice_request_range(2, SLICE)] == before + 1  # it was not stored
 
 
+async def test_a_whole_answer_relays_slices_that_cannot_be_stored_now(
+        pods: PodFactory, origin: Origin, client: aiohttp.ClientSession) -> None:
+    """The object's metadata is in L2, its other slices are not, and the fill budget is taken
+    by fills in flight: a whole GET still gets every byte, those slices relayed from the
+    origin as they arrive (and not stored)."""
+    total = 4 * SLICE + 9
+    src = serve(origin, "/relay.bin", total)
+    pod = await pods(cachePolicy=SLICED)
+    status, _, body = await fetch(client, pod.edge_url, "/relay.bin", Range="bytes=0-10")
+    assert status == 206 and body == src.body.read(0, 10)  # metadata + slice 0 stored
+    budget = pod.edge.filler.budget
+    budget.used = budget.limit  # as if other fills held it all
+    try:
+        for _ in range(2):
+            status, _, body = await fetch(client, pod.edge_url, "/relay.bin")
+            assert status == 200 and body == src.body.read(0, total - 1)
+    finally:
+        budget.used = 0
+    assert src.ranges[slice_request_range(0, SLICE)] == 1
+    assert src.ranges[slice_request_range(3, SLICE)] == 2  # relayed each time, not stored
+
+
 # ----------------------------------------------------------------------------- purge
 
 

@@ -235,26 +235,59 @@ class SlicePath:
         sent = 0
         piece: StoredObject | None = body0
         for j in slices_for(first, last, self.size):
+            s0, s1 = slice_span(j, self.size, meta.slice_total)
+            a, b = max(first, s0) - s0, min(last, s1) - s0 + 1
             if piece is None:
                 try:
                     piece = await self._piece(ck, path, query, hdrs, meta, ver, j)
                 except (ObjectChanged, SliceFailed) as e:
-                    log.warning("slices: %s: slice %d: %s; answer cut", ck.url, j, e)
-                    if isinstance(e, SliceFailed) and (s := e.fill.stream) is not None \
-                            and not s.taken:
+                    s = e.fill.stream if isinstance(e, SliceFailed) else None
+                    if s is not None and not s.taken:
                         s.taken = True
-                        s.discard()
+                        # not stored (fill budget spent, ...): this slice straight from the
+                        # origin's answer, if it is the slice of this version
+                        if await self._relay(out, s, j, ver, meta.slice_total, a, b):
+                            sent += b - a
+                            continue
+                    log.warning("slices: %s: slice %d: %s; answer cut", ck.url, j, e)
                     if request.transport is not None:
                         request.transport.close()
                     return out
-            s0, s1 = slice_span(j, self.size, meta.slice_total)
-            a, b = max(first, s0) - s0, min(last, s1) - s0 + 1
             await out.write(memoryview(piece.body)[a:b])
             sent += b - a
             piece = None
         await out.write_eof()
         self.m.sent("slice", sent)
         return out
+
+    async def _relay(self, out: web.StreamResponse, s: OriginStream, index: int, ver: str,
+                     total: int, a: int, b: int) -> bool:
+        """Bytes a..b-1 of slice ``index`` from an origin answer that is not stored, written
+        as they arrive.  False when it is not that slice of version ``ver`` (nothing written)
+        or the origin failed midway: the caller cuts the answer."""
+        try:
+            resp = s.resp
+            kept = tuple((k, v) for k, v in store_headers(tuple(resp.headers.items()))
+                         if k.lower() != "content-range")
+            cr = parse_content_range(resp.headers.get("Content-Range"))
+            if resp.status != 206 or cr is None or cr[2] != total or \
+                    (cr[0], cr[1]) != slice_span(index, self.size, total) or \
+                    version(kept, total) != ver:
+                return False
+            pos = 0
+            async with asyncio.timeout_at(s.deadline or self.filler._deadline()):
+                async for chunk in resp.content.iter_chunked(65536):
+                    lo, hi = max(a, pos), min(b, pos + len(chunk))
+                    if lo < hi:
+                        await out.write(chunk[lo - pos:hi - pos])
+                    pos += len(chunk)
+                    if pos >= b:
+                        break
+            return pos >= b
+        except (TimeoutError, aiohttp.ClientError):
+            return False
+        finally:
+            s.discard()
 
     async def _direct(self, request: web.BaseRequest, path: str, query: str,
                       hdrs: Mapping[str, str]) -> web.StreamResponse:
