@@ -22,6 +22,7 @@ from tests.edge.edgeharness import (
     edge_config,
     edge_subprocess,
     free_port,
+    raw_get,
     write_config_file,
 )
 
@@ -332,23 +333,42 @@ async def test_a_whole_answer_relays_slices_that_cannot_be_stored_now(
 # ----------------------------------------------------------------------------- purge
 
 
+@pytest.mark.parametrize("body", [{"url": f"{HOST}/p/p.bin"}, {"prefix": f"{HOST}/p/"}],
+                         ids=["url", "prefix"])
 async def test_purge_removes_every_slice_from_l1_and_l2(
-        pods: PodFactory, origin: Origin, client: aiohttp.ClientSession) -> None:
+        pods: PodFactory, origin: Origin, client: aiohttp.ClientSession,
+        body: dict[str, str]) -> None:
     total = 6 * SLICE - 1
-    src = serve(origin, "/p.bin", total)
+    src = serve(origin, "/p/p.bin", total)
     pod = await pods(cachePolicy=SLICED)
-    await fetch(client, pod.url, "/p.bin")
-    assert (await fetch(client, pod.url, "/p.bin"))[1]["x-cache"] == "HIT"
-    async with client.post(pod.admin_url + "/purge", json={"url": f"{HOST}/p.bin"},
+    await fetch(client, pod.url, "/p/p.bin")
+    assert (await fetch(client, pod.url, "/p/p.bin"))[1]["x-cache"] == "HIT"
+    async with client.post(pod.admin_url + "/purge", json=body,
                            headers={"Authorization": f"Bearer {TOKEN}"}) as r:
         assert r.status == 200
         report = await r.json()
     assert report["pods"]["self"]["l1"]["purged"] == 6  # each slice's nginx entry
-    status, headers, body = await fetch(client, pod.url, "/p.bin")
-    assert status == 200 and body == src.body.read(0, total - 1)
+    status, headers, got = await fetch(client, pod.url, "/p/p.bin")
+    assert status == 200 and got == src.body.read(0, total - 1)
     assert headers["x-cache"] == "MISS"
     # every slice came from the origin again: none was left in L1 or L2
     assert dict(src.ranges) == {slice_request_range(i, SLICE): 2 for i in range(6)}
+
+
+async def test_only_canonical_targets_are_kept_in_l1_in_slices_too(
+        pods: PodFactory, origin: Origin) -> None:
+    """One request target: "/c/../k.bin" is the object "/k.bin" for L2 and the origin, and
+    nginx (which keys on the raw target) must not keep its slices under the raw target."""
+    total = 2 * SLICE + 1
+    src = serve(origin, "/k.bin", total)
+    pod = await pods(cachePolicy=SLICED)
+    for _ in range(2):
+        a = await raw_get(pod.url, "/c/../k.bin")
+        assert a.status == 200 and a.body == src.body.read(0, total - 1)
+        assert a.headers["x-cache"] != "HIT"
+    b = await raw_get(pod.url, "/k.bin")
+    assert b.status == 200 and b.body == a.body
+    assert set(src.ranges.values()) == {1}  # one object, each slice fetched once
 
 
 # ----------------------------------------------------------------------------- memory
