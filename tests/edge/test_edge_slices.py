@@ -13,6 +13,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp import web
 from tests.edge.edgeharness import (
     HOST,
     CyclicBody,
@@ -46,7 +47,7 @@ def serve(origin: Origin, path: str, total: int, **kw: object) -> RangeOrigin:
 async def fetch(client: aiohttp.ClientSession, base: str, path: str,
                 **headers: str) -> tuple[int, dict[str, str], bytes]:
     h = {"Host": HOST, **{k.replace("_", "-"): v for k, v in headers.items()}}
-    async with client.get(base + path, headers=h) as r:
+    async with client.get(base + path, headers=h, allow_redirects=False) as r:
         return r.status, {k.lower(): v for k, v in r.headers.items()}, await r.read()
 
 
@@ -328,6 +329,40 @@ async def test_a_whole_answer_relays_slices_that_cannot_be_stored_now(
         budget.used = 0
     assert src.ranges[slice_request_range(0, SLICE)] == 1
     assert src.ranges[slice_request_range(3, SLICE)] == 2  # relayed each time, not stored
+
+
+async def test_answers_that_are_no_object_are_cached_whole_while_slicing(
+        pods: PodFactory, origin: Origin, client: aiohttp.ClientSession) -> None:
+    """A 404 or a redirect is no object in slices: stored whole (as without slicing), and
+    answered as it is whatever range was asked; when an object in slices becomes a 404 the
+    next request gets the 404."""
+    origin.set("/gone", status=404, body=b"no such thing",
+               headers={"Cache-Control": "max-age=300"})
+    origin.set("/moved", status=301, body=b"",
+               headers={"Location": "/elsewhere", "Cache-Control": "max-age=300"})
+    pod = await pods(cachePolicy=SLICED)
+    for base in (pod.url, pod.edge_url):
+        for _ in range(2):
+            status, _, body = await fetch(client, base, "/gone")
+            assert (status, body) == (404, b"no such thing"), base
+            status, headers, _ = await fetch(client, base, "/moved", Range="bytes=5-9")
+            assert (status, headers["location"]) == (301, "/elsewhere"), base
+    assert origin.hits["/gone"] == 1 and origin.hits["/moved"] == 1
+    # an object in slices, then gone at the origin: the 404 once its metadata is refreshed
+    total = 3 * SLICE
+    serve(origin, "/vanishing.bin", total)
+    assert (await fetch(client, pod.edge_url, "/vanishing.bin", Range="bytes=0-9"))[0] == 206
+
+    async def gone(request: object) -> web.Response:
+        return web.Response(status=404, text="gone", headers={"Cache-Control": "max-age=60"})
+
+    origin.set("/vanishing.bin", handler=gone)  # type: ignore[arg-type]
+    # slice 2 is not stored yet: fetching it finds the 404, which is the answer from now on
+    status, _, body = await fetch(client, pod.edge_url, "/vanishing.bin",
+                                  Range=f"bytes={2 * SLICE}-{2 * SLICE + 9}")
+    assert (status, body) == (404, b"gone")
+    status, _, body = await fetch(client, pod.edge_url, "/vanishing.bin", Range="bytes=0-9")
+    assert (status, body) == (404, b"gone")
 
 
 # ----------------------------------------------------------------------------- purge

@@ -129,6 +129,13 @@ class SlicePath:
             got = await self._meta(ck, path, query, hdrs, first_index)
             if got.kind != "stored" or got.meta is None:
                 return await self._not_sliced(request, got, spec, path, query, hdrs)
+            if got.meta.slice_total < 0:  # an answer that is no object in slices (404, ...)
+                obj = got.meta
+                headers = answer_headers(obj, time.time(),
+                                         self.cfg.cache_policy.l1_max_ttl_seconds, got.tier)
+                first = aligned_slice(spec, self.size) == 0  # nginx's first slice request
+                return self._respond(request, obj.status, headers, obj.body,
+                                     0 if first else None, ck, hdrs, l1_ok, obj), got.tier
             try:
                 return await self._answer(request, got, spec, ck, path, query, hdrs, l1_ok)
             except ObjectChanged:
@@ -196,7 +203,7 @@ class SlicePath:
                                   hdrs, meta, ver), got.tier
 
     def _respond(self, request: web.BaseRequest, status: int, headers: list[tuple[str, str]],
-                 data: bytes | memoryview, l1_slice: int | None, ck: CacheKey,
+                 data: bytes | bytearray | memoryview, l1_slice: int | None, ck: CacheKey,
                  hdrs: Mapping[str, str], l1_ok: bool, meta: StoredObject) -> web.Response:
         """One answer from one slice.  nginx may keep it only when it is exactly the slice
         its ``slice`` asked for (its L1 key then ends in that range), recorded in the index
@@ -324,13 +331,15 @@ class SlicePath:
         entry, _ = await self.l2.get(mkey)
         now = time.time()
         prev: str | None = None
-        if isinstance(entry, StoredObject) and entry.slice_total >= 0:
+        if isinstance(entry, StoredObject):
             if entry.state(now) == "fresh":
                 self.m.hit("l2")
                 return SliceFill("stored", meta=entry, tier="l2")
-            prev = version(entry.headers, entry.slice_total)
+            if entry.slice_total >= 0:
+                prev = version(entry.headers, entry.slice_total)
         elif isinstance(entry, PassMarker):
             return SliceFill("pass")
+
         async def lookup() -> SliceFill | None:
             found, _ = await self.l2.get(mkey)
             return self._take_meta(found)
@@ -338,7 +347,7 @@ class SlicePath:
         got = await self._collapse(mkey, lambda: self._locked(
             mkey, lambda lock: self._fetch(ck, path, query, hdrs, index, lock, None), lookup))
         if got.kind == "error" and isinstance(entry, StoredObject) and \
-                entry.slice_total >= 0 and entry.state(now) in ("stale-revalidate", "stale"):
+                entry.state(now) in ("stale-revalidate", "stale"):
             self.m.hit("l2-stale-if-error")
             return SliceFill("stored", meta=entry, tier="stale-if-error")
         if prev is not None and got.meta is not None and got.tier == "origin" and \
@@ -462,8 +471,7 @@ class SlicePath:
     def _take_meta(entry: object) -> SliceFill | None:
         if isinstance(entry, PassMarker):
             return SliceFill("pass")
-        if isinstance(entry, StoredObject) and entry.slice_total >= 0 and \
-                entry.state(time.time()) == "fresh":
+        if isinstance(entry, StoredObject) and entry.state(time.time()) == "fresh":
             return SliceFill("stored", meta=entry, tier="l2-collapsed")
         return None
 
@@ -498,6 +506,9 @@ class SlicePath:
         rheaders = tuple((k, v) for k, v in resp.headers.items())
         now = time.time()
         policy = self.cfg.cache_policy
+        if resp.status not in (200, 206, 416):
+            return await self._fetch_whole_answer(resp, ck, hdrs, lock, index, expect, now,
+                                                  deadline)
         total: int | None = None
         if resp.status == 206:
             cr = parse_content_range(resp.headers.get("Content-Range"))
@@ -557,6 +568,50 @@ class SlicePath:
         if changed:
             await self._changed(ck)
         return SliceFill("stored", meta=meta, body=piece, index=index, changed=changed)
+
+    async def _fetch_whole_answer(self, resp: aiohttp.ClientResponse, ck: CacheKey,
+                                  hdrs: Mapping[str, str], lock: LockResult, index: int,
+                                  expect: str | None, now: float,
+                                  deadline: float) -> SliceFill:
+        """An answer that is no part of an object (404, a redirect, 304, ...): stored as a
+        whole at the object's metadata key when a shared cache may store it and it is small
+        (up to a slice and maxObjectSizeBytes), so slicing caches these as before."""
+        f = self.filler
+        policy = self.cfg.cache_policy
+        rheaders = tuple((k, v) for k, v in resp.headers.items())
+        decision = decide_storage("GET", hdrs, resp.status, rheaders, policy, now, f._unkeyed)
+        n = resp.content_length
+        if not decision.store or decision.vary or n is None or \
+                n > min(self.size, policy.max_object_size_bytes) or not f.budget.take(n):
+            self.m.origin_fetches.labels("pass").inc()
+            if not decision.store and f.shared_l2 and lock.tier is not None and expect is None:
+                await self.l2.put(meta_key(ck.key, self.size), PassMarker(ck.url, now),
+                                  self.cfg.lock_ttl_seconds, lock.tier)
+            return SliceFill("pass", stream=OriginStream(resp, b"", decision, deadline=deadline),
+                             index=index)
+        try:
+            async with asyncio.timeout_at(deadline):
+                data = await resp.content.readexactly(n) if n else b""
+        except (TimeoutError, aiohttp.ClientError, asyncio.IncompleteReadError) as e:
+            self.m.origin_fetches.labels("timeout").inc()
+            return SliceFill("error", status=504, reason="Gateway Timeout: origin body "
+                             f"incomplete ({type(e).__name__})")
+        finally:
+            f.budget.give(n)
+            resp.release()
+        self.m.origin_fetches.labels("stored").inc()
+        obj = StoredObject(
+            status=resp.status, headers=store_headers(rheaders), body=data, url=ck.url,
+            stored_at=now, fresh_until=now + decision.freshness_seconds,
+            stale_while_revalidate=decision.stale_while_revalidate,
+            stale_if_error=decision.stale_if_error, no_stale=decision.no_stale,
+            revalidate=decision.revalidate)
+        ttl = max(1, policy.default_ttl_seconds) if obj.revalidate else obj.record_ttl(now)
+        await self.l2.put(meta_key(ck.key, self.size), obj, ttl, lock.tier)
+        changed = expect is not None
+        if changed:
+            await self._changed(ck)  # it was an object in slices: gone, or moved
+        return SliceFill("stored", meta=obj, index=index, changed=changed)
 
     async def _whole(self, resp: aiohttp.ClientResponse, ck: CacheKey, meta: StoredObject,
                      ver: str, ttl: int, index: int, lock: LockResult, changed: bool,
