@@ -251,6 +251,40 @@ async def _read_all(client: aiohttp.ClientSession, base: str,
         return r.status, dict(r.headers), bytes(out)
 
 
+async def test_stale_metadata_is_served_while_it_is_refreshed_in_the_background(
+        pods: PodFactory, origin: Origin, client: aiohttp.ClientSession) -> None:
+    """RFC 5861 stale-while-revalidate, in slices: the stale object is answered at once (its
+    slices are keyed by its version), the origin is asked in the background, and a new
+    version found there is what the next request gets."""
+    total = 2 * SLICE + 3
+    src = serve(origin, "/swr.bin", total,
+                headers={"Cache-Control": "max-age=1, stale-while-revalidate=60"})
+    pod = await pods(cachePolicy=SLICED)
+    first = await fetch(client, pod.edge_url, "/swr.bin")
+    assert first[0] == 200 and first[1]["x-aerocdn-tier"] == "origin"
+    fetched = sum(src.ranges.values())
+    stale_from = time.time() + 1.1
+    while time.time() < stale_from:  # the condition is the clock itself: max-age=1 runs out
+        await asyncio.sleep(0.05)
+    v2 = CyclicBody(total, seed=9)
+    src.body, src.etag = v2, '"v2"'
+    status, headers, body = await fetch(client, pod.edge_url, "/swr.bin")
+    assert (status, headers["x-aerocdn-tier"], headers["etag"]) == (200, "l2-stale", '"v1"')
+    assert body == first[2]  # the old version, whole: never mixed with the new one
+    deadline = time.monotonic() + 10
+    while sum(src.ranges.values()) == fetched:  # the background refresh reaches the origin
+        assert time.monotonic() < deadline, "no background refresh"
+        await asyncio.sleep(0.01)
+    deadline = time.monotonic() + 10
+    while True:
+        status, headers, body = await fetch(client, pod.edge_url, "/swr.bin")
+        if headers["etag"] == '"v2"':
+            break
+        assert time.monotonic() < deadline, "the new version never came"
+        await asyncio.sleep(0.01)
+    assert status == 200 and body == v2.read(0, total - 1)
+
+
 # ----------------------------------------------------------------------------- origins
 
 

@@ -332,13 +332,36 @@ class SlicePath:
         now = time.time()
         prev: str | None = None
         if isinstance(entry, StoredObject):
-            if entry.state(now) == "fresh":
+            state = entry.state(now)
+            if state == "fresh":
                 self.m.hit("l2")
                 return SliceFill("stored", meta=entry, tier="l2")
             if entry.slice_total >= 0:
                 prev = version(entry.headers, entry.slice_total)
+            if state == "stale-revalidate":
+                # RFC 5861: answer from what we hold (its slices are keyed by its version),
+                # refresh the metadata in the background
+                self.m.hit("l2-stale")
+                if mkey not in self.inflight:
+                    task = asyncio.ensure_future(self._refill_meta(
+                        ck, path, query, CIMultiDict(hdrs), index, prev))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
+                return SliceFill("stored", meta=entry, tier="l2-stale")
         elif isinstance(entry, PassMarker):
             return SliceFill("pass")
+        got = await self._refill_meta(ck, path, query, hdrs, index, prev)
+        if got.kind == "error" and isinstance(entry, StoredObject) and \
+                entry.state(now) in ("stale-revalidate", "stale"):
+            self.m.hit("l2-stale-if-error")
+            return SliceFill("stored", meta=entry, tier="stale-if-error")
+        return got
+
+    async def _refill_meta(self, ck: CacheKey, path: str, query: str, hdrs: Mapping[str, str],
+                           index: int, prev: str | None) -> SliceFill:
+        """The metadata from a fill of slice ``index`` (joined in the pod, locked in the
+        region); ``prev``: the version held so far, to notice a change."""
+        mkey = meta_key(ck.key, self.size)
 
         async def lookup() -> SliceFill | None:
             found, _ = await self.l2.get(mkey)
@@ -346,10 +369,6 @@ class SlicePath:
 
         got = await self._collapse(mkey, lambda: self._locked(
             mkey, lambda lock: self._fetch(ck, path, query, hdrs, index, lock, None), lookup))
-        if got.kind == "error" and isinstance(entry, StoredObject) and \
-                entry.state(now) in ("stale-revalidate", "stale"):
-            self.m.hit("l2-stale-if-error")
-            return SliceFill("stored", meta=entry, tier="stale-if-error")
         if prev is not None and got.meta is not None and got.tier == "origin" and \
                 version(got.meta.headers, got.meta.slice_total) != prev:
             await self._changed(ck)  # a new version after the old one expired
