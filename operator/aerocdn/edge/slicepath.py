@@ -659,7 +659,7 @@ class SlicePath:
                 async with asyncio.timeout_at(deadline):
                     async for chunk in resp.content.iter_chunked(65536):
                         view = memoryview(chunk)
-                        while view:
+                        while view and j < len(keys):  # never past the stated length
                             want = _span_len(j, self.size, total) - len(buf)
                             buf += view[:want]
                             view = view[want:]
