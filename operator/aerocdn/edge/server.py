@@ -1,5 +1,6 @@
 """The request path: nginx's upstream on loopback answers each request from L2 or through a
-fill (``aerocdn.edge.fill``), and records what nginx may keep (``L1Index``, for purges).
+fill (``aerocdn.edge.fill``) - with cachePolicy.slices, in slices (``aerocdn.edge.slicepath``)
+- and records what nginx may keep (``L1Index``, for purges).
 
 ``RequestPath.handle`` is the one handler of the upstream listener (``aerocdn.edge.app``).
 """
