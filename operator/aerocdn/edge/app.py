@@ -92,6 +92,10 @@ class Edge:
         self.filler = Filler(cfg, self.m, l2, shared=self.shared_l2)
         self.request_path = RequestPath(cfg, self.m, l2, self.l1, self.filler)
         self.purger = Purger(cfg, self.m, l2, self.l1, self.peers)
+        # an object served in slices changed at the origin: this pod's nginx forgets its
+        # slices (the local part of a purge of its URL)
+        self.request_path.slices.on_change = (
+            lambda url, host, pq: self.purger._purge_nginx(url, False, host, pq))
         self._tasks: list[asyncio.Task[Any]] = []
         self._runners: list[web.BaseRunner] = []
         self.control: aiohttp.ClientSession | None = None
@@ -199,6 +203,7 @@ class Edge:
         for runner in self._runners:
             await runner.cleanup()
         await stop_tasks(self._tasks)
+        await self.request_path.slices.close()
         await self.filler.close()
         if self.control is not None:
             await self.control.close()

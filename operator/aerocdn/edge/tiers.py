@@ -179,6 +179,7 @@ def to_bins(e: Entry) -> dict[str, Any]:
             "vy": list(e.vary),
             "sel": [[k, v] for k, v in e.selected],
             "fl": (1 if e.no_stale else 0) | (2 if e.revalidate else 0),
+            **({"tot": e.slice_total} if e.slice_total >= 0 else {}),
         }
     if isinstance(e, VaryMarker):
         return {"k": "v", "u": e.url, "vy": list(e.vary), "sa": e.stored_at, "fu": e.expires_at}
@@ -201,6 +202,7 @@ def from_bins(b: dict[str, Any]) -> Entry | None:
             selected=tuple((str(k), str(v)) for k, v in (b.get("sel") or ())),
             no_stale=bool(int(b.get("fl") or 0) & 1),
             revalidate=bool(int(b.get("fl") or 0) & 2),
+            slice_total=int(b.get("tot", -1)),
         )
     if kind == "v":
         return VaryMarker(
