@@ -37,7 +37,7 @@ from aerocdn.render.cachecluster import render_cachecluster
 
 EE = {"edition": "enterprise", "featureKeySecretRef": {"name": "aerospike-features"}}
 TLS = {"secretName": "eu-tls"}
-ACCESS = {"adminSecretRef": {"name": "eu-admin"},
+ACCESS = {"adminSecretRef": {"name": "eu-admin"}, "edgeSecretName": "eu-edge",
           "users": [{"name": "edge", "secretName": "edge-pw", "roles": ["read-write"]}]}
 ENTERPRISE_KEYS = ("feature-key-file", "tls", "security", "tls-port", "tls-name")
 
@@ -66,6 +66,13 @@ def validate(objs: list[dict[str, Any]]) -> None:
 
 
 @pytest.mark.parametrize(("spec", "field"), [
+    ({**EE, "accessControl": {**ACCESS, "users": [
+        {"name": "aerocdn-edge", "secretName": "x", "roles": ["read"]}]}},
+     r"users\[0\].name: aerocdn-edge and aerocdn-exporter are the operator's own users"),
+    ({**EE, "exporter": {"enabled": True}, "accessControl": ACCESS},
+     "exporterSecretName is required when spec.exporter.enabled"),
+    ({**EE, "accessControl": {"adminSecretRef": {"name": "a"}}},
+     "accessControl.edgeSecretName: required field is missing"),
     ({"edition": "enterprise"}, "spec.featureKeySecretRef is required"),
     ({"featureKeySecretRef": {"name": "f"}}, "spec.featureKeySecretRef is Enterprise-only"),
     ({"tls": TLS}, "spec.tls is Enterprise-only"),
@@ -108,7 +115,8 @@ def test_new_field_constraints_are_in_the_crd_on_an_enterprise_base(case: Any) -
     fields; here the same bad values on an Enterprise spec that is otherwise valid."""
     obj = copy.deepcopy(case.obj)
     obj["spec"] = {**EE, **obj["spec"]}
-    fill = {"tls": TLS, "accessControl": {"adminSecretRef": {"name": "a"}}}
+    fill = {"tls": TLS, "accessControl": {"adminSecretRef": {"name": "a"},
+                                          "edgeSecretName": "e"}}
     for key, value in fill.items():
         if key in obj["spec"]:
             obj["spec"][key] = {**value, **obj["spec"][key]}
@@ -219,6 +227,7 @@ def test_access_control_renders_the_security_context() -> None:
     assert "\nsecurity {\n}\n" in conf
     # passwords never reach the pods: users are managed over the admin protocol
     assert "edge-pw" not in str(objs) and "eu-admin" not in str(objs)
+    assert "eu-edge" not in str(objs)  # without the exporter nothing in the pods logs in
     validate(objs)
 
 
@@ -273,8 +282,13 @@ def test_the_secrets_the_operator_reads() -> None:
     assert referenced_secrets(cc.spec) == {
         "eu-tls": ("ca.crt", "tls.crt", "tls.key"),
         "eu-admin": ("username", "password"),
+        "eu-edge": ("password",),
         "edge-pw": ("password",),
     }
+    exporter = cachecluster({**EE, "exporter": {"enabled": True},
+                             "accessControl": {**ACCESS, "exporterSecretName": "eu-admin"}})
+    # one Secret for two purposes: the admin's keys (a superset) are read
+    assert referenced_secrets(exporter.spec)["eu-admin"] == ("username", "password")
 
 
 class RecordingFactory:
@@ -338,14 +352,28 @@ def test_desired_users_reads_secrets_and_adds_the_admin() -> None:
     cc = cachecluster({**EE, "accessControl": ACCESS})
     access = cc.spec.access_control
     assert access is not None
-    users = desired_users(access, {"username": b64("ops"), "password": b64("a")},
-                          {"edge-pw": {"password": b64("e")}})
-    assert users == [user("ops", "a", *ADMIN_ROLES), user("edge", "e", "read-write")]
+    secrets = {"edge-pw": {"password": b64("e")}, "eu-edge": {"password": b64("E")}}
+    users = desired_users(access, {"username": b64("ops"), "password": b64("a")}, secrets)
+    assert users == [user("ops", "a", *ADMIN_ROLES), user("aerocdn-edge", "E", "read-write"),
+                     user("edge", "e", "read-write")]
     with pytest.raises(SecretProblem, match="Secret edge-pw has no key password"):
-        desired_users(access, {"username": b64("ops"), "password": b64("a")}, {"edge-pw": {}})
+        desired_users(access, {"username": b64("ops"), "password": b64("a")},
+                      {**secrets, "edge-pw": {}})
+    with pytest.raises(SecretProblem, match="Secret eu-edge does not exist"):
+        desired_users(access, {"username": b64("ops"), "password": b64("a")},
+                      {"edge-pw": secrets["edge-pw"]})
     with pytest.raises(ValueError, match=r"users\[0\].name: 'edge' is the operator's admin"):
-        desired_users(access, {"username": b64("edge"), "password": b64("a")},
-                      {"edge-pw": {"password": b64("e")}})
+        desired_users(access, {"username": b64("edge"), "password": b64("a")}, secrets)
+    with pytest.raises(ValueError, match="names the user 'aerocdn-edge'"):
+        desired_users(access, {"username": b64("aerocdn-edge"), "password": b64("a")},
+                      secrets)
+    exporter = cachecluster({**EE, "exporter": {"enabled": True},
+                             "accessControl": {**ACCESS, "exporterSecretName": "ex"}})
+    assert exporter.spec.access_control is not None
+    users = desired_users(exporter.spec.access_control,
+                          {"username": b64("ops"), "password": b64("a")},
+                          {**secrets, "ex": {"password": b64("x")}})
+    assert user("aerocdn-exporter", "x", "read") in users
 
 
 def test_new_cluster_logged_in_as_default_admin_creates_the_operator_admin_first() -> None:
