@@ -105,15 +105,20 @@ def _field(cc: CacheCluster, secret: str) -> str:
 
 def check_secrets(cc: CacheCluster, secrets: Mapping[str, SecretData]) -> None:
     """Every key the operator reads from the Secrets ``cc`` names is there and usable; else a
-    PermanentError (reason SecretInvalid) naming the field, the Secret and the key."""
-    for secret, keys in sorted(referenced_secrets(cc.spec).items()):
+    PermanentError (reason SecretInvalid) naming, for each problem in spec order, the field,
+    the Secret and the key."""
+    problems: list[tuple[str, str]] = []
+    for secret, keys in referenced_secrets(cc.spec).items():
         try:
             for key in keys:
                 secret_text(secret, secrets.get(secret), key)
         except SecretProblem as exc:
-            raise PermanentError(
-                FailureReason.SECRET_INVALID, _field(cc, secret),
-                f"{exc} (the reconcile waits until the Secret or the spec changes)") from None
+            problems.append((_field(cc, secret), str(exc)))
+    if problems:
+        raise PermanentError(
+            FailureReason.SECRET_INVALID, problems[0][0],
+            "; ".join(f"{f}: {m}" if i else m for i, (f, m) in enumerate(problems))
+            + " (the reconcile waits until the Secret or the spec changes)")
 
 
 def tls_dir(cc: CacheCluster, files: Mapping[str, str], root: str | None = None) -> Path:
