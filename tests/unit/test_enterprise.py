@@ -5,13 +5,23 @@ from __future__ import annotations
 
 import base64
 import copy
+import tomllib
 from typing import Any
 
 import jsonschema
 import kubernetes_validate
 import pytest
+import yaml
+from pydantic import ValidationError
 from tests.unit.api_walk import BASE, constraint_cases
-from tests.unit.test_render import K8S_VERSION, by_kind, cachecluster, conf_of
+from tests.unit.test_render import (
+    K8S_VERSION,
+    by_kind,
+    cachecluster,
+    conf_of,
+    contentedge,
+    pod_hash,
+)
 
 from aerocdn.aerospike.client import AerospikeInfo, ClientSecurity, ClientTls
 from aerocdn.aerospike.parse import HostPort
@@ -33,7 +43,10 @@ from aerocdn.aerospike.users import (
 )
 from aerocdn.api import InputError, parse_object
 from aerocdn.api.crd import all_crds
+from aerocdn.edge.config import CacheClusterRef, EdgeConfig
+from aerocdn.edge.tiers import AerospikeTier, TierError
 from aerocdn.render.cachecluster import render_cachecluster
+from aerocdn.render.contentedge import render_contentedge
 
 EE = {"edition": "enterprise", "featureKeySecretRef": {"name": "aerospike-features"}}
 TLS = {"secretName": "eu-tls"}
@@ -442,3 +455,111 @@ async def test_a_refused_edition_field_is_a_condition_and_nothing_is_created(
     assert degraded["status"] == "True" and degraded["reason"] == "InvalidSpec"
     assert field in degraded["message"]
     assert world.kube.kind_of("StatefulSet", NS) == []
+
+
+# ------------------------------------------------------------------ edges and the exporter log in
+
+
+def test_edges_of_a_cluster_with_access_control_log_in_with_its_edge_secret() -> None:
+    secured = cachecluster({**EE, "accessControl": ACCESS}, name="eu")
+    plain = cachecluster({}, name="us-1")
+    objs = render_contentedge(contentedge(), {"eu": secured, "us-1": plain})
+    validate(objs)
+    for dep in by_kind(objs, "Deployment"):
+        pod = dep["spec"]["template"]["spec"]
+        cm = next(o for o in by_kind(objs, "ConfigMap")
+                  if o["metadata"]["name"] == dep["metadata"]["name"])
+        edge = EdgeConfig.model_validate(yaml.safe_load(cm["data"]["edge.yaml"]))
+        # every region lists both clusters (fail-over routes): both log-ins are everywhere
+        assert edge.cache_clusters["eu"].user == "aerocdn-edge"
+        assert edge.cache_clusters["eu"].password_file == "/etc/aerocdn/aerospike/eu/password"
+        assert edge.cache_clusters["us-1"].user is None
+        assert edge.cache_clusters["us-1"].password_file is None
+        assert edge.cache_clusters["eu"].seeds == ("eu.cdn.svc:3000",)  # plain port
+        logins = [v for v in pod["volumes"] if v["name"].startswith("aerospike-login-")]
+        assert logins == [{"name": "aerospike-login-0", "secret": {
+            "secretName": "eu-edge", "defaultMode": 0o440,
+            "items": [{"key": "password", "path": "password"}]}}]
+        containers = {c["name"]: c for c in pod["containers"]}
+        assert {"name": "aerospike-login-0", "mountPath": "/etc/aerocdn/aerospike/eu",
+                "readOnly": True} in containers["edge"]["volumeMounts"]
+        # nginx, which faces clients, never sees the password
+        assert not any(m["name"].startswith("aerospike-login")
+                       for m in containers["nginx"]["volumeMounts"])
+        assert "eu-admin" not in str(pod) and "edge-pw" not in str(pod)
+
+
+def test_turning_access_control_on_rolls_the_edges() -> None:
+    def hash_of(spec: dict[str, Any]) -> str:
+        objs = render_contentedge(contentedge(), {"eu": cachecluster(spec, name="eu")})
+        return pod_hash(objs, "Deployment", "web-eu")
+
+    assert hash_of({**EE, "accessControl": ACCESS}) != hash_of(EE)
+
+
+def test_the_exporter_logs_in_with_its_secret_and_only_it_mounts_it() -> None:
+    objs = render_cachecluster(cachecluster({**EE, "exporter": {"enabled": True},
+                                             "accessControl": {**ACCESS,
+                                                               "exporterSecretName": "ex"}}))
+    validate(objs)
+    cm = next(o for o in by_kind(objs, "ConfigMap") if "ape.toml" in o["data"])
+    ape = tomllib.loads(cm["data"]["ape.toml"])
+    assert ape["Aerospike"]["user"] == "aerocdn-exporter"
+    assert ape["Aerospike"]["password"] == "file:/etc/aerocdn/exporter-login/password"
+    assert ape["Aerospike"]["db_port"] == 3000
+    (sts,) = by_kind(objs, "StatefulSet")
+    pod = sts["spec"]["template"]["spec"]
+    assert volumes(objs)["exporter-login"]["secret"] == {
+        "secretName": "ex", "defaultMode": 0o440,
+        "items": [{"key": "password", "path": "password"}]}
+    containers = {c["name"]: c for c in pod["containers"]}
+    assert {"name": "exporter-login", "mountPath": "/etc/aerocdn/exporter-login",
+            "readOnly": True} in containers["exporter"]["volumeMounts"]
+    assert not any(m["name"] == "exporter-login"
+                   for m in containers["aerospike"]["volumeMounts"])
+
+
+def test_without_access_control_the_exporter_config_has_no_login() -> None:
+    objs = render_cachecluster(cachecluster({**EE, "exporter": {"enabled": True}}))
+    cm = next(o for o in by_kind(objs, "ConfigMap") if "ape.toml" in o["data"])
+    ape = tomllib.loads(cm["data"]["ape.toml"])
+    assert "user" not in ape["Aerospike"] and "password" not in ape["Aerospike"]
+    assert "exporter-login" not in volumes(objs)
+
+
+def test_edge_config_needs_user_and_password_file_together() -> None:
+    with pytest.raises(ValidationError, match="user and passwordFile go together"):
+        CacheClusterRef.model_validate({"seeds": ["eu:3000"], "user": "aerocdn-edge"})
+
+
+def test_the_edge_tier_reads_its_password_at_connect(tmp_path: Any) -> None:
+    password = tmp_path / "password"
+    password.write_text("p@ss word")  # used as stored: no trimming
+    tier = AerospikeTier("eu", ("eu:3000",), "cache", "web", timeout_ms=100, threads=1,
+                         rules_max_age=60, user="aerocdn-edge", password_file=str(password))
+    try:
+        assert tier.login() == {"user": "aerocdn-edge", "password": "p@ss word"}
+        password.write_text("rotated")
+        assert tier.login()["password"] == "rotated"
+        password.unlink()
+        with pytest.raises(TierError, match=f"cache cluster eu: password file {password}"):
+            tier.login()
+    finally:
+        tier._pool.shutdown(wait=True)
+    plain = AerospikeTier("us", ("us:3000",), "cache", "web", timeout_ms=100, threads=1,
+                          rules_max_age=60)
+    try:
+        assert plain.login() == {}
+    finally:
+        plain._pool.shutdown(wait=True)
+
+
+def test_the_real_client_accepts_user_and_password_in_its_config() -> None:
+    """The keys the edge adds: the aerospike client refuses unknown config keys with a
+    ParamError; with these it gets as far as connecting (nothing listens on port 1)."""
+    aerospike = pytest.importorskip("aerospike")
+    config = {"hosts": [("127.0.0.1", 1)], "connect_timeout": 200, "validate_keys": True,
+              "user": "aerocdn-edge", "password": "p"}
+    with pytest.raises(aerospike.exception.AerospikeError) as err:
+        aerospike.client(config).connect()
+    assert type(err.value).__name__ not in ("ParamError",), err.value
