@@ -140,6 +140,11 @@ def tls_dir(cc: CacheCluster, files: Mapping[str, str], root: str | None = None)
             staging.rename(directory)
         except OSError:  # another reconcile wrote the same files first
             shutil.rmtree(staging, ignore_errors=True)
+        # the files of an earlier Secret version: no client of a finished reconcile is left
+        # (a cluster's reconciles never overlap), so they go
+        for old in base.iterdir():
+            if old != directory and not old.name.startswith("tmp"):
+                shutil.rmtree(old, ignore_errors=True)
     return directory
 
 

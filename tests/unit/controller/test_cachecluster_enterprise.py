@@ -272,3 +272,4 @@ async def test_the_info_client_uses_tls_on_4333_with_the_secret_files(
     await reconcile_once(world.ctx, "CacheCluster", NS, "cc")
     assert Path(world.aero.configs[-1]["tls"]["cafile"]).read_text() == "CA2"
     assert world.aero.configs[-1]["tls"]["cafile"] != tls["cafile"]
+    assert not Path(tls["cafile"]).exists()  # the old files are gone
