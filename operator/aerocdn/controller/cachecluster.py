@@ -28,7 +28,7 @@ from aerocdn.aerospike.scale import (
     next_roll_step,
     next_scale_step,
 )
-from aerocdn.aerospike.security import SecretProblem, referenced_secrets
+from aerocdn.aerospike.security import referenced_secrets
 from aerocdn.aerospike.stability import (
     Stability,
     Unreachable,
@@ -230,10 +230,7 @@ async def _enterprise_inputs(ctx: Context, cc: CacheCluster
     try:
         return secrets, desired_users(access, secrets.get(access.admin_secret_ref.name),
                                       secrets)
-    except SecretProblem as exc:  # check_secrets found none: kept for safety
-        raise PermanentError(FailureReason.SECRET_INVALID, "spec.accessControl",
-                             str(exc)) from None
-    except ValueError as exc:
+    except ValueError as exc:  # a user named like the admin of the Secret
         raise PermanentError(FailureReason.SECRET_INVALID, "spec.accessControl",
                              str(exc)) from None
 

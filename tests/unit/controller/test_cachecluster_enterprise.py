@@ -273,3 +273,16 @@ async def test_the_info_client_uses_tls_on_4333_with_the_secret_files(
     assert Path(world.aero.configs[-1]["tls"]["cafile"]).read_text() == "CA2"
     assert world.aero.configs[-1]["tls"]["cafile"] != tls["cafile"]
     assert not Path(tls["cafile"]).exists()  # the old files are gone
+
+
+async def test_a_user_named_like_the_admin_of_the_secret_is_refused_naming_both() -> None:
+    world = World.make()
+    put_secrets(world)
+    world.kube.put(cc_object(**EE, accessControl={**ACCESS, "users": [
+        {"name": "operator", "secretName": "reader-pw", "roles": ["read"]}]}))
+    await reconcile_once(world.ctx, "CacheCluster", NS, "cc")
+    degraded = world.condition("Degraded")
+    assert degraded["reason"] == "SecretInvalid"
+    assert "spec.accessControl.users[0].name: 'operator' is the operator's admin (Secret ops)" \
+        in degraded["message"]
+    assert world.kube.kind_of("StatefulSet", NS) == []
