@@ -563,3 +563,105 @@ def test_the_real_client_accepts_user_and_password_in_its_config() -> None:
     with pytest.raises(aerospike.exception.AerospikeError) as err:
         aerospike.client(config).connect()
     assert type(err.value).__name__ not in ("ParamError",), err.value
+
+
+# ------------------------------------------------------------------ the plan as admin commands
+
+
+class AdminRecorder:
+    """Records the admin calls as the aerospike client's method names and arguments; fails
+    the one named in ``fail`` with the client's own exception class."""
+
+    def __init__(self, fail: str | None = None) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+        self.fail = fail
+
+    def __getattr__(self, method: str) -> Any:
+        def call(*args: Any) -> None:
+            self.calls.append((method, *args))
+            if method == self.fail:
+                from aerospike import exception as aerr
+                raise aerr.InvalidRole(70, "AEROSPIKE_INVALID_ROLE", "x.c", 1, False)
+        return call
+
+
+def test_a_plan_becomes_admin_calls_in_order_and_a_failure_names_the_command() -> None:
+    from aerocdn.aerospike.users import UserCommandError, apply_user_plan
+
+    desired = [user("ops", "a", *ADMIN_ROLES), user("edge", "e2", "read")]
+    current = {"edge": frozenset({"write"}), "old": frozenset({"read"})}
+    plan = plan_users(desired, current, {}, SALT, "admin")
+    client = AdminRecorder()
+    apply_user_plan(client, plan)
+    assert client.calls == [
+        ("admin_create_user", "ops", "a", ["data-admin", "sys-admin", "user-admin"]),
+        ("admin_set_password", "edge", "e2"),
+        ("admin_grant_roles", "edge", ["read"]),
+        ("admin_revoke_roles", "edge", ["write"]),
+        ("admin_drop_user", "old"),
+    ]
+    failing = AdminRecorder(fail="admin_grant_roles")
+    with pytest.raises(UserCommandError) as err:
+        apply_user_plan(failing, plan)
+    assert str(err.value) == ("grant edge read: InvalidRole (code 70): "
+                              "AEROSPIKE_INVALID_ROLE")
+    assert [str(a) for a in err.value.done] == ["create ops data-admin,sys-admin,user-admin",
+                                                "set-password edge"]
+    assert len(failing.calls) == 3  # stopped at the failing command
+    assert "e2" not in str(err.value)
+
+
+class LoginFactory:
+    """Refuses every login but ``accepted`` (user, password) with InvalidCredential, or
+    fails every connect with ConnectionError when ``down``."""
+
+    def __init__(self, accepted: tuple[str, str], down: bool = False) -> None:
+        self.accepted, self.down = accepted, down
+        self.tried: list[tuple[str | None, str | None]] = []
+
+    def __call__(self, config: dict[str, Any]) -> Any:
+        from aerospike import exception as aerr
+
+        factory = self
+
+        class Client:
+            def connect(self) -> Any:
+                factory.tried.append((config.get("user"), config.get("password")))
+                if factory.down:
+                    raise aerr.ConnectionError(-10, "Failed to connect", "x.c", 1, False)
+                if (config.get("user"), config.get("password")) != factory.accepted:
+                    raise aerr.InvalidCredential(65, "AEROSPIKE_INVALID_CREDENTIAL",
+                                                 "x.c", 1, False)
+                return self
+
+            def info_random_node(self, command: str, policy: Any) -> str:
+                return "node\tBB9\n"
+
+            def close(self) -> None:
+                pass
+        return Client()
+
+
+def test_a_refused_login_falls_back_to_the_default_admin_and_says_who_logged_in() -> None:
+    from aerocdn.aerospike.errors import NodeUnreachable
+
+    own = ClientSecurity("ops", "pw")
+    default = ClientSecurity(*DEFAULT_ADMIN)
+    factory = LoginFactory(accepted=DEFAULT_ADMIN)
+    info = AerospikeInfo({"eu-0": HostPort("10.0.0.5", 3000)}, client_factory=factory,
+                         security=own, fallback=default)
+    assert info.node_id_sync("eu-0") == "BB9"
+    assert factory.tried == [("ops", "pw"), DEFAULT_ADMIN]
+    assert info.admin_client_sync("eu-0")[1] == "admin"
+    # the Secret's admin works: no fallback tried
+    factory = LoginFactory(accepted=("ops", "pw"))
+    info = AerospikeInfo({"eu-0": HostPort("10.0.0.5", 3000)}, client_factory=factory,
+                         security=own, fallback=default)
+    assert info.admin_client_sync("eu-0")[1] == "ops" and factory.tried == [("ops", "pw")]
+    # an unreachable node is not a refused login: no second try, the node is unreachable
+    factory = LoginFactory(accepted=("ops", "pw"), down=True)
+    info = AerospikeInfo({"eu-0": HostPort("10.0.0.5", 3000)}, client_factory=factory,
+                         security=own, fallback=default)
+    with pytest.raises(NodeUnreachable, match="ConnectionError"):
+        info.node_id_sync("eu-0")
+    assert factory.tried == [("ops", "pw")]

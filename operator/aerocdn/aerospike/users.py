@@ -177,8 +177,14 @@ class UserCommandError(Exception):
 
     def __init__(self, action: UserAction, done: tuple[UserAction, ...], error: BaseException):
         self.action, self.done, self.error = action, done, error
+        # the client sets .code/.msg and passes (code, msg, file, line, in_doubt) as args
+        args = error.args
         code = getattr(error, "code", None)
-        msg = getattr(error, "msg", None) or str(error)
+        if code is None and args and isinstance(args[0], int):
+            code = args[0]
+        msg = getattr(error, "msg", None)
+        if not msg:
+            msg = args[1] if len(args) > 1 and isinstance(args[1], str) else str(error)
         super().__init__(f"{action}: {type(error).__name__}"
                          + (f" (code {code})" if code is not None else "") + f": {msg}")
 
