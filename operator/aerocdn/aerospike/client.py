@@ -137,12 +137,22 @@ PLAIN = ClientSecurity()
 LOGIN_REFUSED = frozenset({60, 62, 65, 80})
 
 
+def code_and_message(exc: BaseException) -> tuple[int | None, str]:
+    """The code and message of an exception of the ``aerospike`` client: it sets .code/.msg
+    and also passes (code, msg, file, line, in_doubt) as args."""
+    args = exc.args
+    code = getattr(exc, "code", None)
+    if code is None and args and isinstance(args[0], int):
+        code = args[0]
+    msg = getattr(exc, "msg", None)
+    if not msg:
+        msg = args[1] if len(args) > 1 and isinstance(args[1], str) else str(exc)
+    return code, str(msg)
+
+
 def login_refused(exc: BaseException) -> bool:
     """Whether an exception of the ``aerospike`` client is a refused login."""
-    code = getattr(exc, "code", None)
-    if code is None and exc.args and isinstance(exc.args[0], int):
-        code = exc.args[0]
-    return code in LOGIN_REFUSED
+    return code_and_message(exc)[0] in LOGIN_REFUSED
 
 ClientFactory = Callable[[dict[str, Any]], Any]
 
@@ -192,14 +202,7 @@ def _error_from_exception(
     exc: Exception, command: str, pod: str, address: HostPort
 ) -> AerospikeInfoError:
     """Map an exception of the ``aerospike`` client to our typed errors."""
-    # The client sets .code/.msg and also passes (code, msg, file, line, in_doubt) as args.
-    args = exc.args
-    code = getattr(exc, "code", None)
-    if code is None and args and isinstance(args[0], int):
-        code = args[0]
-    msg = getattr(exc, "msg", None)
-    if not msg:
-        msg = args[1] if len(args) > 1 and isinstance(args[1], str) else str(exc)
+    code, msg = code_and_message(exc)
     name = type(exc).__name__
     # Server ERROR replies come back as ServerError subclasses (codes 4, 7, 20, ...) or, for
     # codes the client has no class for (25), as the base AerospikeError with a positive code;

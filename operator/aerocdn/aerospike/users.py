@@ -26,6 +26,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from aerocdn.aerospike.client import code_and_message
 from aerocdn.aerospike.security import secret_text
 from aerocdn.api.enterprise import (
     EDGE_ROLES,
@@ -177,14 +178,7 @@ class UserCommandError(Exception):
 
     def __init__(self, action: UserAction, done: tuple[UserAction, ...], error: BaseException):
         self.action, self.done, self.error = action, done, error
-        # the client sets .code/.msg and passes (code, msg, file, line, in_doubt) as args
-        args = error.args
-        code = getattr(error, "code", None)
-        if code is None and args and isinstance(args[0], int):
-            code = args[0]
-        msg = getattr(error, "msg", None)
-        if not msg:
-            msg = args[1] if len(args) > 1 and isinstance(args[1], str) else str(error)
+        code, msg = code_and_message(error)
         super().__init__(f"{action}: {type(error).__name__}"
                          + (f" (code {code})" if code is not None else "") + f": {msg}")
 
