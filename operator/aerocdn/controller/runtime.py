@@ -24,6 +24,7 @@ from aerocdn.controller.errors import RETRIES_BEFORE_REPORT, PermanentError, cla
 from aerocdn.controller.kube import Kube
 from aerocdn.controller.leader import LeaderElector
 from aerocdn.controller.queue import WorkQueue
+from aerocdn.controller.secrets import SECRET, clusters_using, secret_shape
 from aerocdn.controller.status import report_permanent, report_retrying
 from aerocdn.controller.watch import WatchedKind, Watcher
 from aerocdn.routing.inputs import cache_facts
@@ -38,6 +39,7 @@ class Runtime:
                                           leader_election=False)
         self.queue = WorkQueue(self._reconcile)
         self.store = Store(WATCHED)
+        self.store.shapes[SECRET] = secret_shape(self.store)
         self.ctx: Context | None = None
         self.known: set[tuple[str, str, str]] = set()
         self._tasks: list[asyncio.Task[None]] = []
@@ -91,14 +93,14 @@ class Runtime:
         return list(getattr(self.options, "namespace", []) or [])
 
     async def _sync(self) -> None:
-        """Every watched kind listed: CacheClusters and ContentEdges here, the children by
-        their watches."""
+        """Every watched kind listed: CacheClusters, ContentEdges and Secrets here (kopf
+        watches them), the children by their own watches."""
         assert self.ctx is not None and isinstance(self.ctx.kube, CachedKube)
         delay = 1.0
         while True:
             try:
-                await self.ctx.kube.sync(self._namespaces(), [(API_VERSION, CC_KIND),
-                                                              (API_VERSION, CE_KIND)])
+                await self.ctx.kube.sync(self._namespaces(),
+                                         [k for k in WATCHED if k[1] not in LABELS])
                 if self.watcher is not None:
                     await self.watcher.wait_synced()
                 return
@@ -166,6 +168,18 @@ class Runtime:
             return
         self.known.add(key)
         if enqueue:
+            self.queue.add(key)
+
+    def secret_changed(self, event_type: str | None, body: Any, namespace: str,
+                       name: str) -> None:
+        """A Secret's watch event: kept (its data) only when a CacheCluster names it; those
+        CacheClusters are reconciled again, also after a permanent error (a missing or bad
+        Secret is fixed by changing the Secret, not the CacheCluster)."""
+        self.store.observe(event_type, body)
+        for cluster in clusters_using(self.store, namespace, name):
+            key = (CC_KIND, namespace, cluster)
+            if self.ctx is not None:
+                self.ctx.failed_generation.pop(key, None)
             self.queue.add(key)
 
     def enqueue(self, kind: str, namespace: str, name: str) -> None:

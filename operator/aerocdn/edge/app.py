@@ -121,6 +121,7 @@ class Edge:
                     name, ref.seeds, ref.namespace, cfg.cluster_set(name),
                     timeout_ms=cfg.tier_timeout_ms, threads=cfg.tier_threads,
                     rules_max_age=float(cfg.cache_policy.l2_max_ttl_seconds),
+                    user=ref.user, password_file=ref.password_file,
                 )
             order = self._plan_order
         else:

@@ -147,6 +147,16 @@ class CacheClusterRef(_Model):
     seeds: tuple[str, ...]
     namespace: str = "cache"
     set: str | None = None  # default: the ContentEdge name
+    # Enterprise access control: the user to log in as and the file holding its password
+    # (the CacheCluster's edgeSecretName, mounted by the operator); neither without security.
+    user: str | None = None
+    password_file: str | None = None
+
+    @model_validator(mode="after")
+    def _login(self) -> CacheClusterRef:
+        if (self.user is None) != (self.password_file is None):
+            raise ValueError("cacheClusters.<name>: user and passwordFile go together")
+        return self
 
     @field_validator("seeds")
     @classmethod
