@@ -99,13 +99,9 @@ async def contentedge_event(type: str, body: kopf.Body, namespace: str | None, n
 # watch.py, not kopf: their events only update the cache and queue the parent.
 
 
-# Secrets a CacheCluster names (Enterprise TLS, access control): the store keeps only those,
-# and a change re-runs the CacheClusters naming them (controller/secrets.py).
-@kopf.on.event("", "v1", "secrets")
-async def secret_event(type: str | None, body: kopf.Body, namespace: str | None, name: str,
-                       **_: Any) -> None:
-    if namespace:
-        RUNTIME.secret_changed(type, body, namespace, name)
+# Secrets a CacheCluster names (Enterprise TLS, access control) are watched by watch.py too:
+# the store keeps only those, and a change re-runs the CacheClusters naming them
+# (Runtime.secret_changed, controller/secrets.py).
 
 
 logging.getLogger("kopf.objects").setLevel(logging.WARNING)
