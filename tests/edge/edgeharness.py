@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -367,3 +367,87 @@ async def raw_get(base: str, target: str, host: str = HOST,
     lines = [f"GET {target} HTTP/1.1", f"Host: {host}", "Connection: close"]
     lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
     return await raw_request(base, ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+
+
+# ----------------------------------------------------------------------------- large objects
+
+
+class CyclicBody:
+    """A large object without holding it: byte ``x`` is ``unit[x % len(unit)]``, with a unit
+    whose length is no multiple of any slice size (so every slice differs).  ``seed`` makes
+    another version of the same length."""
+
+    def __init__(self, total: int, seed: int = 0, unit_len: int = 2**20 + 4093):
+        import random
+
+        self.total = total
+        self.unit = random.Random(seed).randbytes(unit_len)
+
+    def read(self, first: int, last: int) -> bytes:
+        """Bytes first..last (inclusive)."""
+        n = len(self.unit)
+        out = bytearray()
+        x = first
+        while x <= last:
+            off = x % n
+            take = min(n - off, last - x + 1)
+            out += self.unit[off:off + take]
+            x += take
+        return bytes(out)
+
+    def chunks(self, first: int, last: int, chunk: int = 2**20) -> Iterator[bytes]:
+        x = first
+        while x <= last:
+            y = min(last, x + chunk - 1)
+            yield self.read(x, y)
+            x = y + 1
+
+    def sha256(self, first: int = 0, last: int | None = None) -> str:
+        h = hashlib.sha256()
+        for c in self.chunks(first, self.total - 1 if last is None else last):
+            h.update(c)
+        return h.hexdigest()
+
+
+@dataclass
+class RangeOrigin:
+    """An origin route serving a ``CyclicBody`` that honours single byte ranges (206 +
+    Content-Range) unless ``honour_range`` is off; counts the ranges it was asked for and
+    the body bytes it sent.  Swap ``body``/``etag`` to change the object."""
+
+    body: CyclicBody
+    etag: str | None = '"v1"'  # None: no validator at all
+    honour_range: bool = True
+    headers: dict[str, str] = field(default_factory=lambda: {"Cache-Control": "max-age=300"})
+    ranges: Counter[str] = field(default_factory=Counter)
+    bytes_sent: int = 0
+    before_body: Callable[[str], Awaitable[None]] | None = None
+
+    async def __call__(self, request: web.Request) -> web.StreamResponse:
+        import re as _re
+
+        rng = request.headers.get("Range", "")
+        self.ranges[rng] += 1
+        if self.before_body is not None:
+            await self.before_body(rng)
+        body, etag = self.body, self.etag  # the version this answer is of
+        total = body.total
+        m = _re.fullmatch(r"bytes=(\d+)-(\d*)", rng)
+        headers = {**self.headers, **({"ETag": etag} if etag else {})}
+        status, first, last = 200, 0, total - 1
+        if m and self.honour_range:
+            first = int(m.group(1))
+            last = min(int(m.group(2)), total - 1) if m.group(2) else total - 1
+            if first >= total:
+                return web.Response(status=416, headers={
+                    **headers, "Content-Range": f"bytes */{total}"})
+            status = 206
+            headers["Content-Range"] = f"bytes {first}-{last}/{total}"
+        resp = web.StreamResponse(status=status, headers=headers)
+        resp.content_length = last - first + 1
+        await resp.prepare(request)
+        for c in body.chunks(first, last, 256 * 1024):
+            await resp.write(c)
+            self.bytes_sent += len(c)
+        await resp.write_eof()
+        return resp

@@ -224,13 +224,24 @@ CROSS_FIELD: list[Case] = [
                     "clientAuthentication": True})),
     Case("CacheCluster", "spec.accessControl.users", "unique names",
          _with("CacheCluster", edition="enterprise", featureKeySecretRef={"name": "features"},
-               accessControl={"adminSecretRef": {"name": "admin"}, "users": [
+               accessControl={"adminSecretRef": {"name": "admin"}, "edgeSecretName": "e",
+                              "users": [
                    {"name": "edge", "secretName": "a", "roles": ["read"]},
                    {"name": "edge", "secretName": "b", "roles": ["read"]}]})),
     Case("CacheCluster", "spec.accessControl.users[0].roles", "unique roles",
          _with("CacheCluster", edition="enterprise", featureKeySecretRef={"name": "features"},
-               accessControl={"adminSecretRef": {"name": "admin"}, "users": [
+               accessControl={"adminSecretRef": {"name": "admin"}, "edgeSecretName": "e",
+                              "users": [
                    {"name": "edge", "secretName": "a", "roles": ["read", "read"]}]})),
+    Case("CacheCluster", "spec.accessControl.users", "not the operator's own users",
+         _with("CacheCluster", edition="enterprise", featureKeySecretRef={"name": "features"},
+               accessControl={"adminSecretRef": {"name": "admin"}, "edgeSecretName": "e",
+                              "users": [{"name": "aerocdn-exporter", "secretName": "a",
+                                         "roles": ["read"]}]})),
+    Case("CacheCluster", "spec.accessControl.exporterSecretName", "required with the exporter",
+         _with("CacheCluster", edition="enterprise", featureKeySecretRef={"name": "features"},
+               exporter={"enabled": True},
+               accessControl={"adminSecretRef": {"name": "admin"}, "edgeSecretName": "e"})),
     Case("CacheCluster", "metadata.name", "at most 40 characters",
          {**_with("CacheCluster"), "metadata": {"name": "n" * 41}}),
     Case("ContentEdge", "metadata.name", "a DNS label",

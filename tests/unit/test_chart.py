@@ -191,6 +191,15 @@ def test_pod_is_locked_down(chart: helm.Chart) -> None:
         assert subject == {"kind": "ServiceAccount", "name": "aerocdn", "namespace": NAMESPACE}
 
 
+def test_secrets_are_read_never_written(chart: helm.Chart) -> None:
+    """Enterprise CacheClusters name Secrets the operator reads (TLS, credentials): the role
+    may get, list and watch them (the watch keeps only the named ones), nothing else."""
+    rules = one(render(chart), "ClusterRole")["rules"]
+    secret_rules = [r for r in rules if "secrets" in r["resources"]]
+    assert secret_rules == [{"apiGroups": [""], "resources": ["secrets"],
+                             "verbs": ["get", "list", "watch"]}]
+
+
 # --- rendering with non-default values --------------------------------------------------------
 
 def test_non_default_values_reach_the_operator(chart: helm.Chart) -> None:
@@ -358,8 +367,10 @@ def test_kustomize_base_equals_chart_defaults(chart: helm.Chart,
     assert base_pod["securityContext"] == chart_pod["securityContext"]
     (base_c,), chart_c = base_pod["containers"], operator_container(objects)
     assert vars(run_options(base_c)) == vars(run_options(chart_c))
-    for key in ("image", "ports", "livenessProbe", "readinessProbe", "resources"):
+    for key in ("image", "ports", "livenessProbe", "readinessProbe", "resources",
+                "volumeMounts"):
         assert base_c[key] == chart_c[key], key
+    assert base_pod["volumes"] == chart_pod["volumes"]
     assert {k: v for k, v in chart_c["securityContext"].items() if k != "privileged"} == \
         base_c["securityContext"]
 

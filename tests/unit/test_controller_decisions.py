@@ -300,5 +300,5 @@ def test_the_operator_registers_only_event_handlers() -> None:
     registry = kopf.get_default_registry()
     assert list(registry._spawning.get_all_handlers()) == []  # no daemons, no timers
     assert list(registry._changing.get_all_handlers()) == []  # no on.create/update/field
-    # CacheClusters and ContentEdges; the children are watched by controller/watch.py
+    # CacheClusters and ContentEdges; children and Secrets are watched by controller/watch.py
     assert len(list(registry._watching.get_all_handlers())) == 2

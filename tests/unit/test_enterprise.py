@@ -5,13 +5,23 @@ from __future__ import annotations
 
 import base64
 import copy
+import tomllib
 from typing import Any
 
 import jsonschema
 import kubernetes_validate
 import pytest
+import yaml
+from pydantic import ValidationError
 from tests.unit.api_walk import BASE, constraint_cases
-from tests.unit.test_render import K8S_VERSION, by_kind, cachecluster, conf_of
+from tests.unit.test_render import (
+    K8S_VERSION,
+    by_kind,
+    cachecluster,
+    conf_of,
+    contentedge,
+    pod_hash,
+)
 
 from aerocdn.aerospike.client import AerospikeInfo, ClientSecurity, ClientTls
 from aerocdn.aerospike.parse import HostPort
@@ -33,11 +43,14 @@ from aerocdn.aerospike.users import (
 )
 from aerocdn.api import InputError, parse_object
 from aerocdn.api.crd import all_crds
+from aerocdn.edge.config import CacheClusterRef, EdgeConfig
+from aerocdn.edge.tiers import AerospikeTier, TierError
 from aerocdn.render.cachecluster import render_cachecluster
+from aerocdn.render.contentedge import render_contentedge
 
 EE = {"edition": "enterprise", "featureKeySecretRef": {"name": "aerospike-features"}}
 TLS = {"secretName": "eu-tls"}
-ACCESS = {"adminSecretRef": {"name": "eu-admin"},
+ACCESS = {"adminSecretRef": {"name": "eu-admin"}, "edgeSecretName": "eu-edge",
           "users": [{"name": "edge", "secretName": "edge-pw", "roles": ["read-write"]}]}
 ENTERPRISE_KEYS = ("feature-key-file", "tls", "security", "tls-port", "tls-name")
 
@@ -66,6 +79,13 @@ def validate(objs: list[dict[str, Any]]) -> None:
 
 
 @pytest.mark.parametrize(("spec", "field"), [
+    ({**EE, "accessControl": {**ACCESS, "users": [
+        {"name": "aerocdn-edge", "secretName": "x", "roles": ["read"]}]}},
+     r"users\[0\].name: aerocdn-edge and aerocdn-exporter are the operator's own users"),
+    ({**EE, "exporter": {"enabled": True}, "accessControl": ACCESS},
+     "exporterSecretName is required when spec.exporter.enabled"),
+    ({**EE, "accessControl": {"adminSecretRef": {"name": "a"}}},
+     "accessControl.edgeSecretName: required field is missing"),
     ({"edition": "enterprise"}, "spec.featureKeySecretRef is required"),
     ({"featureKeySecretRef": {"name": "f"}}, "spec.featureKeySecretRef is Enterprise-only"),
     ({"tls": TLS}, "spec.tls is Enterprise-only"),
@@ -108,7 +128,8 @@ def test_new_field_constraints_are_in_the_crd_on_an_enterprise_base(case: Any) -
     fields; here the same bad values on an Enterprise spec that is otherwise valid."""
     obj = copy.deepcopy(case.obj)
     obj["spec"] = {**EE, **obj["spec"]}
-    fill = {"tls": TLS, "accessControl": {"adminSecretRef": {"name": "a"}}}
+    fill = {"tls": TLS, "accessControl": {"adminSecretRef": {"name": "a"},
+                                          "edgeSecretName": "e"}}
     for key, value in fill.items():
         if key in obj["spec"]:
             obj["spec"][key] = {**value, **obj["spec"][key]}
@@ -219,6 +240,7 @@ def test_access_control_renders_the_security_context() -> None:
     assert "\nsecurity {\n}\n" in conf
     # passwords never reach the pods: users are managed over the admin protocol
     assert "edge-pw" not in str(objs) and "eu-admin" not in str(objs)
+    assert "eu-edge" not in str(objs)  # without the exporter nothing in the pods logs in
     validate(objs)
 
 
@@ -273,8 +295,13 @@ def test_the_secrets_the_operator_reads() -> None:
     assert referenced_secrets(cc.spec) == {
         "eu-tls": ("ca.crt", "tls.crt", "tls.key"),
         "eu-admin": ("username", "password"),
+        "eu-edge": ("password",),
         "edge-pw": ("password",),
     }
+    exporter = cachecluster({**EE, "exporter": {"enabled": True},
+                             "accessControl": {**ACCESS, "exporterSecretName": "eu-admin"}})
+    # one Secret for two purposes: the admin's keys (a superset) are read
+    assert referenced_secrets(exporter.spec)["eu-admin"] == ("username", "password")
 
 
 class RecordingFactory:
@@ -338,14 +365,28 @@ def test_desired_users_reads_secrets_and_adds_the_admin() -> None:
     cc = cachecluster({**EE, "accessControl": ACCESS})
     access = cc.spec.access_control
     assert access is not None
-    users = desired_users(access, {"username": b64("ops"), "password": b64("a")},
-                          {"edge-pw": {"password": b64("e")}})
-    assert users == [user("ops", "a", *ADMIN_ROLES), user("edge", "e", "read-write")]
+    secrets = {"edge-pw": {"password": b64("e")}, "eu-edge": {"password": b64("E")}}
+    users = desired_users(access, {"username": b64("ops"), "password": b64("a")}, secrets)
+    assert users == [user("ops", "a", *ADMIN_ROLES), user("aerocdn-edge", "E", "read-write"),
+                     user("edge", "e", "read-write")]
     with pytest.raises(SecretProblem, match="Secret edge-pw has no key password"):
-        desired_users(access, {"username": b64("ops"), "password": b64("a")}, {"edge-pw": {}})
+        desired_users(access, {"username": b64("ops"), "password": b64("a")},
+                      {**secrets, "edge-pw": {}})
+    with pytest.raises(SecretProblem, match="Secret eu-edge does not exist"):
+        desired_users(access, {"username": b64("ops"), "password": b64("a")},
+                      {"edge-pw": secrets["edge-pw"]})
     with pytest.raises(ValueError, match=r"users\[0\].name: 'edge' is the operator's admin"):
-        desired_users(access, {"username": b64("edge"), "password": b64("a")},
-                      {"edge-pw": {"password": b64("e")}})
+        desired_users(access, {"username": b64("edge"), "password": b64("a")}, secrets)
+    with pytest.raises(ValueError, match="names the user 'aerocdn-edge'"):
+        desired_users(access, {"username": b64("aerocdn-edge"), "password": b64("a")},
+                      secrets)
+    exporter = cachecluster({**EE, "exporter": {"enabled": True},
+                             "accessControl": {**ACCESS, "exporterSecretName": "ex"}})
+    assert exporter.spec.access_control is not None
+    users = desired_users(exporter.spec.access_control,
+                          {"username": b64("ops"), "password": b64("a")},
+                          {**secrets, "ex": {"password": b64("x")}})
+    assert user("aerocdn-exporter", "x", "read") in users
 
 
 def test_new_cluster_logged_in_as_default_admin_creates_the_operator_admin_first() -> None:
@@ -414,3 +455,213 @@ async def test_a_refused_edition_field_is_a_condition_and_nothing_is_created(
     assert degraded["status"] == "True" and degraded["reason"] == "InvalidSpec"
     assert field in degraded["message"]
     assert world.kube.kind_of("StatefulSet", NS) == []
+
+
+# ------------------------------------------------------------------ edges and the exporter log in
+
+
+def test_edges_of_a_cluster_with_access_control_log_in_with_its_edge_secret() -> None:
+    secured = cachecluster({**EE, "accessControl": ACCESS}, name="eu")
+    plain = cachecluster({}, name="us-1")
+    objs = render_contentedge(contentedge(), {"eu": secured, "us-1": plain})
+    validate(objs)
+    for dep in by_kind(objs, "Deployment"):
+        pod = dep["spec"]["template"]["spec"]
+        cm = next(o for o in by_kind(objs, "ConfigMap")
+                  if o["metadata"]["name"] == dep["metadata"]["name"])
+        edge = EdgeConfig.model_validate(yaml.safe_load(cm["data"]["edge.yaml"]))
+        # every region lists both clusters (fail-over routes): both log-ins are everywhere
+        assert edge.cache_clusters["eu"].user == "aerocdn-edge"
+        assert edge.cache_clusters["eu"].password_file == "/etc/aerocdn/aerospike/eu/password"
+        assert edge.cache_clusters["us-1"].user is None
+        assert edge.cache_clusters["us-1"].password_file is None
+        assert edge.cache_clusters["eu"].seeds == ("eu.cdn.svc:3000",)  # plain port
+        logins = [v for v in pod["volumes"] if v["name"].startswith("aerospike-login-")]
+        assert logins == [{"name": "aerospike-login-0", "secret": {
+            "secretName": "eu-edge", "defaultMode": 0o440,
+            "items": [{"key": "password", "path": "password"}]}}]
+        containers = {c["name"]: c for c in pod["containers"]}
+        assert {"name": "aerospike-login-0", "mountPath": "/etc/aerocdn/aerospike/eu",
+                "readOnly": True} in containers["edge"]["volumeMounts"]
+        # nginx, which faces clients, never sees the password
+        assert not any(m["name"].startswith("aerospike-login")
+                       for m in containers["nginx"]["volumeMounts"])
+        assert "eu-admin" not in str(pod) and "edge-pw" not in str(pod)
+
+
+def test_turning_access_control_on_rolls_the_edges() -> None:
+    def hash_of(spec: dict[str, Any]) -> str:
+        objs = render_contentedge(contentedge(), {"eu": cachecluster(spec, name="eu")})
+        return pod_hash(objs, "Deployment", "web-eu")
+
+    assert hash_of({**EE, "accessControl": ACCESS}) != hash_of(EE)
+
+
+def test_the_exporter_logs_in_with_its_secret_and_only_it_mounts_it() -> None:
+    objs = render_cachecluster(cachecluster({**EE, "exporter": {"enabled": True},
+                                             "accessControl": {**ACCESS,
+                                                               "exporterSecretName": "ex"}}))
+    validate(objs)
+    cm = next(o for o in by_kind(objs, "ConfigMap") if "ape.toml" in o["data"])
+    ape = tomllib.loads(cm["data"]["ape.toml"])
+    assert ape["Aerospike"]["user"] == "aerocdn-exporter"
+    assert ape["Aerospike"]["password"] == "file:/etc/aerocdn/exporter-login/password"
+    assert ape["Aerospike"]["db_port"] == 3000
+    (sts,) = by_kind(objs, "StatefulSet")
+    pod = sts["spec"]["template"]["spec"]
+    assert volumes(objs)["exporter-login"]["secret"] == {
+        "secretName": "ex", "defaultMode": 0o440,
+        "items": [{"key": "password", "path": "password"}]}
+    containers = {c["name"]: c for c in pod["containers"]}
+    assert {"name": "exporter-login", "mountPath": "/etc/aerocdn/exporter-login",
+            "readOnly": True} in containers["exporter"]["volumeMounts"]
+    assert not any(m["name"] == "exporter-login"
+                   for m in containers["aerospike"]["volumeMounts"])
+
+
+def test_without_access_control_the_exporter_config_has_no_login() -> None:
+    objs = render_cachecluster(cachecluster({**EE, "exporter": {"enabled": True}}))
+    cm = next(o for o in by_kind(objs, "ConfigMap") if "ape.toml" in o["data"])
+    ape = tomllib.loads(cm["data"]["ape.toml"])
+    assert "user" not in ape["Aerospike"] and "password" not in ape["Aerospike"]
+    assert "exporter-login" not in volumes(objs)
+
+
+def test_edge_config_needs_user_and_password_file_together() -> None:
+    with pytest.raises(ValidationError, match="user and passwordFile go together"):
+        CacheClusterRef.model_validate({"seeds": ["eu:3000"], "user": "aerocdn-edge"})
+
+
+def test_the_edge_tier_reads_its_password_at_connect(tmp_path: Any) -> None:
+    password = tmp_path / "password"
+    password.write_text("p@ss word")  # used as stored: no trimming
+    tier = AerospikeTier("eu", ("eu:3000",), "cache", "web", timeout_ms=100, threads=1,
+                         rules_max_age=60, user="aerocdn-edge", password_file=str(password))
+    try:
+        assert tier.login() == {"user": "aerocdn-edge", "password": "p@ss word"}
+        password.write_text("rotated")
+        assert tier.login()["password"] == "rotated"
+        password.unlink()
+        with pytest.raises(TierError, match=f"cache cluster eu: password file {password}"):
+            tier.login()
+    finally:
+        tier._pool.shutdown(wait=True)
+    plain = AerospikeTier("us", ("us:3000",), "cache", "web", timeout_ms=100, threads=1,
+                          rules_max_age=60)
+    try:
+        assert plain.login() == {}
+    finally:
+        plain._pool.shutdown(wait=True)
+
+
+def test_the_real_client_accepts_user_and_password_in_its_config() -> None:
+    """The keys the edge adds: the aerospike client refuses unknown config keys with a
+    ParamError; with these it gets as far as connecting (nothing listens on port 1)."""
+    aerospike = pytest.importorskip("aerospike")
+    config = {"hosts": [("127.0.0.1", 1)], "connect_timeout": 200, "validate_keys": True,
+              "user": "aerocdn-edge", "password": "p"}
+    with pytest.raises(aerospike.exception.AerospikeError) as err:
+        aerospike.client(config).connect()
+    assert type(err.value).__name__ not in ("ParamError",), err.value
+
+
+# ------------------------------------------------------------------ the plan as admin commands
+
+
+class AdminRecorder:
+    """Records the admin calls as the aerospike client's method names and arguments; fails
+    the one named in ``fail`` with the client's own exception class."""
+
+    def __init__(self, fail: str | None = None) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+        self.fail = fail
+
+    def __getattr__(self, method: str) -> Any:
+        def call(*args: Any) -> None:
+            self.calls.append((method, *args))
+            if method == self.fail:
+                from aerospike import exception as aerr
+                raise aerr.InvalidRole(70, "AEROSPIKE_INVALID_ROLE", "x.c", 1, False)
+        return call
+
+
+def test_a_plan_becomes_admin_calls_in_order_and_a_failure_names_the_command() -> None:
+    from aerocdn.aerospike.users import UserCommandError, apply_user_plan
+
+    desired = [user("ops", "a", *ADMIN_ROLES), user("edge", "e2", "read")]
+    current = {"edge": frozenset({"write"}), "old": frozenset({"read"})}
+    plan = plan_users(desired, current, {}, SALT, "admin")
+    client = AdminRecorder()
+    apply_user_plan(client, plan)
+    assert client.calls == [
+        ("admin_create_user", "ops", "a", ["data-admin", "sys-admin", "user-admin"]),
+        ("admin_set_password", "edge", "e2"),
+        ("admin_grant_roles", "edge", ["read"]),
+        ("admin_revoke_roles", "edge", ["write"]),
+        ("admin_drop_user", "old"),
+    ]
+    failing = AdminRecorder(fail="admin_grant_roles")
+    with pytest.raises(UserCommandError) as err:
+        apply_user_plan(failing, plan)
+    assert str(err.value) == ("grant edge read: InvalidRole (code 70): "
+                              "AEROSPIKE_INVALID_ROLE")
+    assert [str(a) for a in err.value.done] == ["create ops data-admin,sys-admin,user-admin",
+                                                "set-password edge"]
+    assert len(failing.calls) == 3  # stopped at the failing command
+    assert "e2" not in str(err.value)
+
+
+class LoginFactory:
+    """Refuses every login but ``accepted`` (user, password) with InvalidCredential, or
+    fails every connect with ConnectionError when ``down``."""
+
+    def __init__(self, accepted: tuple[str, str], down: bool = False) -> None:
+        self.accepted, self.down = accepted, down
+        self.tried: list[tuple[str | None, str | None]] = []
+
+    def __call__(self, config: dict[str, Any]) -> Any:
+        from aerospike import exception as aerr
+
+        factory = self
+
+        class Client:
+            def connect(self) -> Any:
+                factory.tried.append((config.get("user"), config.get("password")))
+                if factory.down:
+                    raise aerr.ConnectionError(-10, "Failed to connect", "x.c", 1, False)
+                if (config.get("user"), config.get("password")) != factory.accepted:
+                    raise aerr.InvalidCredential(65, "AEROSPIKE_INVALID_CREDENTIAL",
+                                                 "x.c", 1, False)
+                return self
+
+            def info_random_node(self, command: str, policy: Any) -> str:
+                return "node\tBB9\n"
+
+            def close(self) -> None:
+                pass
+        return Client()
+
+
+def test_a_refused_login_falls_back_to_the_default_admin_and_says_who_logged_in() -> None:
+    from aerocdn.aerospike.errors import NodeUnreachable
+
+    own = ClientSecurity("ops", "pw")
+    default = ClientSecurity(*DEFAULT_ADMIN)
+    factory = LoginFactory(accepted=DEFAULT_ADMIN)
+    info = AerospikeInfo({"eu-0": HostPort("10.0.0.5", 3000)}, client_factory=factory,
+                         security=own, fallback=default)
+    assert info.node_id_sync("eu-0") == "BB9"
+    assert factory.tried == [("ops", "pw"), DEFAULT_ADMIN]
+    assert info.admin_client_sync("eu-0")[1] == "admin"
+    # the Secret's admin works: no fallback tried
+    factory = LoginFactory(accepted=("ops", "pw"))
+    info = AerospikeInfo({"eu-0": HostPort("10.0.0.5", 3000)}, client_factory=factory,
+                         security=own, fallback=default)
+    assert info.admin_client_sync("eu-0")[1] == "ops" and factory.tried == [("ops", "pw")]
+    # an unreachable node is not a refused login: no second try, the node is unreachable
+    factory = LoginFactory(accepted=("ops", "pw"), down=True)
+    info = AerospikeInfo({"eu-0": HostPort("10.0.0.5", 3000)}, client_factory=factory,
+                         security=own, fallback=default)
+    with pytest.raises(NodeUnreachable, match="ConnectionError"):
+        info.node_id_sync("eu-0")
+    assert factory.tried == [("ops", "pw")]

@@ -132,6 +132,28 @@ class ClientSecurity:
 
 PLAIN = ClientSecurity()
 
+# Error codes of a refused login (InvalidUser, InvalidPassword, InvalidCredential,
+# NotAuthenticated): the credentials, not the node, are wrong.
+LOGIN_REFUSED = frozenset({60, 62, 65, 80})
+
+
+def code_and_message(exc: BaseException) -> tuple[int | None, str]:
+    """The code and message of an exception of the ``aerospike`` client: it sets .code/.msg
+    and also passes (code, msg, file, line, in_doubt) as args."""
+    args = exc.args
+    code = getattr(exc, "code", None)
+    if code is None and args and isinstance(args[0], int):
+        code = args[0]
+    msg = getattr(exc, "msg", None)
+    if not msg:
+        msg = args[1] if len(args) > 1 and isinstance(args[1], str) else str(exc)
+    return code, str(msg)
+
+
+def login_refused(exc: BaseException) -> bool:
+    """Whether an exception of the ``aerospike`` client is a refused login."""
+    return code_and_message(exc)[0] in LOGIN_REFUSED
+
 ClientFactory = Callable[[dict[str, Any]], Any]
 
 
@@ -180,14 +202,7 @@ def _error_from_exception(
     exc: Exception, command: str, pod: str, address: HostPort
 ) -> AerospikeInfoError:
     """Map an exception of the ``aerospike`` client to our typed errors."""
-    # The client sets .code/.msg and also passes (code, msg, file, line, in_doubt) as args.
-    args = exc.args
-    code = getattr(exc, "code", None)
-    if code is None and args and isinstance(args[0], int):
-        code = args[0]
-    msg = getattr(exc, "msg", None)
-    if not msg:
-        msg = args[1] if len(args) > 1 and isinstance(args[1], str) else str(exc)
+    code, msg = code_and_message(exc)
     name = type(exc).__name__
     # Server ERROR replies come back as ServerError subclasses (codes 4, 7, 20, ...) or, for
     # codes the client has no class for (25), as the base AerospikeError with a positive code;
@@ -217,9 +232,14 @@ class AerospikeInfo:
         namespaces: Sequence[str] | None = None,
         client_factory: ClientFactory = _default_factory,
         security: ClientSecurity = PLAIN,
+        fallback: ClientSecurity | None = None,
     ) -> None:
         self.endpoints = dict(endpoints)
         self.security = security
+        # Credentials to log in with when ``security``'s are refused: the default admin of a
+        # new Enterprise cluster with security on (aerospike/users.py creates the real one).
+        self.fallback = fallback
+        self.login_user: dict[str, str | None] = {}  # pod -> the user its client logged in as
         self.timeout_ms = timeout_ms
         self.namespaces = tuple(namespaces) if namespaces is not None else None
         self._factory = client_factory
@@ -228,15 +248,17 @@ class AerospikeInfo:
 
     # ----------------------------------------------------------------- connections
 
-    def _config(self, address: HostPort) -> dict[str, Any]:
+    def _config(self, address: HostPort, security: ClientSecurity | None = None
+                ) -> dict[str, Any]:
+        security = security or self.security
         return {
-            "hosts": [self.security.host(address)],
+            "hosts": [security.host(address)],
             "force_single_node": True,
             "connect_timeout": self.timeout_ms,
             "fail_if_not_connected": True,
             "validate_keys": True,  # a misspelt key is a ParamError, not silently ignored
             "policies": {"info": {"timeout": self.timeout_ms}},
-            **self.security.client_config(),
+            **security.client_config(),
         }
 
     def _client(self, pod: str) -> tuple[Any, HostPort]:
@@ -248,12 +270,20 @@ class AerospikeInfo:
             client = self._clients.get(address)
         if client is not None:
             return client, address
+        security = self.security
         try:
-            client = self._factory(self._config(address)).connect()
+            try:
+                client = self._factory(self._config(address)).connect()
+            except Exception as exc:
+                if self.fallback is None or not login_refused(exc):
+                    raise
+                security = self.fallback
+                client = self._factory(self._config(address, security)).connect()
         except Exception as exc:  # the client raises its own exception types
             if type(exc).__name__ == "ParamError":
                 raise  # our configuration is wrong: a bug, not an unreachable node
             raise NodeUnreachable(pod, str(address), f"{type(exc).__name__}: {exc}") from exc
+        self.login_user[pod] = security.user
         with self._lock:
             existing = self._clients.setdefault(address, client)
         if existing is not client:  # another thread connected first: keep one client
@@ -276,6 +306,12 @@ class AerospikeInfo:
         for _, client in clients:
             with contextlib.suppress(Exception):
                 client.close()
+
+    def admin_client_sync(self, pod: str) -> tuple[Any, str | None]:
+        """The connected ``aerospike`` client of ``pod`` (for its admin API) and the user it
+        logged in as."""
+        client, _ = self._client(pod)
+        return client, self.login_user.get(pod)
 
     # ----------------------------------------------------------------- one command
 

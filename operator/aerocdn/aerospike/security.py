@@ -89,6 +89,8 @@ def referenced_secrets(spec: CacheClusterSpec) -> dict[str, tuple[str, ...]]:
     access = spec.access_control
     if access is not None:
         wanted[access.admin_secret_ref.name] = ("username", "password")
-        for user in access.users:
-            wanted[user.secret_name] = ("password",)
+        for secret in (access.edge_secret_name, access.exporter_secret_name,
+                       *(u.secret_name for u in access.users)):
+            if secret is not None:
+                wanted.setdefault(secret, ("password",))
     return wanted

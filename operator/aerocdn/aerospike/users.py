@@ -26,8 +26,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from aerocdn.aerospike.client import code_and_message
 from aerocdn.aerospike.security import secret_text
-from aerocdn.api.enterprise import AccessControl
+from aerocdn.api.enterprise import (
+    EDGE_ROLES,
+    EDGE_USER,
+    EXPORTER_ROLES,
+    EXPORTER_USER,
+    AccessControl,
+)
 
 DEFAULT_ADMIN = ("admin", "admin")
 # The operator's admin: users and roles (user-admin), quiesce/recluster/set-config
@@ -78,7 +85,8 @@ def desired_users(
     user_secrets: Mapping[str, Mapping[str, str] | None],
 ) -> list[DesiredUser]:
     """The users ``access`` wants, passwords read from the Secrets' ``data`` (base64, as the
-    API returns it): the admin Secret's username/password, each user's Secret key ``password``.
+    API returns it): the admin Secret's username/password, the edges' user (edgeSecretName),
+    the exporter's (exporterSecretName, when set), each user's Secret key ``password``.
     Raises :class:`~aerocdn.aerospike.security.SecretProblem` naming a missing Secret or key,
     ValueError when a user has the admin's name."""
     admin_name = access.admin_secret_ref.name
@@ -88,6 +96,19 @@ def desired_users(
         ADMIN_ROLES,
     )
     users = [admin]
+    own = [(EDGE_USER, access.edge_secret_name, EDGE_ROLES, "edgeSecretName"),
+           (EXPORTER_USER, access.exporter_secret_name, EXPORTER_ROLES, "exporterSecretName")]
+    for name, secret, roles, field_name in own:
+        if secret is None:
+            continue
+        if name == admin.name:
+            raise ValueError(
+                f"spec.accessControl.adminSecretRef: Secret {admin_name} names the user "
+                f"{name!r}, which the operator creates for spec.accessControl.{field_name}; "
+                "give the admin another name"
+            )
+        password = secret_text(secret, user_secrets.get(secret), "password")
+        users.append(DesiredUser(name, password, frozenset(roles)))
     for i, user in enumerate(access.users):
         if user.name == admin.name:
             raise ValueError(
@@ -152,17 +173,34 @@ def login_candidates(admin: DesiredUser) -> list[tuple[str, str]]:
     )
 
 
+class UserCommandError(Exception):
+    """An admin command of a plan failed: which one, and the client's error."""
+
+    def __init__(self, action: UserAction, done: tuple[UserAction, ...], error: BaseException):
+        self.action, self.done, self.error = action, done, error
+        code, msg = code_and_message(error)
+        super().__init__(f"{action}: {type(error).__name__}"
+                         + (f" (code {code})" if code is not None else "") + f": {msg}")
+
+
 def apply_user_plan(client: Any, plan: UserPlan) -> None:
-    """Run ``plan`` through an ``aerospike`` client logged in as the admin (blocking; stops at
-    the first error, which the client raises)."""
-    for action in plan.actions:
-        if action.kind == "create":
-            client.admin_create_user(action.user, action.password, list(action.roles))
-        elif action.kind == "set-password":
-            client.admin_set_password(action.user, action.password)
-        elif action.kind == "grant":
-            client.admin_grant_roles(action.user, list(action.roles))
-        elif action.kind == "revoke":
-            client.admin_revoke_roles(action.user, list(action.roles))
-        else:
-            client.admin_drop_user(action.user)
+    """Run ``plan`` through an ``aerospike`` client logged in as the admin (blocking); stops
+    at the first failing command with :class:`UserCommandError`."""
+    for i, action in enumerate(plan.actions):
+        try:
+            _run(client, action)
+        except Exception as exc:  # the client raises its own exception types
+            raise UserCommandError(action, plan.actions[:i], exc) from exc
+
+
+def _run(client: Any, action: UserAction) -> None:
+    if action.kind == "create":
+        client.admin_create_user(action.user, action.password, list(action.roles))
+    elif action.kind == "set-password":
+        client.admin_set_password(action.user, action.password)
+    elif action.kind == "grant":
+        client.admin_grant_roles(action.user, list(action.roles))
+    elif action.kind == "revoke":
+        client.admin_revoke_roles(action.user, list(action.roles))
+    else:
+        client.admin_drop_user(action.user)

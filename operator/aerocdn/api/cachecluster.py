@@ -22,6 +22,7 @@ from aerocdn.api.common import (
 )
 from aerocdn.api.enterprise import CEL_RULES as ENTERPRISE_CEL_RULES
 from aerocdn.api.enterprise import (
+    EXPORTER_CREDENTIALS_MESSAGE,
     AccessControl,
     FeatureKeySecretRef,
     Tls,
@@ -227,6 +228,9 @@ class CacheClusterSpec(ImagePull):
         )
         if errors:
             raise ValueError("; ".join(errors))
+        if (self.access_control is not None and self.exporter.enabled
+                and self.access_control.exporter_secret_name is None):
+            raise ValueError(EXPORTER_CREDENTIALS_MESSAGE)
         names = [ns.name for ns in self.namespaces]
         if len(set(names)) != len(names):
             raise ValueError(f"namespace names must be unique, got {names}")
@@ -306,6 +310,13 @@ class CacheClusterStatus(StatusModel):
     )
     capacity_bytes: int | None = None
     cluster_key: str | None = None
+    user_password_digests: dict[str, str] | None = Field(
+        default=None,
+        description="Enterprise access control: per Aerospike user, an HMAC (keyed with the "
+        "CacheCluster's uid) of the password the operator last set, so a changed Secret is "
+        "found without storing the password; users whose digest matches are not touched.",
+    )
+
     def condition(self, type_: str) -> Condition | None:
         return find_condition(self.conditions, type_)
 

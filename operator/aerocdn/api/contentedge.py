@@ -23,6 +23,11 @@ from aerocdn.api.common import (
     find_condition,
 )
 
+# The edge's bounds (aerocdn.edge.config.SlicesConfig), so nothing the CRD admits fails later.
+SLICE_MIN_BYTES = 64 * 1024
+SLICE_MAX_BYTES = 16 * 2**20
+SLICE_DEFAULT_BYTES = 2**20
+
 KIND = "ContentEdge"
 PLURAL = "contentedges"
 DEFAULT_IMAGE = "aerocdn:0.1.0"
@@ -78,6 +83,25 @@ class CacheKey(ApiModel):
     )
 
 
+class Slices(ApiModel):
+    """Range slicing: objects are fetched, stored and served in fixed-size slices."""
+
+    enabled: bool = Field(
+        default=False,
+        description="Fetch and cache every GET in slices of sizeBytes (nginx's slice module "
+        "in each pod, one L2 record per slice, one origin Range request per slice across the "
+        "region): objects of any size are cached, ranges are answered from cache, "
+        "maxObjectSizeBytes no longer applies. Responses without an ETag or Last-Modified "
+        "are streamed, not stored (slices of them could not be checked to belong together).",
+    )
+    size_bytes: int = Field(
+        default=SLICE_DEFAULT_BYTES, ge=SLICE_MIN_BYTES, le=SLICE_MAX_BYTES,
+        description="Slice size in bytes (64Ki to 16Mi). Each slice is one L2 record: with "
+        "Aerospike, the namespace's max-record-size must exceed it plus a few KiB of "
+        "headers, or slices are served without being stored.",
+    )
+
+
 class CachePolicy(ApiModel):
     """How long and what the edges cache."""
 
@@ -120,6 +144,7 @@ class CachePolicy(ApiModel):
         "only when public, s-maxage or must-revalidate, RFC 9111 3.5) or bypass (never "
         "cached nor answered from cache).",
     )
+    slices: Slices = Field(default_factory=Slices, description="Range slicing of objects.")
 
 
 def _ip_or_cidr(v: str) -> str:

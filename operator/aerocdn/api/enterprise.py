@@ -36,6 +36,15 @@ Role = Literal[
 
 SecretKey = Annotated[str, Field(pattern=SECRET_KEY, min_length=1, max_length=253)]
 
+# Users the operator creates for what it runs itself, with their predefined roles: the edges of
+# ContentEdges using the cluster (records of the cache namespaces) and the exporter sidecar
+# (info statistics). Names of spec.accessControl.users may not take them.
+EDGE_USER = "aerocdn-edge"
+EDGE_ROLES = ("read-write",)
+EXPORTER_USER = "aerocdn-exporter"
+EXPORTER_ROLES = ("read",)
+RESERVED_USERS = (EDGE_USER, EXPORTER_USER)
+
 
 class FeatureKeySecretRef(ApiModel):
     """The Secret holding the Enterprise feature key file (features.conf)."""
@@ -123,10 +132,32 @@ class User(ApiModel):
 class AccessControl(ApiModel):
     """Aerospike security (the `security` context), Enterprise only."""
 
+    model_config = ApiModel.model_config | ConfigDict(json_schema_extra={
+        "x-kubernetes-validations": [{
+            "rule": "!has(self.users) || self.users.all(u, !(u.name in "
+            + repr(list(RESERVED_USERS)) + "))",
+            "message": "accessControl.users[].name: " + " and ".join(RESERVED_USERS)
+            + " are the operator's own users (edgeSecretName, exporterSecretName)",
+            "fieldPath": ".users",
+        }]
+    })
+
     admin_secret_ref: LocalObjectReference = Field(
         description="A kubernetes.io/basic-auth Secret (username, password): the user the "
         "operator logs in as; it is created with the roles sys-admin, user-admin and "
         "data-admin (from the default admin/admin on a new cluster).",
+    )
+    edge_secret_name: DnsSubdomain = Field(
+        description=f"Secret holding, under the key `password`, the password of the user "
+        f"{EDGE_USER!r} the operator creates with the role {EDGE_ROLES[0]}: the edge pods of "
+        "every ContentEdge using this cluster mount it and log in as that user (the operator "
+        "does not generate passwords).",
+    )
+    exporter_secret_name: DnsSubdomain | None = Field(
+        default=None,
+        description=f"Secret holding, under the key `password`, the password of the user "
+        f"{EXPORTER_USER!r} the operator creates with the role {EXPORTER_ROLES[0]} for the "
+        "exporter sidecar; required when spec.exporter.enabled.",
     )
     users: list[User] = Field(
         default_factory=list,
@@ -141,6 +172,12 @@ class AccessControl(ApiModel):
         names = [u.name for u in self.users]
         if len(set(names)) != len(names):
             raise ValueError(f"accessControl.users names must be unique, got {names}")
+        for i, name in enumerate(names):
+            if name in RESERVED_USERS:
+                raise ValueError(
+                    f"accessControl.users[{i}].name: " + " and ".join(RESERVED_USERS)
+                    + " are the operator's own users (edgeSecretName, exporterSecretName)"
+                )
         return self
 
 
@@ -151,12 +188,22 @@ ENTERPRISE_FIELDS = {
     "tls": "tls",
     "accessControl": "access_control",
 }
+EXPORTER_CREDENTIALS_MESSAGE = (
+    "spec.accessControl.exporterSecretName is required when spec.exporter.enabled: with "
+    "security on, the exporter must log in"
+)
 CEL_RULES: list[dict[str, str]] = [
     {
         "rule": f"!{_ENTERPRISE} || has(self.featureKeySecretRef)",
         "message": "spec.featureKeySecretRef is required when spec.edition is enterprise "
         "(Enterprise Edition does not start without a feature key)",
         "fieldPath": ".featureKeySecretRef",
+    },
+    {
+        "rule": "!has(self.accessControl) || has(self.accessControl.exporterSecretName) || "
+        "!has(self.exporter) || !has(self.exporter.enabled) || !self.exporter.enabled",
+        "message": EXPORTER_CREDENTIALS_MESSAGE,
+        "fieldPath": ".accessControl.exporterSecretName",
     },
     *(
         {

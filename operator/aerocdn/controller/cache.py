@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import builtins
 import copy
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from aerocdn.constants import API_VERSION, CC_KIND, CE_KIND, MANAGED
 from aerocdn.controller.kube import Kube, KubeError
 
 Kind = tuple[str, str]  # apiVersion, kind
+# What the store keeps of an object of a kind: the object (or a part of it), or None to keep
+# nothing (and forget an older version).
+Shape = Callable[[Mapping[str, Any]], "Mapping[str, Any] | None"]
 
 
 def _rv(obj: Mapping[str, Any]) -> int:
@@ -54,6 +57,7 @@ class Store:
         self._index: dict[Kind, dict[tuple[str, str, str], set[tuple[str, str]]]] = {
             k: {} for k in kinds}
         self.synced: set[Kind] = set()
+        self.shapes: dict[Kind, Shape] = {}
 
     @staticmethod
     def _terms(key: tuple[str, str], obj: Mapping[str, Any]) -> list[tuple[str, str, str]]:
@@ -87,6 +91,13 @@ class Store:
         old = bucket.get(key)
         if old is not None and _rv(old) > _rv(obj):
             return
+        shape = self.shapes.get((api_version, kind))
+        if shape is not None:
+            shaped = shape(obj)
+            if shaped is None:
+                self.remove(api_version, kind, key[0], key[1])
+                return
+            obj, owned = shaped, owned or shaped is not obj
         stored = dict(obj) if owned else _copy(obj)
         stored.setdefault("apiVersion", api_version)
         stored.setdefault("kind", kind)
@@ -271,6 +282,8 @@ WATCHED: list[Kind] = [
     ("v1", "Service"), ("policy/v1", "PodDisruptionBudget"),
     ("autoscaling/v2", "HorizontalPodAutoscaler"), ("networking.k8s.io/v1", "NetworkPolicy"),
     ("v1", "Pod"),
+    # Only the Secrets CacheClusters name, and of them only their data (controller/secrets.py)
+    ("v1", "Secret"),
 ]
 
 

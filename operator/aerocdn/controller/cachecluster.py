@@ -6,7 +6,7 @@ import asyncio
 import logging
 from typing import Any
 
-from aerocdn.aerospike.client import AerospikeInfo, resolve_endpoints
+from aerocdn.aerospike.client import PLAIN, AerospikeInfo, ClientSecurity, resolve_endpoints
 from aerocdn.aerospike.dynamic import Setting, drift
 from aerocdn.aerospike.errors import AerospikeInfoError
 from aerocdn.aerospike.parse import Edition, ReclusterResult
@@ -28,12 +28,14 @@ from aerocdn.aerospike.scale import (
     next_roll_step,
     next_scale_step,
 )
+from aerocdn.aerospike.security import referenced_secrets
 from aerocdn.aerospike.stability import (
     Stability,
     Unreachable,
     assess_stability,
     readiness_gate_condition,
 )
+from aerocdn.aerospike.users import DEFAULT_ADMIN, DesiredUser, desired_users
 from aerocdn.api import CacheCluster, InputError
 from aerocdn.api.cachecluster import CacheClusterStatus, RackStatus
 from aerocdn.api.common import Condition
@@ -54,14 +56,23 @@ from aerocdn.controller.children import list_children, sync_children
 from aerocdn.controller.conditions import Cond, as_conds, condition_events, merge_conditions
 from aerocdn.controller.context import API_VERSION, CC_KIND, Context, timestamp
 from aerocdn.controller.diff import status_changed
+from aerocdn.controller.errors import FailureReason, PermanentError
 from aerocdn.controller.kube import KubeError
 from aerocdn.controller.kube import path as kube_path
+from aerocdn.controller.secrets import (
+    SecretData,
+    check_secrets,
+    operator_security,
+    read_secrets,
+)
 from aerocdn.controller.status import (
     already_failed,
     report_invalid,
     report_paused,
     write_status,
 )
+from aerocdn.controller.users import CONDITION as USERS_CONDITION
+from aerocdn.controller.users import sync_users, users_events, users_waiting
 from aerocdn.controller.volumes import (
     PROGRESS_REASON as VOLUME_REASON,
 )
@@ -124,6 +135,7 @@ async def _reconcile(ctx: Context, namespace: str, name: str, fresh: bool) -> fl
     if cc.spec.paused:
         await report_paused(ctx, raw, now, "children")
         return None
+    secrets, users = await _enterprise_inputs(ctx, cc)
 
     uid = raw["metadata"]["uid"]
     live = await list_children(kube, namespace, {LABEL_CACHECLUSTER: name},
@@ -178,11 +190,15 @@ async def _reconcile(ctx: Context, namespace: str, name: str, fresh: bool) -> fl
         alive = {p.name: p.ip for p in pods if p.ip and not p.terminating}
         overrides = {k: v for k, v in ctx.address_overrides.items() if k in alive}
         if alive:
-            endpoints = resolve_endpoints({k: v for k, v in alive.items() if v}, overrides)
+            security, fallback = _client_security(cc, secrets)
+            endpoints = resolve_endpoints({k: v for k, v in alive.items() if v}, overrides,
+                                          port=security.port)
             names = [ns.name for ns in cc.spec.namespaces]
-            info = (AerospikeInfo(endpoints, namespaces=names)
+            info = (AerospikeInfo(endpoints, namespaces=names, security=security,
+                                  fallback=fallback)
                     if ctx.aerospike_client_factory is None else
-                    AerospikeInfo(endpoints, namespaces=names,
+                    AerospikeInfo(endpoints, namespaces=names, security=security,
+                                  fallback=fallback,
                                   client_factory=ctx.aerospike_client_factory))
             observation = await info.observe(expected_size=len(alive))
             if not observation.nodes:
@@ -193,10 +209,44 @@ async def _reconcile(ctx: Context, namespace: str, name: str, fresh: bool) -> fl
                 stability = assess_stability(observation, len(alive))
     try:
         return await _converge(ctx, raw, cc, racks, pods, live, live_sts, stability, info,
-                               status, generation, now, fresh, volume_cond, hold_roll)
+                               status, generation, now, fresh, volume_cond, hold_roll, users)
     finally:
         if info is not None:
             info.close()
+
+
+async def _enterprise_inputs(ctx: Context, cc: CacheCluster
+                             ) -> tuple[dict[str, SecretData], list[DesiredUser] | None]:
+    """The Secrets the spec names (checked: a missing Secret or key is a permanent error
+    naming them) and, with access control, the users it wants."""
+    names = set(referenced_secrets(cc.spec))
+    if not names:
+        return {}, None
+    secrets = await read_secrets(ctx, cc.namespace, names)
+    check_secrets(cc, secrets)
+    access = cc.spec.access_control
+    if access is None:
+        return secrets, None
+    try:
+        return secrets, desired_users(access, secrets.get(access.admin_secret_ref.name),
+                                      secrets)
+    except ValueError as exc:  # a user named like the admin of the Secret
+        raise PermanentError(FailureReason.SECRET_INVALID, "spec.accessControl",
+                             str(exc)) from None
+
+
+def _client_security(cc: CacheCluster, secrets: dict[str, SecretData]
+                     ) -> tuple[ClientSecurity, ClientSecurity | None]:
+    """The info client's settings and, with access control, the default admin to log in
+    with while the operator's own admin does not exist yet (a new cluster)."""
+    if cc.spec.tls is None and cc.spec.access_control is None:
+        return PLAIN, None
+    security = operator_security(cc, secrets)
+    fallback = None
+    if cc.spec.access_control is not None and (security.user, security.password) != DEFAULT_ADMIN:
+        fallback = ClientSecurity(user=DEFAULT_ADMIN[0], password=DEFAULT_ADMIN[1],
+                                  tls=security.tls)
+    return security, fallback
 
 
 def _all_ready(racks: Any, pods: list[PodView]) -> bool:
@@ -229,7 +279,8 @@ async def _converge(ctx: Context, raw: dict[str, Any], cc: CacheCluster, racks: 
                     stability: Stability | Unreachable | None, info: AerospikeInfo | None,
                     status: dict[str, Any], generation: int | None, now: str,
                     fresh: bool, volume_cond: Cond | None = None,
-                    hold_roll: bool = False) -> float | None:
+                    hold_roll: bool = False, users: list[DesiredUser] | None = None
+                    ) -> float | None:
     kube, name, namespace = ctx.kube, cc.name, cc.namespace
     replicas = {r.name: max(r.replicas, r.desired) if r.name in live_sts else r.desired
                 for r in racks}
@@ -323,9 +374,28 @@ async def _converge(ctx: Context, raw: dict[str, Any], cc: CacheCluster, racks: 
             info, [p for p in pods if p.running and not p.terminating and p.ip],
             dynamic_settings(cc))
         events += config_events
+
+    # Aerospike users (Enterprise access control): only from a stable cluster.
+    users_cond: Cond | None = None
+    digests = status.get("userPasswordDigests")
+    if users is not None:
+        previous = next(iter(_kept(status, (USERS_CONDITION,))), None)
+        busy = ("a node is leaving" if scaling_down else
+                "nodes are joining" if scale_up else roll_message)
+        users_cond = users_waiting(ctx.probe, isinstance(stability, Stability)
+                                   and stability.stable, busy, previous)
+        if users_cond is None and info is not None and isinstance(stability, Stability):
+            asked = min(n.pod for n in stability.observation.nodes)
+            outcome = await sync_users(info, asked, users, digests or {}, raw["metadata"]["uid"])
+            users_cond = outcome.condition
+            events += users_events(outcome, previous)
+            if outcome.digests is not None:
+                digests = outcome.digests
     new_status = _status(ctx, cc, racks, pods, replicas, stability, action, scaling_down,
                          scale_up, roll_message, status, generation, now,
-                         [c for c in (config_cond, volume_cond) if c is not None])
+                         [c for c in (config_cond, volume_cond, users_cond) if c is not None])
+    if users is not None:
+        new_status["userPasswordDigests"] = digests
     if isinstance(stability, Stability):
         metrics.MIGRATING_PARTITIONS.labels(namespace=namespace, cachecluster=name).set(
             stability.partitions_remaining)

@@ -28,6 +28,7 @@ class FailureReason(enum.Enum):
     """Reasons of the conditions and Events a failure writes."""
 
     INVALID_SPEC = "InvalidSpec"
+    SECRET_INVALID = "SecretInvalid"
     CHILD_REFUSED = "ChildRefused"
     API_CONFLICT = "APIConflict"
     API_UNAVAILABLE = "APIUnavailable"

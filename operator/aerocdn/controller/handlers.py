@@ -99,4 +99,9 @@ async def contentedge_event(type: str, body: kopf.Body, namespace: str | None, n
 # watch.py, not kopf: their events only update the cache and queue the parent.
 
 
+# Secrets a CacheCluster names (Enterprise TLS, access control) are watched by watch.py too:
+# the store keeps only those, and a change re-runs the CacheClusters naming them
+# (Runtime.secret_changed, controller/secrets.py).
+
+
 logging.getLogger("kopf.objects").setLevel(logging.WARNING)

@@ -24,6 +24,7 @@ from aerocdn.controller.errors import RETRIES_BEFORE_REPORT, PermanentError, cla
 from aerocdn.controller.kube import Kube
 from aerocdn.controller.leader import LeaderElector
 from aerocdn.controller.queue import WorkQueue
+from aerocdn.controller.secrets import SECRET, clusters_using, secret_shape
 from aerocdn.controller.status import report_permanent, report_retrying
 from aerocdn.controller.watch import WatchedKind, Watcher
 from aerocdn.routing.inputs import cache_facts
@@ -38,6 +39,7 @@ class Runtime:
                                           leader_election=False)
         self.queue = WorkQueue(self._reconcile)
         self.store = Store(WATCHED)
+        self.store.shapes[SECRET] = secret_shape(self.store)
         self.ctx: Context | None = None
         self.known: set[tuple[str, str, str]] = set()
         self._tasks: list[asyncio.Task[None]] = []
@@ -91,14 +93,14 @@ class Runtime:
         return list(getattr(self.options, "namespace", []) or [])
 
     async def _sync(self) -> None:
-        """Every watched kind listed: CacheClusters and ContentEdges here, the children by
-        their watches."""
+        """Every watched kind listed: CacheClusters and ContentEdges here (kopf watches
+        them), children and Secrets by their own watches (watch.py)."""
         assert self.ctx is not None and isinstance(self.ctx.kube, CachedKube)
         delay = 1.0
         while True:
             try:
-                await self.ctx.kube.sync(self._namespaces(), [(API_VERSION, CC_KIND),
-                                                              (API_VERSION, CE_KIND)])
+                await self.ctx.kube.sync(self._namespaces(),
+                                         [(API_VERSION, CC_KIND), (API_VERSION, CE_KIND)])
                 if self.watcher is not None:
                     await self.watcher.wait_synced()
                 return
@@ -114,18 +116,29 @@ class Runtime:
 
     def child_event(self, event_type: str, body: Mapping[str, Any]) -> None:
         """A child's watch event: any change (readiness, drift, deletion) re-runs its
-        parent's reconcile promptly."""
+        parent's reconcile promptly. A Secret's re-runs the CacheClusters naming it."""
+        meta = body["metadata"]
+        if body.get("kind") == "Secret":
+            if meta.get("namespace"):
+                self.secret_changed(event_type, body, meta["namespace"], meta["name"])
+            return
         self.store.observe(event_type, body)
         self._parent(body)
 
     def child_list(self, what: WatchedKind, items: list[dict[str, Any]],
                    namespace: str | None) -> None:
-        """A (re)listing of a child kind: events may have been missed, so every parent of
-        what is listed or gone is queued (the first listing queues nothing new: leading
-        queues every object anyway)."""
+        """A (re)listing of a child kind (or of Secrets): events may have been missed, so
+        every parent of what is listed or gone is queued (the first listing queues nothing
+        new: leading queues every object anyway)."""
         gone = self.store.replace(what.api_version, what.kind, items, namespace)
         for obj in (*items, *gone):
-            self._parent(obj)
+            if what.kind == "Secret":
+                meta = obj["metadata"]
+                for cluster in clusters_using(self.store, meta.get("namespace") or "",
+                                              meta["name"]):
+                    self.queue.add((CC_KIND, meta.get("namespace") or "", cluster))
+            else:
+                self._parent(obj)
 
     def _parent(self, obj: Mapping[str, Any]) -> None:
         meta = obj.get("metadata") or {}
@@ -166,6 +179,18 @@ class Runtime:
             return
         self.known.add(key)
         if enqueue:
+            self.queue.add(key)
+
+    def secret_changed(self, event_type: str | None, body: Any, namespace: str,
+                       name: str) -> None:
+        """A Secret's watch event: kept (its data) only when a CacheCluster names it; those
+        CacheClusters are reconciled again, also after a permanent error (a missing or bad
+        Secret is fixed by changing the Secret, not the CacheCluster)."""
+        self.store.observe(event_type, body)
+        for cluster in clusters_using(self.store, namespace, name):
+            key = (CC_KIND, namespace, cluster)
+            if self.ctx is not None:
+                self.ctx.failed_generation.pop(key, None)
             self.queue.add(key)
 
     def enqueue(self, kind: str, namespace: str, name: str) -> None:
@@ -267,7 +292,9 @@ async def _metrics(_: web.Request) -> web.Response:
 
 
 # The children the operator owns, watched by label (watch.py), and the Aerospike pods.
-CHILDREN = [WatchedKind(api_version, kind, LABELS[kind]) for api_version, kind in WATCHED
-            if kind in LABELS]
+# Secrets: all of them (a CacheCluster names its own, unlabelled; the store keeps only
+# those, controller/secrets.py).
+CHILDREN = [WatchedKind(api_version, kind, LABELS.get(kind, {})) for api_version, kind
+            in WATCHED if kind not in (CC_KIND, CE_KIND)]
 
 RUNTIME = Runtime()

@@ -62,7 +62,8 @@ async def report_permanent(ctx: Context, raw: dict[str, Any], err: PermanentErro
     generation = raw["metadata"].get("generation")
     now = now or timestamp(ctx.clock())
     reason = err.reason.value
-    what = "fix the spec" if err.reason is FailureReason.INVALID_SPEC else "change the spec"
+    what = {FailureReason.INVALID_SPEC: "fix the spec",
+            FailureReason.SECRET_INVALID: "fix the Secret"}.get(err.reason, "change the spec")
     await write_status(ctx, raw, {
         "observedGeneration": generation, "phase": "Invalid",
         "conditions": merge_conditions((raw.get("status") or {}).get("conditions", []), [

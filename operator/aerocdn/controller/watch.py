@@ -52,6 +52,9 @@ class WatchedKind:
     def selector(self) -> str:
         return ",".join(f"{k}={v}" for k, v in sorted(self.labels.items()))
 
+    def params(self) -> dict[str, str]:
+        return {"labelSelector": self.selector()} if self.labels else {}
+
 
 @dataclass
 class ApiAccess:
@@ -109,7 +112,7 @@ class Watch:
 
     async def list(self, session: aiohttp.ClientSession) -> None:
         items: list[dict[str, Any]] = []
-        params = {"labelSelector": self.what.selector(), "limit": str(self.page_size)}
+        params = {**self.what.params(), "limit": str(self.page_size)}
         while True:
             async with session.get(self._url(), params=params, headers=self.access.headers(),
                                    ssl=self.access.ssl_context,
@@ -130,8 +133,7 @@ class Watch:
 
     async def stream(self, session: aiohttp.ClientSession) -> None:
         """One watch request, until the server ends it; events go to ``on_event``."""
-        params = {"watch": "1", "allowWatchBookmarks": "true",
-                  "labelSelector": self.what.selector(),
+        params = {"watch": "1", "allowWatchBookmarks": "true", **self.what.params(),
                   "timeoutSeconds": str(self.server_timeout)}
         if self.resource_version:
             params["resourceVersion"] = self.resource_version

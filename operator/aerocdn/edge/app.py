@@ -92,6 +92,10 @@ class Edge:
         self.filler = Filler(cfg, self.m, l2, shared=self.shared_l2)
         self.request_path = RequestPath(cfg, self.m, l2, self.l1, self.filler)
         self.purger = Purger(cfg, self.m, l2, self.l1, self.peers)
+        # an object served in slices changed at the origin: this pod's nginx forgets its
+        # slices (the local part of a purge of its URL)
+        self.request_path.slices.on_change = (
+            lambda url, host, pq: self.purger._purge_nginx(url, False, host, pq))
         self._tasks: list[asyncio.Task[Any]] = []
         self._runners: list[web.BaseRunner] = []
         self.control: aiohttp.ClientSession | None = None
@@ -117,6 +121,7 @@ class Edge:
                     name, ref.seeds, ref.namespace, cfg.cluster_set(name),
                     timeout_ms=cfg.tier_timeout_ms, threads=cfg.tier_threads,
                     rules_max_age=float(cfg.cache_policy.l2_max_ttl_seconds),
+                    user=ref.user, password_file=ref.password_file,
                 )
             order = self._plan_order
         else:
@@ -199,6 +204,7 @@ class Edge:
         for runner in self._runners:
             await runner.cleanup()
         await stop_tasks(self._tasks)
+        await self.request_path.slices.close()
         await self.filler.close()
         if self.control is not None:
             await self.control.close()

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from aerocdn.api.common import HEADER_NAME, HOSTNAME, QUERY_PARAM, camel
 from aerocdn.api.common import parse_quantity as api_parse_quantity
+from aerocdn.api.contentedge import SLICE_DEFAULT_BYTES, SLICE_MAX_BYTES, SLICE_MIN_BYTES
 
 # The API's own patterns (so nothing a ContentEdge admits fails here): nginx variable names
 # ($arg_x, $http_x) only take these characters, and the key must be the same in nginx (L1) and
@@ -91,6 +92,16 @@ class CacheKeyConfig(_Model):
         return tuple(h.lower() for h in v)
 
 
+class SlicesConfig(_Model):
+    """Range slicing (cachePolicy.slices): nginx asks the edge for fixed-size slices
+    (``slice``), the edge fetches each with a Range request and stores it as its own L2
+    record, so objects of any size are cached."""
+
+    enabled: bool = False
+    # the API's bounds: a slice is one L2 record and one buffer of the pod's fill budget
+    size_bytes: int = Field(default=SLICE_DEFAULT_BYTES, ge=SLICE_MIN_BYTES, le=SLICE_MAX_BYTES)
+
+
 class CachePolicyConfig(_Model):
     default_ttl_seconds: int = Field(default=300, ge=0)
     max_object_size_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
@@ -109,6 +120,7 @@ class CachePolicyConfig(_Model):
     # public / s-maxage / must-revalidate, RFC 9111 3.5) or bypass (never stored nor answered
     # from cache).
     authorization: Literal["rfc9111", "bypass"] = "rfc9111"
+    slices: SlicesConfig = SlicesConfig()
 
     @field_validator("l1_cache_size")
     @classmethod
@@ -135,6 +147,16 @@ class CacheClusterRef(_Model):
     seeds: tuple[str, ...]
     namespace: str = "cache"
     set: str | None = None  # default: the ContentEdge name
+    # Enterprise access control: the user to log in as and the file holding its password
+    # (the CacheCluster's edgeSecretName, mounted by the operator); neither without security.
+    user: str | None = None
+    password_file: str | None = None
+
+    @model_validator(mode="after")
+    def _login(self) -> CacheClusterRef:
+        if (self.user is None) != (self.password_file is None):
+            raise ValueError("cacheClusters.<name>: user and passwordFile go together")
+        return self
 
     @field_validator("seeds")
     @classmethod

@@ -24,7 +24,8 @@ from aerocdn.edge.config import CacheKeyConfig, CachePolicyConfig
 
 Headers = tuple[tuple[str, str], ...]
 
-# RFC 9111 4.2.2 heuristically cacheable statuses, without 206 (no range support in L2).
+# RFC 9111 4.2.2 heuristically cacheable statuses, without 206: partial answers are stored only
+# as slices (cachePolicy.slices, aerocdn.edge.slicepath), which judge them as the whole 200.
 HEURISTIC_STATUSES = frozenset({200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501})
 # Final statuses we store when the response gives explicit freshness.
 EXPLICIT_ONLY_STATUSES = frozenset({302, 307})
@@ -373,6 +374,9 @@ class StoredObject:
     selected: Headers = ()
     no_stale: bool = False
     revalidate: bool = False
+    # cachePolicy.slices: the full length of the object this record describes (its slice
+    # metadata record, empty body) or belongs to (a slice); -1: a whole object
+    slice_total: int = -1
 
     def matches(self, request_headers: Mapping[str, str]) -> bool:
         """Is this the variant the request selects (RFC 9111 4.1)?  The one check before any

@@ -1,5 +1,6 @@
 """The request path: nginx's upstream on loopback answers each request from L2 or through a
-fill (``aerocdn.edge.fill``), and records what nginx may keep (``L1Index``, for purges).
+fill (``aerocdn.edge.fill``) - with cachePolicy.slices, in slices (``aerocdn.edge.slicepath``)
+- and records what nginx may keep (``L1Index``, for purges).
 
 ``RequestPath.handle`` is the one handler of the upstream listener (``aerocdn.edge.app``).
 """
@@ -32,6 +33,7 @@ from aerocdn.edge.policy import (
     not_modified,
 )
 from aerocdn.edge.purge import L1Entry, L1Index
+from aerocdn.edge.slicepath import SlicePath
 from aerocdn.edge.tiers import PassMarker
 
 log = logging.getLogger("aerocdn.edge")
@@ -49,6 +51,7 @@ class RequestPath:
         self.l2 = l2
         self.l1 = l1
         self.filler = filler
+        self.slices = SlicePath(cfg, m, l2, l1, filler)
         self.inflight = 0
         self._hosts_seen: dict[str, bool] = {}
 
@@ -98,6 +101,8 @@ class RequestPath:
                 policy.authorization == "bypass" and "authorization" in hdrs):
             return await self.filler.direct(request, path, query, hdrs, personal=True), "pass"
         ck = cache_key(policy.cache_key, host, path, query, hdrs)
+        if policy.slices.enabled:
+            return await self.slices.handle(request, ck, path, query, hdrs, l1_ok)
         now = time.time()
         entry, _ = await self._lookup(ck, hdrs)
         stale: StoredObject | None = None

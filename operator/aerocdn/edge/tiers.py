@@ -26,6 +26,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from aerocdn.edge.policy import PurgeRules, StoredObject, VaryMarker
@@ -179,6 +180,7 @@ def to_bins(e: Entry) -> dict[str, Any]:
             "vy": list(e.vary),
             "sel": [[k, v] for k, v in e.selected],
             "fl": (1 if e.no_stale else 0) | (2 if e.revalidate else 0),
+            **({"tot": e.slice_total} if e.slice_total >= 0 else {}),
         }
     if isinstance(e, VaryMarker):
         return {"k": "v", "u": e.url, "vy": list(e.vary), "sa": e.stored_at, "fu": e.expires_at}
@@ -201,6 +203,7 @@ def from_bins(b: dict[str, Any]) -> Entry | None:
             selected=tuple((str(k), str(v)) for k, v in (b.get("sel") or ())),
             no_stale=bool(int(b.get("fl") or 0) & 1),
             revalidate=bool(int(b.get("fl") or 0) & 2),
+            slice_total=int(b.get("tot", -1)),
         )
     if kind == "v":
         return VaryMarker(
@@ -279,10 +282,14 @@ class AerospikeTier:
         threads: int,
         rules_max_age: float,
         clock: Callable[[], float] = time.time,
+        user: str | None = None,
+        password_file: str | None = None,
     ):
         self.name = name
         self.shared = True
         self._seeds = seeds
+        self._user = user
+        self._password_file = password_file
         self._ns = namespace
         self._set = set_name
         self._timeout_ms = timeout_ms
@@ -355,8 +362,22 @@ class AerospikeTier:
                 "remove": {"total_timeout": self._timeout_ms * 2, "max_retries": 0},
                 "operate": {"total_timeout": self._timeout_ms * 2, "max_retries": 0},
             },
+            **self.login(),
         }
         return aerospike.client(config).connect()
+
+    def login(self) -> dict[str, str]:
+        """The client config's user and password (Enterprise access control): the password
+        is read from its file at every connect, so a rotated Secret is used on the next one.
+        A missing or unreadable file fails the connect, naming the file."""
+        if self._user is None or self._password_file is None:
+            return {}
+        try:
+            password = Path(self._password_file).read_text()
+        except OSError as e:
+            raise TierError(f"cache cluster {self.name}: password file "
+                            f"{self._password_file}: {e.strerror or e}") from None
+        return {"user": self._user, "password": password}
 
     async def _client_or_connect(self) -> Any:
         """The connected client.  While a connect is under way a caller waits for it, up to

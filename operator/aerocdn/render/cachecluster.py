@@ -10,7 +10,7 @@ from aerocdn.aerospike.dynamic import Setting, split
 from aerocdn.api.aerospikeconfig import AerospikeConfig
 from aerocdn.api.cachecluster import KIND, AerospikeNamespace, CacheClusterSpec
 from aerocdn.api.common import parse_quantity
-from aerocdn.api.enterprise import Tls
+from aerocdn.api.enterprise import EXPORTER_USER, Tls
 from aerocdn.api.objects import CacheCluster
 from aerocdn.render.engine import (
     config_hash,
@@ -263,6 +263,13 @@ def default_resources(spec: CacheClusterSpec) -> dict[str, Any]:
 
 
 EXPORTER_PORT = 9145
+EXPORTER_LOGIN_DIR = "/etc/aerocdn/exporter-login"
+
+
+def exporter_login(spec: CacheClusterSpec) -> str | None:
+    """The Secret with the exporter's password, when access control is on."""
+    access = spec.access_control
+    return access.exporter_secret_name if access is not None else None
 
 
 def exporter_conf(cc: CacheCluster) -> str:
@@ -274,6 +281,8 @@ def exporter_conf(cc: CacheCluster) -> str:
         region=cc.spec.region,
         metrics_port=EXPORTER_PORT,
         service_port=PORTS["service"],
+        login={"user": EXPORTER_USER, "password_file": f"{EXPORTER_LOGIN_DIR}/password"}
+        if exporter_login(cc.spec) else None,
     )
 
 
@@ -347,6 +356,8 @@ def render_cachecluster(
         pull=image_pull(spec),
         exporter=spec.exporter,
         exporter_conf=ape,
+        exporter_login=exporter_login(spec),
+        exporter_login_dir=EXPORTER_LOGIN_DIR,
         persistent=[ns for ns in spec.namespaces if ns.storage.type == "persistent"],
         tls_ports=tls_ports(spec),
         feature_key=spec.feature_key_secret_ref,

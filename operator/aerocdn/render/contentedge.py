@@ -8,6 +8,7 @@ from typing import Any
 
 from aerocdn.api.common import parse_quantity
 from aerocdn.api.contentedge import KIND, EdgeRegion
+from aerocdn.api.enterprise import EDGE_USER
 from aerocdn.api.objects import CacheCluster, ContentEdge
 from aerocdn.edge.config import CacheClusterRef, EdgeConfig
 from aerocdn.render.cachecluster import CONTAINER_SECURITY, PORTS, pod_selector
@@ -55,12 +56,15 @@ def edge_config(
     """The edge config of one region: every CacheCluster of the ContentEdge is listed, so
     the edge can follow cache routes to another region's cluster without a restart."""
     refs: dict[str, CacheClusterRef] = {}
+    logins = cache_logins(ce, clusters)
     for r in ce.spec.regions:
         cc_name = cache_cluster_of(r, clusters)
         cc = clusters.get(cc_name)
         refs[cc_name] = CacheClusterRef(
             seeds=(f"{cc_name}.{ce.namespace}.svc:{PORTS['service']}",),
             namespace=cc.spec.namespaces[0].name if cc else "cache",
+            **({"user": EDGE_USER, "password_file": f"{CREDENTIALS_DIR}/{cc_name}/password"}
+               if cc_name in logins else {}),
         )
     spec = ce.spec
     return EdgeConfig.model_validate(
@@ -83,6 +87,20 @@ def edge_config(
 
 
 TLS_DIR = "/etc/aerocdn/tls"
+# Enterprise access control: each CacheCluster's edge password at CREDENTIALS_DIR/<cluster>/
+CREDENTIALS_DIR = "/etc/aerocdn/aerospike"
+
+
+def cache_logins(ce: ContentEdge, clusters: Mapping[str, CacheCluster]) -> dict[str, str]:
+    """CacheCluster -> the Secret with the password its edges log in with, for the clusters
+    of ``ce`` with access control (spec.accessControl.edgeSecretName); the edges keep the
+    plain service port 3000, so no TLS here."""
+    out: dict[str, str] = {}
+    for r in ce.spec.regions:
+        cc = clusters.get(cache_cluster_of(r, clusters))
+        if cc is not None and cc.spec.access_control is not None:
+            out[cc.name] = cc.spec.access_control.edge_secret_name
+    return dict(sorted(out.items()))
 
 
 def tls_config(ce: ContentEdge) -> dict[str, Any] | None:
@@ -186,6 +204,8 @@ def render_contentedge_regions(ce: ContentEdge, clusters: Mapping[str, CacheClus
             container_security=CONTAINER_SECURITY,
             purge_secret=spec.purge_token_secret_ref,
             tls_secrets=sorted({t.secret_name for t in spec.tls}),
+            cache_logins=cache_logins(ce, clusters),
+            credentials_dir=CREDENTIALS_DIR,
             l1_size_limit=f"{l1_limit}Mi",
             service=spec.service,
             autoscaling=spec.autoscaling,

@@ -28,9 +28,16 @@ def _var(header: str) -> str:
     return "$http_" + re.sub(r"[^a-z0-9]", "_", header.lower())
 
 
-def nginx_cache_key(policy: CacheKeyConfig, purge: bool = False) -> str:
+# With cachePolicy.slices the L1 key of each slice ends in ``|`` + the slice's range; the purge
+# location (which has no ``slice``) reads the same value from this header, sent by the edge.
+SLICE_PURGE_HEADER = "X-Aerocdn-Slice"
+
+
+def nginx_cache_key(policy: CacheKeyConfig, purge: bool = False,
+                    slice_var: str | None = None) -> str:
     """The L1 key: the same parts, in the same order, as ``aerocdn.edge.policy.cache_key``
-    (host, path, kept query, ``|`` + the key policy's request header values).
+    (host, path, kept query, ``|`` + the key policy's request header values), and with
+    slicing ``|`` + the slice's range (``bytes=S-E``: the canonical target + the slice).
 
     With the whole query kept (the default) the key takes the raw request target whole
     (``$request_uri``): the edge lets nginx store an answer only when that target is
@@ -44,7 +51,8 @@ def nginx_cache_key(policy: CacheKeyConfig, purge: bool = False) -> str:
         if policy.include_query_string:
             target += "?" + "&".join(f"{p}=$arg_{p}" for p in policy.query_params or ())
     vary = "|".join(_var(h) for h in policy.vary_headers)
-    return f"$host{target}|{vary}"
+    key = f"$host{target}|{vary}"
+    return key + f"|{slice_var}" if slice_var else key
 
 
 def _nginx_size(n: int) -> str:
@@ -54,6 +62,7 @@ def _nginx_size(n: int) -> str:
 
 def render_nginx_conf(cfg: EdgeConfig) -> str:
     policy = cfg.cache_policy
+    slices = policy.slices.enabled
     upstream_read = int(
         cfg.origin.connect_timeout_seconds + cfg.origin.read_timeout_seconds + cfg.lock_wait_seconds
     ) + 5
@@ -61,8 +70,11 @@ def render_nginx_conf(cfg: EdgeConfig) -> str:
         cfg=cfg,
         ngx=cfg.nginx,
         lim=cfg.limits,
-        cache_key=nginx_cache_key(policy.cache_key),
-        purge_key=nginx_cache_key(policy.cache_key, purge=True),
+        cache_key=nginx_cache_key(policy.cache_key,
+                                  slice_var="$slice_range" if slices else None),
+        purge_key=nginx_cache_key(policy.cache_key, purge=True,
+                                  slice_var=_var(SLICE_PURGE_HEADER) if slices else None),
+        slice_size=policy.slices.size_bytes if slices else None,
         l1_max_size=_nginx_size(policy.l1_cache_bytes),
         rl=cfg.rate_limits,
         tls=cfg.tls if cfg.tls is not None and cfg.tls.certificates else None,

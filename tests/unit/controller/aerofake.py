@@ -58,6 +58,12 @@ class FakeAerospike:
     nodes: dict[str, Node] = field(default_factory=dict)
     unreachable: set[str] = field(default_factory=set)
     asked: list[tuple[str, str]] = field(default_factory=list)
+    # Enterprise security: user -> (password, roles); None: no security (Community Edition).
+    # A stand-in for the admin API (Enterprise only: no server here could answer it).
+    users: dict[str, tuple[str, set[str]]] | None = None
+    admin: list[str] = field(default_factory=list)  # admin commands received, in order
+    admin_faults: dict[str, Exception] = field(default_factory=dict)  # method -> raised
+    configs: list[dict[str, Any]] = field(default_factory=list)  # every client config
 
     def pod_at(self, host: str) -> str:
         for pod in self.kube.kind_of("Pod", self.namespace):
@@ -66,12 +72,38 @@ class FakeAerospike:
         raise AssertionError(f"no pod has IP {host}")
 
     def factory(self, config: dict[str, Any]) -> Any:
+        self.configs.append(config)
         host = config["hosts"][0][0]
         pod = self.pod_at(host)
         if pod in self.unreachable or pod not in self.nodes:
             raise aerr.ConnectionError(  # type: ignore[attr-defined]
                 -10, f"Socket write error: 111, {host}:3000", "x.c", 1, False)
-        return _Client(self, pod)
+        return _Client(self, pod, config.get("user"), config.get("password"))
+
+    def login(self, user: str | None, password: str | None) -> None:
+        if self.users is None:
+            return
+        known = self.users.get(user or "")
+        if known is None or known[0] != password:
+            raise aerr.InvalidCredential(65, "AEROSPIKE_INVALID_CREDENTIAL", "x.c", 1, False)
+
+    def admin_call(self, method: str, user: str, *args: Any) -> None:
+        assert self.users is not None, "admin API on a cluster without security"
+        self.admin.append(" ".join([method, user, *(",".join(sorted(a)) if isinstance(a, list)
+                                                    else "***" for a in args)]))
+        fault = self.admin_faults.get(method)
+        if fault is not None:
+            raise fault
+        if method == "admin_create_user":
+            self.users[user] = (args[0], set(args[1]))
+        elif method == "admin_set_password":
+            self.users[user] = (args[0], self.users[user][1])
+        elif method == "admin_grant_roles":
+            self.users[user][1].update(args[0])
+        elif method == "admin_revoke_roles":
+            self.users[user][1].difference_update(args[0])
+        elif method == "admin_drop_user":
+            del self.users[user]
 
     def answer(self, pod: str, command: str) -> str:
         self.asked.append((pod, command))
@@ -194,11 +226,36 @@ class FakeAerospike:
 
 
 class _Client:
-    def __init__(self, cluster: FakeAerospike, pod: str) -> None:
+    def __init__(self, cluster: FakeAerospike, pod: str, user: str | None = None,
+                 password: str | None = None) -> None:
         self.cluster, self.pod = cluster, pod
+        self.user, self.password = user, password
 
     def connect(self) -> _Client:
+        self.cluster.login(self.user, self.password)
         return self
+
+    # the admin API, as the aerospike client names and calls it
+    def admin_query_users_info(self) -> dict[str, dict[str, Any]]:
+        assert self.cluster.users is not None
+        self.cluster.admin.append("admin_query_users_info")
+        return {u: {"roles": sorted(r), "conns_in_use": 0}
+                for u, (_, r) in self.cluster.users.items()}
+
+    def admin_create_user(self, user: str, password: str, roles: list[str]) -> None:
+        self.cluster.admin_call("admin_create_user", user, password, roles)
+
+    def admin_set_password(self, user: str, password: str) -> None:
+        self.cluster.admin_call("admin_set_password", user, password)
+
+    def admin_grant_roles(self, user: str, roles: list[str]) -> None:
+        self.cluster.admin_call("admin_grant_roles", user, roles)
+
+    def admin_revoke_roles(self, user: str, roles: list[str]) -> None:
+        self.cluster.admin_call("admin_revoke_roles", user, roles)
+
+    def admin_drop_user(self, user: str) -> None:
+        self.cluster.admin_call("admin_drop_user", user)
 
     def info_random_node(self, command: str, policy: dict[str, Any]) -> str:
         if self.pod in self.cluster.unreachable:
