@@ -137,7 +137,11 @@ class Operator:
             [sys.executable, "-m", "aerocdn.cli", "run", "--aerospike-probe=kubernetes",
              "--metrics-port", str(self.port), "--resync-seconds", "3", *self.args],
             env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
-        wait_for("the operator's /healthz", self._healthy, timeout=60)
+        try:
+            wait_for("the operator's /healthz", self._healthy, timeout=60)
+        except BaseException:
+            self.stop()  # a fixture that fails here never calls stop(): no orphan operator
+            raise
         return self
 
     def _healthy(self) -> bool:

@@ -302,3 +302,34 @@ def test_the_operator_registers_only_event_handlers() -> None:
     assert list(registry._changing.get_all_handlers()) == []  # no on.create/update/field
     # CacheClusters and ContentEdges; children and Secrets are watched by controller/watch.py
     assert len(list(registry._watching.get_all_handlers())) == 2
+
+
+def test_a_child_event_is_news_only_when_a_reconcile_could_decide_otherwise() -> None:
+    from aerocdn.controller.runtime import child_news
+
+    def obj(kind: str, rv: str, status: object = None, **spec: object) -> dict[str, object]:
+        return {"apiVersion": "v1", "kind": kind,
+                "metadata": {"name": "x", "namespace": "n", "resourceVersion": rv,
+                             "managedFields": [{"time": rv}]},
+                "spec": dict(spec), "status": status or {}}
+
+    assert child_news(None, obj("PodDisruptionBudget", "1"))  # first seen
+    # the operator's own write, already stored from the API's answer
+    assert not child_news(obj("Deployment", "5", {"readyReplicas": 1}),
+                          obj("Deployment", "5", {"readyReplicas": 1}))
+    # status a reconcile reads
+    for kind in ("Deployment", "StatefulSet", "Pod", "Service"):
+        assert child_news(obj(kind, "5", {"ready": 1}), obj(kind, "6", {"ready": 2}))
+    # status nobody reads, and bookkeeping
+    for kind in ("PodDisruptionBudget", "HorizontalPodAutoscaler", "NetworkPolicy"):
+        assert not child_news(obj(kind, "5", {"currentHealthy": 1}),
+                              obj(kind, "6", {"currentHealthy": 2}))
+    # drift of what the operator wrote is always news
+    assert child_news(obj("PodDisruptionBudget", "5", minAvailable=1),
+                      obj("PodDisruptionBudget", "6", minAvailable=0))
+    drifted = obj("ConfigMap", "6")
+    drifted["data"] = {"routes.json": "{}"}
+    assert child_news(obj("ConfigMap", "5"), drifted)
+    relabelled = obj("NetworkPolicy", "6")
+    relabelled["metadata"]["labels"] = {"a": "b"}  # type: ignore[index]
+    assert child_news(obj("NetworkPolicy", "5"), relabelled)

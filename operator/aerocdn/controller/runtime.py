@@ -122,8 +122,11 @@ class Runtime:
             if meta.get("namespace"):
                 self.secret_changed(event_type, body, meta["namespace"], meta["name"])
             return
+        old = self.store.get(body.get("apiVersion", ""), body.get("kind", ""),
+                             meta.get("namespace") or "", meta["name"])
         self.store.observe(event_type, body)
-        self._parent(body)
+        if event_type == "DELETED" or child_news(old, body):
+            self._parent(body)
 
     def child_list(self, what: WatchedKind, items: list[dict[str, Any]],
                    namespace: str | None) -> None:
@@ -292,6 +295,33 @@ async def _metrics(_: web.Request) -> web.Response:
 
 
 # The children the operator owns, watched by label (watch.py), and the Aerospike pods.
+# Children whose status a reconcile reads (readiness, the gate, load-balancer addresses);
+# of the others only what the operator wrote matters: a change of status alone is no news.
+STATUS_READ = {"Deployment", "StatefulSet", "Pod", "Service"}
+_VOLATILE_META = ("resourceVersion", "managedFields")
+
+
+def child_news(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:
+    """Whether a child's watch event can change what its parent's reconcile decides. Not:
+    the store already holds that very version (the operator's own write, stored from the
+    API's answer, coming back as an event), or - for kinds whose status no reconcile reads -
+    only the status or the bookkeeping metadata changed."""
+    if old is None:
+        return True
+    old_meta, new_meta = old.get("metadata") or {}, new.get("metadata") or {}
+    if old_meta.get("resourceVersion") == new_meta.get("resourceVersion"):
+        return False
+    if new.get("kind") in STATUS_READ:
+        return True
+
+    def essence(obj: Mapping[str, Any]) -> dict[str, Any]:
+        meta = {k: v for k, v in (obj.get("metadata") or {}).items()
+                if k not in _VOLATILE_META}
+        return {**{k: v for k, v in obj.items() if k not in ("status", "metadata")},
+                "metadata": meta}
+    return essence(old) != essence(new)
+
+
 # Secrets: all of them (a CacheCluster names its own, unlabelled; the store keeps only
 # those, controller/secrets.py).
 CHILDREN = [WatchedKind(api_version, kind, LABELS.get(kind, {})) for api_version, kind

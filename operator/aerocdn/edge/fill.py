@@ -70,6 +70,17 @@ def short_answer(status: int, text: str) -> web.Response:
     return web.Response(status=status, text=text + "\n", headers={"X-Accel-Expires": "0"})
 
 
+@dataclass(frozen=True)
+class OriginFailure:
+    """Why an origin request has no answer to hand on (``Filler.origin_request``)."""
+
+    status: int
+    reason: str  # "Gateway Timeout: origin did not answer", ...
+
+    def answer(self) -> web.Response:
+        return short_answer(self.status, f"{self.status} {self.reason}")
+
+
 @dataclass
 class OriginStream:
     """An origin response not to be stored: the first reader streams it to its client."""
@@ -279,23 +290,9 @@ class Filler:
                 base = None
         policy = self.cfg.cache_policy
         deadline = self._deadline()
-        t0 = time.perf_counter()
-        try:
-            async with asyncio.timeout_at(deadline):
-                resp = await self.session.get(url, headers=headers, allow_redirects=False)
-        except TimeoutError:
-            self.m.origin_fetches.labels("timeout").inc()
-            return FillOutcome("error", status=504, reason="Gateway Timeout: origin did not answer")
-        except aiohttp.ClientError as e:
-            self.m.origin_fetches.labels("error").inc()
-            log.warning("origin %s: %s", url, e)
-            return FillOutcome("error", status=502, reason="Bad Gateway: origin unreachable")
-        self.m.origin_latency.observe(time.perf_counter() - t0)
-        if resp.status >= 500:
-            self.m.origin_fetches.labels("5xx").inc()
-            resp.release()
-            return FillOutcome("error", status=502,
-                               reason=f"Bad Gateway: origin answered {resp.status}")
+        resp = await self.origin_request(url, headers, deadline)
+        if isinstance(resp, OriginFailure):
+            return FillOutcome("error", status=resp.status, reason=resp.reason)
         rheaders = tuple((k, v) for k, v in resp.headers.items())
         now = time.time()
         if resp.status == 304 and base is not None:
@@ -423,6 +420,33 @@ class Filler:
         finally:
             s.discard()
 
+    async def origin_request(self, url: yarl.URL, headers: CIMultiDict[str], deadline: float, *,
+                             method: str = "GET", data: Any = None,
+                             refuse_5xx: bool = True) -> aiohttp.ClientResponse | OriginFailure:
+        """One request to the origin, answered by ``deadline`` (loop time): its response, or
+        why there is none - no answer in time (504), unreachable (502) and, with
+        ``refuse_5xx``, a 5xx (502: a cache hands on neither an origin's error page nor its
+        Cache-Control). Counted in the origin metrics."""
+        assert self.session is not None
+        t0 = time.perf_counter()
+        try:
+            async with asyncio.timeout_at(deadline):
+                resp = await self.session.request(method, url, headers=headers, data=data,
+                                                  allow_redirects=False)
+        except TimeoutError:
+            self.m.origin_fetches.labels("timeout").inc()
+            return OriginFailure(504, "Gateway Timeout: origin did not answer")
+        except aiohttp.ClientError as e:
+            self.m.origin_fetches.labels("error").inc()
+            log.warning("origin %s: %s", url, e)
+            return OriginFailure(502, "Bad Gateway: origin unreachable")
+        self.m.origin_latency.observe(time.perf_counter() - t0)
+        if refuse_5xx and resp.status >= 500:
+            self.m.origin_fetches.labels("5xx").inc()
+            resp.release()
+            return OriginFailure(502, f"Bad Gateway: origin answered {resp.status}")
+        return resp
+
     async def direct(self, request: web.BaseRequest, path: str, query: str,
                      hdrs: Mapping[str, str], personal: bool = False) -> web.StreamResponse:
         """Fetch without collapsing or storing (hit-for-pass, non-storable responses;
@@ -431,20 +455,12 @@ class Filler:
         extra = frozenset({"cookie"}) if personal else frozenset()
         url, headers = self._origin_request(path, query, hdrs, extra=extra)
         deadline = self._deadline()
-        try:
-            async with asyncio.timeout_at(deadline):
-                resp = await self.session.get(url, headers=headers, allow_redirects=False)
-        except TimeoutError:
-            return short_answer(504, "504 Gateway Timeout: origin did not answer")
-        except aiohttp.ClientError:
-            return short_answer(502, "502 Bad Gateway: origin unreachable")
-        if resp.status >= 500 and not personal:
-            # as a fill answers it: a hit-for-pass marker (shared L2) must not change what a
-            # request gets from a failing origin (pods without one answer 502, not the
-            # origin's error page with its Cache-Control)
-            self.m.origin_fetches.labels("5xx").inc()
-            resp.release()
-            return short_answer(502, f"502 Bad Gateway: origin answered {resp.status}")
+        # a 5xx as a fill answers it: a hit-for-pass marker (shared L2) must not change what a
+        # request gets from a failing origin (pods without one answer 502, not the origin's
+        # error page with its Cache-Control)
+        resp = await self.origin_request(url, headers, deadline, refuse_5xx=not personal)
+        if isinstance(resp, OriginFailure):
+            return resp.answer()
         self.m.origin_fetches.labels("pass").inc()
         decision = StoreDecision(False, "pass")
         return await self.stream(request, OriginStream(resp, b"", decision, deadline=deadline))
@@ -458,17 +474,11 @@ class Filler:
         _, headers = self._origin_request(path, query, hdrs, extra=extra)
         url = self._origin_url(path, query)  # the full query
         deadline = self._deadline()
-        try:
-            async with asyncio.timeout_at(deadline):
-                resp = await self.session.request(
-                    request.method, url, headers=headers,
-                    data=request.content if request.body_exists else None,
-                    allow_redirects=False,
-                )
-        except TimeoutError:
-            return short_answer(504, "504 Gateway Timeout: origin did not answer")
-        except aiohttp.ClientError:
-            return short_answer(502, "502 Bad Gateway: origin unreachable")
+        resp = await self.origin_request(url, headers, deadline, method=request.method,
+                                         data=request.content if request.body_exists else None,
+                                         refuse_5xx=False)
+        if isinstance(resp, OriginFailure):
+            return resp.answer()
         self.m.origin_fetches.labels("pass").inc()
         return await self.stream(request, OriginStream(resp, b"", StoreDecision(False, "method"),
                                                         deadline=deadline))

@@ -33,7 +33,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from aerocdn.edge.config import EdgeConfig
-from aerocdn.edge.fill import Filler, OriginStream, short_answer
+from aerocdn.edge.fill import Filler, OriginFailure, OriginStream, short_answer
 from aerocdn.edge.l2 import LockResult, TierSet
 from aerocdn.edge.metrics import EdgeMetrics
 from aerocdn.edge.policy import (
@@ -305,17 +305,9 @@ class SlicePath:
         url, headers = f._origin_request(path, query, hdrs, extra=frozenset({"range",
                                                                             "if-range"}))
         deadline = f._deadline()
-        try:
-            async with asyncio.timeout_at(deadline):
-                resp = await f.session.get(url, headers=headers, allow_redirects=False)
-        except TimeoutError:
-            return short_answer(504, "504 Gateway Timeout: origin did not answer")
-        except aiohttp.ClientError:
-            return short_answer(502, "502 Bad Gateway: origin unreachable")
-        if resp.status >= 500:
-            self.m.origin_fetches.labels("5xx").inc()
-            resp.release()
-            return short_answer(502, f"502 Bad Gateway: origin answered {resp.status}")
+        resp = await f.origin_request(url, headers, deadline)
+        if isinstance(resp, OriginFailure):
+            return resp.answer()
         self.m.origin_fetches.labels("pass").inc()
         return await f.stream(request, OriginStream(resp, b"", StoreDecision(False, "pass"),
                                                     deadline=deadline))
@@ -505,23 +497,9 @@ class SlicePath:
         url, headers = f._origin_request(path, query, hdrs)
         headers["Range"] = slice_request_range(index, self.size)
         deadline = f._deadline()
-        t0 = time.perf_counter()
-        try:
-            async with asyncio.timeout_at(deadline):
-                resp = await f.session.get(url, headers=headers, allow_redirects=False)
-        except TimeoutError:
-            self.m.origin_fetches.labels("timeout").inc()
-            return SliceFill("error", status=504, reason="Gateway Timeout: origin did not answer")
-        except aiohttp.ClientError as e:
-            self.m.origin_fetches.labels("error").inc()
-            log.warning("origin %s: %s", url, e)
-            return SliceFill("error", status=502, reason="Bad Gateway: origin unreachable")
-        self.m.origin_latency.observe(time.perf_counter() - t0)
-        if resp.status >= 500:
-            self.m.origin_fetches.labels("5xx").inc()
-            resp.release()
-            return SliceFill("error", status=502,
-                             reason=f"Bad Gateway: origin answered {resp.status}")
+        resp = await f.origin_request(url, headers, deadline)
+        if isinstance(resp, OriginFailure):
+            return SliceFill("error", status=resp.status, reason=resp.reason)
         rheaders = tuple((k, v) for k, v in resp.headers.items())
         now = time.time()
         policy = self.cfg.cache_policy
