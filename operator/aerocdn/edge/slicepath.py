@@ -541,22 +541,13 @@ class SlicePath:
         if resp.status == 200:
             return await self._whole(resp, ck, meta, ver, ttl, index, lock, changed, deadline)
         n = _span_len(index, self.size, total)
-        budget = f.budget
-        if not budget.take(n):
+        if not f.budget.take(n):
             self.m.origin_fetches.labels("pass").inc()
             return SliceFill("pass", stream=OriginStream(resp, b"", decision, deadline=deadline),
                              index=index)
-        try:
-            async with asyncio.timeout_at(deadline):
-                data = await resp.content.readexactly(n) if n else b""
-        except (TimeoutError, aiohttp.ClientError, asyncio.IncompleteReadError) as e:
-            self.m.origin_fetches.labels("timeout").inc()
-            return SliceFill("error", status=504,
-                             reason=f"Gateway Timeout: origin slice incomplete "
-                             f"({type(e).__name__})")
-        finally:
-            budget.give(n)
-            resp.release()
+        data = await self._read_taken(resp, n, deadline, "slice")
+        if isinstance(data, SliceFill):
+            return data
         self.m.origin_fetches.labels("slice").inc()
         piece = replace(meta, status=206, headers=(), body=data)
         await self._put_piece(slice_key(ck.key, self.size, index, ver), piece, ttl, lock.tier)
@@ -565,6 +556,21 @@ class SlicePath:
         if changed:
             await self._changed(ck)
         return SliceFill("stored", meta=meta, body=piece, index=index, changed=changed)
+
+    async def _read_taken(self, resp: aiohttp.ClientResponse, n: int, deadline: float,
+                          what: str) -> bytes | SliceFill:
+        """The ``n`` bytes of an origin answer by ``deadline``, their fill budget already
+        taken: given back, and the response released, whatever happens."""
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await resp.content.readexactly(n) if n else b""
+        except (TimeoutError, aiohttp.ClientError, asyncio.IncompleteReadError) as e:
+            self.m.origin_fetches.labels("timeout").inc()
+            return SliceFill("error", status=504, reason=f"Gateway Timeout: origin {what} "
+                             f"incomplete ({type(e).__name__})")
+        finally:
+            self.filler.budget.give(n)
+            resp.release()
 
     async def _fetch_whole_answer(self, resp: aiohttp.ClientResponse, ck: CacheKey,
                                   hdrs: Mapping[str, str], lock: LockResult, index: int,
@@ -586,16 +592,9 @@ class SlicePath:
                                   self.cfg.lock_ttl_seconds, lock.tier)
             return SliceFill("pass", stream=OriginStream(resp, b"", decision, deadline=deadline),
                              index=index)
-        try:
-            async with asyncio.timeout_at(deadline):
-                data = await resp.content.readexactly(n) if n else b""
-        except (TimeoutError, aiohttp.ClientError, asyncio.IncompleteReadError) as e:
-            self.m.origin_fetches.labels("timeout").inc()
-            return SliceFill("error", status=504, reason="Gateway Timeout: origin body "
-                             f"incomplete ({type(e).__name__})")
-        finally:
-            f.budget.give(n)
-            resp.release()
+        data = await self._read_taken(resp, n, deadline, "body")
+        if isinstance(data, SliceFill):
+            return data
         self.m.origin_fetches.labels("stored").inc()
         obj = StoredObject(
             status=resp.status, headers=store_headers(rheaders), body=data, url=ck.url,
