@@ -7,6 +7,8 @@ import asyncio
 import datetime as dt
 from typing import Any
 
+import pytest
+
 from aerocdn.aerospike.scale import Done, Hold, RackPods, RemoveOne, RestartPod, WaitMigrations
 from aerocdn.controller.ccplan import (
     PodView,
@@ -333,3 +335,31 @@ def test_a_child_event_is_news_only_when_a_reconcile_could_decide_otherwise() ->
     relabelled = obj("NetworkPolicy", "6")
     relabelled["metadata"]["labels"] = {"a": "b"}  # type: ignore[index]
     assert child_news(obj("NetworkPolicy", "5"), relabelled)
+
+
+async def test_cachecluster_steps_in_a_window_replan_a_contentedge_once(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from aerocdn.controller import runtime
+
+    monkeypatch.setattr(runtime, "FANOUT_SETTLE_SECONDS", 60.0)
+    rt = runtime.Runtime()
+    ce = {"apiVersion": "aerocdn.dev/v1alpha1", "kind": "ContentEdge",
+          "metadata": {"name": "shop", "namespace": "n", "resourceVersion": "1"},
+          "spec": {"regions": [{"name": "eu", "cacheCluster": "eu-cache"}]}}
+    rt.store.upsert("aerocdn.dev/v1alpha1", "ContentEdge", ce)
+    rt.known.add(("ContentEdge", "n", "shop"))
+    rt.known.add(("ContentEdge", "n", "other"))  # not in the cache yet: queued too
+    loop = asyncio.get_running_loop()
+    try:
+        first = loop.time()
+        for _ in range(5):  # five readiness steps of the cluster in quick succession
+            rt.cachecluster_changed("n", "eu-cache", {"spec": {"region": "eu"}})
+        rt.cachecluster_changed("n", "unused", {"spec": {"region": "us"}})
+        # nothing runs now; one pending run per ContentEdge, at the end of the first
+        # step's window (later steps do not push it back)
+        assert not rt.queue._queued
+        timers = rt.queue._timers
+        assert set(timers) == {("ContentEdge", "n", "shop"), ("ContentEdge", "n", "other")}
+        assert all(first + 60 <= t.when() < first + 61 for t in timers.values())
+    finally:
+        await rt.queue.stop()

@@ -203,14 +203,16 @@ class Runtime:
                              cluster: Mapping[str, Any] | None) -> None:
         """A CacheCluster's routing state changed: reconcile the ContentEdges that use it
         (named in a region, or serving its region by default; all of them when a
-        ContentEdge is not in the cache yet)."""
+        ContentEdge is not in the cache yet) - after FANOUT_SETTLE_SECONDS, so that the steps
+        of clusters scaling at the same time (each pod's readiness is one) re-plan each
+        ContentEdge once, not once per step of every cluster it uses."""
         region = ((cluster or {}).get("spec") or {}).get("region")
         for kind, ns, ce_name in list(self.known):
             if kind != CE_KIND or ns != namespace:
                 continue
             ce = self.store.get(API_VERSION, CE_KIND, ns, ce_name)
             if ce is None or uses_cluster(ce, name, region):
-                self.queue.add((kind, ns, ce_name))
+                self.queue.add((kind, ns, ce_name), delay=FANOUT_SETTLE_SECONDS)
 
     async def _resync(self) -> None:
         while True:
@@ -295,6 +297,10 @@ async def _metrics(_: web.Request) -> web.Response:
 
 
 # The children the operator owns, watched by label (watch.py), and the Aerospike pods.
+# A CacheCluster's routing change reaches the ContentEdges using it this much later (at most:
+# a pending reconcile is not pushed back), coalescing the changes of that window.
+FANOUT_SETTLE_SECONDS = 2.0
+
 # Children whose status a reconcile reads (readiness, the gate, load-balancer addresses);
 # of the others only what the operator wrote matters: a change of status alone is no news.
 STATUS_READ = {"Deployment", "StatefulSet", "Pod", "Service"}
