@@ -10,7 +10,14 @@ from typing import Any
 
 import yaml
 
-from aerocdn.api.objects import CacheCluster, ContentEdge, InputError, Problem, parse_object
+from aerocdn.api.objects import (
+    CacheCluster,
+    ContentEdge,
+    ContentPurge,
+    InputError,
+    Problem,
+    parse_object,
+)
 from aerocdn.yamlio import dump, dump_all
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
@@ -33,14 +40,14 @@ def _files(paths: Sequence[str]) -> tuple[list[Path], list[Problem]]:
     return files, problems
 
 
-def load_manifests(paths: Sequence[str]) -> list[CacheCluster | ContentEdge]:
+def load_manifests(paths: Sequence[str]) -> list[CacheCluster | ContentEdge | ContentPurge]:
     """Parse and validate every object in the given files and directories.
 
     Raises InputError listing every problem found (all files are read first), so a caller
     prints either all objects or none.
     """
     files, problems = _files(paths)
-    objects: list[CacheCluster | ContentEdge] = []
+    objects: list[CacheCluster | ContentEdge | ContentPurge] = []
     for path in files:
         try:
             docs = list(yaml.safe_load_all(path.read_text()))

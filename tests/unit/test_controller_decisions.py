@@ -300,4 +300,4 @@ def test_the_operator_registers_only_event_handlers() -> None:
     registry = kopf.get_default_registry()
     assert list(registry._spawning.get_all_handlers()) == []  # no daemons, no timers
     assert list(registry._changing.get_all_handlers()) == []  # no on.create/update/field
-    assert len(list(registry._watching.get_all_handlers())) == 10
+    assert len(list(registry._watching.get_all_handlers())) == 11

@@ -11,6 +11,7 @@ from aerocdn.aerospike.parse import HostPort
 from aerocdn.constants import API_VERSION as API_VERSION  # re-exported
 from aerocdn.constants import CC_KIND as CC_KIND
 from aerocdn.constants import CE_KIND as CE_KIND
+from aerocdn.constants import CP_KIND as CP_KIND
 from aerocdn.controller.cache import CachedKube
 from aerocdn.controller.kube import Kube
 from aerocdn.controller.queue import WorkQueue

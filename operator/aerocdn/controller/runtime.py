@@ -18,7 +18,8 @@ from aerocdn.controller import metrics
 from aerocdn.controller.cache import WATCHED, CachedKube, Store
 from aerocdn.controller.cachecluster import reconcile_cachecluster
 from aerocdn.controller.contentedge import reconcile_contentedge
-from aerocdn.controller.context import API_VERSION, CC_KIND, CE_KIND, Context
+from aerocdn.controller.contentpurge import reconcile_contentpurge
+from aerocdn.controller.context import API_VERSION, CC_KIND, CE_KIND, CP_KIND, Context
 from aerocdn.controller.errors import RETRIES_BEFORE_REPORT, PermanentError, classify
 from aerocdn.controller.kube import Kube
 from aerocdn.controller.leader import LeaderElector
@@ -194,6 +195,8 @@ async def reconcile_once(ctx: Context, kind: str, namespace: str, name: str,
     try:
         if kind == CC_KIND:
             return await reconcile_cachecluster(ctx, namespace, name)
+        if kind == CP_KIND:
+            return await reconcile_contentpurge(ctx, namespace, name)
         return await reconcile_contentedge(ctx, namespace, name)
     except Exception as exc:
         verdict = classify(exc)

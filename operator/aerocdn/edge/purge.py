@@ -2,8 +2,9 @@
 
 A purge removes a URL (or every URL under a prefix) from L2 (a purge rule in each cache
 cluster) and from this pod's nginx (each entry ``L1Index`` knows of, named exactly as nginx
-keyed it), then - unless it is itself a peer's fan-out call - from every peer pod, and says
-which pods confirmed it.
+keyed it), then - unless it is itself a peer's fan-out call (``X-Aerocdn-Fanout: 1``) or the
+operator's call for one pod of a ContentPurge (``X-Aerocdn-Purge-Scope: pod``) - from every
+peer pod, and says which pods confirmed it.
 """
 
 from __future__ import annotations
@@ -174,14 +175,18 @@ class Purger:
         except (ValueError, json.JSONDecodeError) as e:
             return web.json_response({"error": str(e)}, status=400)
         fanout_call = request.headers.get("X-Aerocdn-Fanout") == "1"
+        # the operator's call for a ContentPurge: this pod alone, L2 rule written (each pod
+        # writes it before purging its own nginx, so none refills L1 from the old object)
+        pod_scope = request.headers.get("X-Aerocdn-Purge-Scope") == "pod"
         kind = "prefix" if prefix else "url"
-        self.m.purges.labels(kind, "peer" if fanout_call else "origin").inc()
+        self.m.purges.labels(kind, "peer" if fanout_call else
+                             "operator" if pod_scope else "origin").inc()
         at = time.time()
         l2 = await self.l2.purge(target, prefix, at, local_only=fanout_call)
         l1 = await self._purge_nginx(target, prefix, host, pq)
         me = {"l2": l2, "l1": l1, "ok": all(v["status"] == "ok" for v in l2.values()) and
               l1.get("failed", 0) == 0}
-        if fanout_call:
+        if fanout_call or pod_scope:
             return web.json_response(me)
         peers = await self.peers.peers()
         results = await asyncio.gather(*(self._purge_peer(p, body, request) for p in peers))
