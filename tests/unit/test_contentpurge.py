@@ -225,3 +225,13 @@ def test_finished_purges_expire_after_their_ttl() -> None:
     assert purgeplan.expired(done, 60, 100.0, 50.0) == 10.0
     assert purgeplan.expired(done, 60, 120.0, 50.0) == -10.0
     assert purgeplan.expired(ContentPurgeStatus(phase="InProgress"), 60, 120.0, 50.0) is None
+
+
+def test_edge_admin_address_overrides_are_parsed_or_refused_naming_the_item() -> None:
+    from aerocdn.controller.runtime import parse_edge_admin_addresses
+
+    assert parse_edge_admin_addresses(["site-a=127.0.0.1:9091", "site-b=[::1]:9092"]) == {
+        "site-a": "127.0.0.1:9091", "site-b": "[::1]:9092"}
+    for bad in ("site-a", "site-a=127.0.0.1", "=127.0.0.1:1", "site-a=127.0.0.1:x"):
+        with pytest.raises(ValueError, match="edge admin address"):
+            parse_edge_admin_addresses([bad])

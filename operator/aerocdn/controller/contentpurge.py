@@ -97,7 +97,8 @@ async def reconcile_contentpurge(ctx: Context, namespace: str, name: str) -> flo
     step = purgeplan.plan(regions, pods, status, now)
     new = step.status
     if step.due:
-        results = await _call_pods(step.due, purgeplan.bodies(spec), token)
+        results = await _call_pods(step.due, purgeplan.bodies(spec), token,
+                                   ctx.edge_admin_addresses)
         new = purgeplan.record(new, results, ctx.clock().timestamp(), now_text)
         for pod, (ok, message) in sorted(results.items()):
             if not ok:
@@ -190,7 +191,7 @@ async def _token(ctx: Context, namespace: str, ce_spec: dict[str, Any]
 
 
 async def _call_pods(pods: list[purgeplan.EdgePod], bodies: list[dict[str, str]],
-                     token: str) -> dict[str, tuple[bool, str]]:
+                     token: str, addresses: dict[str, str]) -> dict[str, tuple[bool, str]]:
     """Each pod's answers to every target, concurrently across pods (targets of one pod in
     order: its nginx purges are bounded on its side)."""
     headers = {"Authorization": f"Bearer {token}", "X-Aerocdn-Purge-Scope": "pod"}
@@ -198,11 +199,13 @@ async def _call_pods(pods: list[purgeplan.EdgePod], bodies: list[dict[str, str]]
     async def one(session: aiohttp.ClientSession, pod: purgeplan.EdgePod
                   ) -> tuple[bool, str]:
         assert pod.ip is not None
-        host = f"[{pod.ip}]" if ":" in pod.ip else pod.ip
+        admin = addresses.get(pod.name) or (
+            f"[{pod.ip}]:{purgeplan.ADMIN_PORT}" if ":" in pod.ip
+            else f"{pod.ip}:{purgeplan.ADMIN_PORT}")
         answers: list[tuple[int | None, Any, str]] = []
         for body in bodies:
             try:
-                async with session.post(f"http://{host}:{purgeplan.ADMIN_PORT}/purge",
+                async with session.post(f"http://{admin}/purge",
                                         json=body, headers=headers) as r:
                     try:
                         data = await r.json(content_type=None)

@@ -31,6 +31,9 @@ class Context:
     queue: WorkQueue
     probe: str = "aerospike"
     address_overrides: dict[str, HostPort] = field(default_factory=dict)
+    # edge pod name -> host:port of its admin endpoint (out-of-cluster runs; default: the
+    # pod's IP and the admin port)
+    edge_admin_addresses: dict[str, str] = field(default_factory=dict)
     clock: Callable[[], dt.datetime] = utcnow
     # seconds between polls while something is in progress (scale steps, rolls, drains)
     poll_seconds: float = 3.0

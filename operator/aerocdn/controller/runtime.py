@@ -34,6 +34,7 @@ class Runtime:
     def __init__(self) -> None:
         self.options = argparse.Namespace(resync_seconds=60.0, metrics_port=0,
                                           aerospike_probe="aerospike", aerospike_address=[],
+                                          edge_admin_address=[],
                                           leader_election=False)
         self.queue = WorkQueue(self._reconcile)
         self.store = Store(WATCHED)
@@ -51,7 +52,9 @@ class Runtime:
         overrides = parse_address_overrides(",".join(self.options.aerospike_address))
         api = Kube()
         self.ctx = Context(kube=CachedKube(self.store, api), queue=self.queue,
-                           probe=self.options.aerospike_probe, address_overrides=overrides)
+                           probe=self.options.aerospike_probe, address_overrides=overrides,
+                           edge_admin_addresses=parse_edge_admin_addresses(
+                               getattr(self.options, "edge_admin_address", [])))
         if self.options.leader_election:
             elector = LeaderElector(
                 api, self.options.leader_election_namespace,
@@ -163,6 +166,19 @@ class Runtime:
         finally:
             metrics.RECONCILES.labels(kind=kind, result=result).inc()
             metrics.RECONCILE_SECONDS.labels(kind=kind).observe(time.perf_counter() - started)
+
+
+def parse_edge_admin_addresses(items: list[str]) -> dict[str, str]:
+    """``--edge-admin-address POD=HOST:PORT`` items as a mapping; a bad item is a ValueError
+    naming it."""
+    out: dict[str, str] = {}
+    for item in items:
+        pod, eq, address = item.partition("=")
+        host, colon, port = address.rpartition(":")
+        if not eq or not pod.strip() or not colon or not host or not port.isdigit():
+            raise ValueError(f"edge admin address {item!r}: expected pod=host:port")
+        out[pod.strip()] = address.strip()
+    return out
 
 
 def cluster_view(name: str, cluster: Mapping[str, Any] | None) -> tuple[Any, ...]:
