@@ -8,6 +8,9 @@ the point of calling them; tests/e2e/test_purge.py runs real edge pods.)"""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 from tests.integration.operator_harness import (
@@ -93,3 +96,34 @@ def test_what_the_contentedge_cannot_carry_out_is_in_the_status(
     events = kubectl.items("events", ns)
     assert any(e["involvedObject"]["name"] == "elsewhere" and e["type"] == "Warning"
                and e["reason"] == "InvalidSpec" for e in events)
+
+
+def test_the_cli_refuses_what_cannot_be_purged_and_waits_with_a_deadline(
+        kubectl: Kubectl, operator: Operator, ns: str, tmp_path: Path) -> None:
+    def purge(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "aerocdn.cli", "purge", *argv,
+                               "-n", ns, "--kubeconfig", kubectl.kubeconfig],
+                              capture_output=True, text=True, timeout=300)
+
+    missing = purge("site", "--name", "p1", "--url", "site.example.com/a")
+    assert missing.returncode == 2
+    assert missing.stderr.splitlines() == [
+        f"error: ContentPurge/p1: spec.contentEdgeRef.name (CONTENTEDGE): ContentEdge "
+        f"{ns}/site does not exist", "error: nothing was created"]
+
+    kubectl.run("create", "secret", "generic", "purge", "-n", ns, "--from-literal=token=t")
+    kubectl.apply(small_ce("site", [{"name": "eu-west", "replicas": 0}],
+                           purgeTokenSecretRef={"name": "purge"}), namespace=ns)
+    elsewhere = purge("site", "--name", "p2", "--prefix", "other.example.org/")
+    assert elsewhere.returncode == 2
+    assert elsewhere.stderr.startswith("error: ContentPurge/p2: spec.prefixes[0] (--prefix): "
+                                       "host 'other.example.org' is not served by ContentEdge "
+                                       "site")
+    assert kubectl.items("contentpurge", ns) == []  # nothing was created
+
+    # no edge pods (replicas 0): never complete; the deadline ends the wait, exit 1
+    waited = purge("site", "--name", "p3", "--url", "site.example.com/a", "--timeout", "5")
+    assert waited.returncode == 1, waited.stderr
+    assert f"ContentPurge {ns}/p3 created" in waited.stdout
+    assert f"error: ContentPurge {ns}/p3 not complete after 5 s (--timeout)" in waited.stderr
+    assert kubectl.get("contentpurge", "p3", ns) is not None  # it goes on

@@ -146,6 +146,25 @@ def local_config(rendered: dict[str, Any], origin: str, work: Path) -> EdgeConfi
     return with_nginx(cfg)
 
 
+def purger_kubeconfig(kubectl: Kubectl, ns: str, work: Path) -> Path:
+    """A kubeconfig of ServiceAccount cdn-team, bound to the chart's aerocdn-purger role in
+    ``ns`` (and nothing else), the namespace its context's."""
+    kubectl.run("create", "serviceaccount", "cdn-team", "-n", ns)
+    kubectl.run("create", "rolebinding", "purgers", "-n", ns, "--clusterrole=aerocdn-purger",
+                f"--serviceaccount={ns}:cdn-team")
+    token = kubectl.run("create", "token", "cdn-team", "-n", ns,
+                        "--duration=1h").stdout.strip()
+    admin = yaml.safe_load(Path(kubectl.kubeconfig).read_text())
+    path = work / "purger.kubeconfig"
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "team",
+        "clusters": [{"name": "c", "cluster": admin["clusters"][0]["cluster"]}],
+        "users": [{"name": "cdn-team", "user": {"token": token}}],
+        "contexts": [{"name": "team", "context": {"cluster": "c", "user": "cdn-team",
+                                                  "namespace": ns}}]}))
+    return path
+
+
 @pytest.fixture
 def origin(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     www = tmp_path / "www"
@@ -178,6 +197,7 @@ def test_a_purge_reaches_every_pod_of_three_regions_and_completes(
     kubectl.run("create", "namespace", ns)
     processes: list[EdgeProcess] = []
     op: Operator | None = None
+    cli: subprocess.Popen[str] | None = None
     try:
         kubectl.run("create", "secret", "generic", "purge", "-n", ns,
                     f"--from-literal=token={TOKEN}")
@@ -220,12 +240,13 @@ def test_a_purge_reaches_every_pod_of_three_regions_and_completes(
         sa = serviceaccount_kubeconfig(kubectl, tmp_path / "sa")
         op = Operator(sa, tmp_path / "operator.log", *(
             f"--edge-admin-address={p.pod}={p.admin}" for p in processes)).start()
-        kubectl.apply({"apiVersion": "aerocdn.dev/v1alpha1", "kind": "ContentPurge",
-                       "metadata": {"name": "release-42"},
-                       "spec": {"contentEdgeRef": {"name": "site"},
-                                "urls": [f"https://{HOST}/a.css"],
-                                "prefixes": [f"{HOST}/img/"],
-                                "ttlSecondsAfterFinished": 5}}, namespace=ns)
+        # `aerocdn purge`, as a member of a team allowed to purge (not to edit the
+        # ContentEdge), creates the ContentPurge and waits for it
+        cli = subprocess.Popen(
+            [sys.executable, "-m", "aerocdn.cli", "purge", "site", "--name", "release-42",
+             "--url", f"https://{HOST}/a.css", "--prefix", f"{HOST}/img/", "--ttl", "5",
+             "--timeout", "600", "--kubeconfig", str(purger_kubeconfig(kubectl, ns, tmp_path))],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
         def pod_state(obj: dict[str, Any], pod: str) -> dict[str, Any]:
             (found,) = [p for r in obj["status"]["regions"] for p in r["pods"]
@@ -245,6 +266,7 @@ def test_a_purge_reaches_every_pod_of_three_regions_and_completes(
             assert p.get("/a.css")[0] == "v2"
             assert p.get("/img/logo.png")[0] == "logo v2"
 
+        assert cli.poll() is None  # still waiting
         late.start()  # the pod comes back: retried with backoff until it confirms
         done = wait_for("Complete", lambda: (c := kubectl.get("contentpurge", "release-42",
                                                                ns))
@@ -258,6 +280,11 @@ def test_a_purge_reaches_every_pod_of_three_regions_and_completes(
         assert all(p["message"].startswith("2 targets purged in L1 and L2")
                    for r in status["regions"] for p in r["pods"])
         assert late.get("/a.css")[0] == "v2"
+        stdout, stderr = cli.communicate(timeout=120)
+        assert cli.returncode == 0, (stdout, stderr)
+        assert f"ContentPurge {ns}/release-42 complete: 6 edge pods in 3 regions " \
+            "confirmed" in stdout
+        assert f"{late.pod}: Error: unreachable: " in stdout  # it said what it waited for
         events = [(e["type"], e["reason"]) for e in kubectl.items("events", ns)
                   if e["involvedObject"]["name"] == "release-42"]
         assert ("Warning", "PodNotConfirmed") in events and ("Normal", "Complete") in events
@@ -268,6 +295,9 @@ def test_a_purge_reaches_every_pod_of_three_regions_and_completes(
         assert TOKEN not in op.log()
         assert "Traceback" not in op.log()
     finally:
+        if cli is not None and cli.poll() is None:
+            cli.kill()
+            cli.communicate()
         if op is not None:
             op.stop()
         for p in processes:
