@@ -23,7 +23,8 @@ from aerocdn.constants import API_VERSION, GROUP, VERSION
 
 EXIT_COMPLETE, EXIT_INCOMPLETE, EXIT_BAD_INPUT = 0, 1, 2
 # spec field -> the option that fills it (errors name both)
-OPTION = {"urls": "--url", "prefixes": "--prefix", "ttlSecondsAfterFinished": "--ttl",
+OPTION = {"urls": "--url", "prefixes": "--prefix", "tags": "--tag",
+          "ttlSecondsAfterFinished": "--ttl",
           "contentEdgeRef": "CONTENTEDGE"}
 
 
@@ -33,6 +34,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="a URL to purge, e.g. https://www.example.com/a.css (repeatable)")
     p.add_argument("--prefix", action="append", default=[], dest="prefixes", metavar="PREFIX",
                    help="a URL prefix to purge, e.g. www.example.com/img/ (repeatable)")
+    p.add_argument("--tag", action="append", default=[], dest="tags", metavar="TAG",
+                   help="a tag (surrogate key) to purge: every object the origin tagged with "
+                        "it (repeatable)")
     p.add_argument("-n", "--namespace", help="namespace (default: the kubeconfig context's)")
     p.add_argument("--name", help="name of the ContentPurge (default: CONTENTEDGE-<random>)")
     p.add_argument("--ttl", type=int, default=3600, metavar="SECONDS",
@@ -59,6 +63,8 @@ def build(args: argparse.Namespace, namespace: str) -> dict[str, Any]:
         spec["urls"] = list(args.urls)
     if args.prefixes:
         spec["prefixes"] = list(args.prefixes)
+    if args.tags:
+        spec["tags"] = list(args.tags)
     if args.ttl is not None and args.ttl >= 0:
         spec["ttlSecondsAfterFinished"] = args.ttl
     obj = {"apiVersion": API_VERSION, "kind": KIND,
@@ -74,7 +80,7 @@ def _with_option(p: Problem) -> Problem:
     parts = p.field.split(".")
     option = OPTION.get(parts[1].split("[")[0]) if len(parts) > 1 else None
     if p.field == "spec" and "target" in p.message:
-        option = "--url/--prefix"
+        option = "--url/--prefix/--tag"
     if p.field.startswith("metadata.name"):
         option = "--name"
     if option is None:

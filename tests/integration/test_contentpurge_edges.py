@@ -56,12 +56,15 @@ HOST = "site.example.com"
 TOKEN = "purge-token-for-the-test"
 REGIONS = ["eu-west", "us-east", "ap-south"]
 
-# An origin that marks its answers cacheable for 5 minutes and serves files of a directory.
+# An origin that marks its answers cacheable for 5 minutes, tags scripts "scripts", and
+# serves files of a directory.
 ORIGIN = """
 import functools, http.server, sys
 class H(http.server.SimpleHTTPRequestHandler):
     def end_headers(self):
         self.send_header("Cache-Control", "max-age=300")
+        if self.path.endswith(".js"):
+            self.send_header("Surrogate-Key", "scripts release-41")
         super().end_headers()
     def log_message(self, *a):
         pass
@@ -115,6 +118,7 @@ class EdgeProcess:
         """(body, X-Cache) of a client's GET through this pod's nginx."""
         req = urllib.request.Request(f"{self.nginx.url}{path}", headers={"Host": HOST})
         with urllib.request.urlopen(req, timeout=20) as r:
+            assert r.headers.get("Surrogate-Key") is None  # the cache's, not the client's
             return r.read().decode(), r.headers.get("X-Cache", "")
 
 
@@ -193,6 +197,7 @@ def test_a_purge_reaches_every_pod_of_three_regions_and_completes(
     origin_url, www = origin
     (www / "a.css").write_text("v1")
     (www / "img" / "logo.png").write_text("logo v1")
+    (www / "app.js").write_text("js v1")
     ns = f"purge-{uuid.uuid4().hex[:6]}"
     kubectl.run("create", "namespace", ns)
     processes: list[EdgeProcess] = []
@@ -229,10 +234,12 @@ def test_a_purge_reaches_every_pod_of_three_regions_and_completes(
             assert p.get("/a.css") == ("v1", "MISS")
             assert p.get("/a.css") == ("v1", "HIT")
             assert p.get("/img/logo.png")[0] == "logo v1"
+            assert p.get("/app.js")[0] == "js v1"
 
         # the origin changes; every pod's nginx still serves what it cached
         (www / "a.css").write_text("v2")
         (www / "img" / "logo.png").write_text("logo v2")
+        (www / "app.js").write_text("js v2")
         assert {p.get("/a.css") for p in processes[:-1]} == {("v1", "HIT")}
 
         # the session's operator cannot reach these processes: one that can takes over
@@ -244,7 +251,8 @@ def test_a_purge_reaches_every_pod_of_three_regions_and_completes(
         # ContentEdge), creates the ContentPurge and waits for it
         cli = subprocess.Popen(
             [sys.executable, "-m", "aerocdn.cli", "purge", "site", "--name", "release-42",
-             "--url", f"https://{HOST}/a.css", "--prefix", f"{HOST}/img/", "--ttl", "5",
+             "--url", f"https://{HOST}/a.css", "--prefix", f"{HOST}/img/",
+             "--tag", "scripts", "--ttl", "5",
              "--timeout", "600", "--kubeconfig", str(purger_kubeconfig(kubectl, ns, tmp_path))],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -265,6 +273,7 @@ def test_a_purge_reaches_every_pod_of_three_regions_and_completes(
         for p in processes[:-1]:
             assert p.get("/a.css")[0] == "v2"
             assert p.get("/img/logo.png")[0] == "logo v2"
+            assert p.get("/app.js")[0] == "js v2"
 
         assert cli.poll() is None  # still waiting
         late.start()  # the pod comes back: retried with backoff until it confirms
@@ -277,7 +286,7 @@ def test_a_purge_reaches_every_pod_of_three_regions_and_completes(
         assert sorted((r["name"], r["confirmed"], len(r["pods"]))
                       for r in status["regions"]) == sorted((r, 2, 2) for r in REGIONS)
         assert pod_state(done, late.pod)["attempts"] >= 2
-        assert all(p["message"].startswith("2 targets purged in L1 and L2")
+        assert all(p["message"].startswith("3 targets purged in L1 and L2")
                    for r in status["regions"] for p in r["pods"])
         assert late.get("/a.css")[0] == "v2"
         stdout, stderr = cli.communicate(timeout=120)

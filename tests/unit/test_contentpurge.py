@@ -45,7 +45,7 @@ def test_a_purge_names_urls_and_prefixes_of_a_contentedge() -> None:
 
 
 def test_a_purge_without_targets_is_refused() -> None:
-    assert problems(purge()) == ["spec: name at least one target in urls or prefixes"]
+    assert problems(purge()) == ["spec: name at least one target in urls, prefixes or tags"]
 
 
 @pytest.mark.parametrize("field,value", [
@@ -235,3 +235,29 @@ def test_edge_admin_address_overrides_are_parsed_or_refused_naming_the_item() ->
     for bad in ("site-a", "site-a=127.0.0.1", "=127.0.0.1:1", "site-a=127.0.0.1:x"):
         with pytest.raises(ValueError, match="edge admin address"):
             parse_edge_admin_addresses([bad])
+
+
+# --- tags -------------------------------------------------------------------------------------
+
+def test_tags_are_targets_and_become_tag_bodies() -> None:
+    obj = parse_object(purge(tags=["product-42", "cat:shoes"]))
+    assert purgeplan.bodies(obj.spec) == [  # type: ignore[arg-type]
+        {"tag": "product-42"}, {"tag": "cat:shoes"}]
+    for bad in ("two words", "a,b", "", "x" * 257, "caf\u00e9"):
+        found = problems(purge(tags=[bad]))
+        assert len(found) == 1 and found[0].startswith("spec.tags[0]: "), (bad, found)
+
+
+@settings(max_examples=300, deadline=None)
+@given(tag=st.text(max_size=300))
+def test_every_tag_the_model_admits_is_one_the_edge_accepts_and_an_origin_can_send(
+        tag: str) -> None:
+    from aerocdn.edge.policy import parse_tags
+
+    try:
+        parse_object(purge(tags=[tag]))
+    except InputError:
+        return
+    assert Purger._purge_tag({"tag": tag}) == tag
+    assert parse_tags((("Surrogate-Key", tag),), "surrogate-key") == (tag,)
+    assert tag in parse_tags((("Surrogate-Key", f"x,{tag} y"),), "surrogate-key")

@@ -49,7 +49,8 @@ def problems(*argv: str) -> list[str]:
 
 def test_bad_input_names_the_object_the_field_and_the_option() -> None:
     assert problems("shop", "--name", "p1") == [
-        "ContentPurge/p1: spec (--url/--prefix): name at least one target in urls or prefixes"]
+        "ContentPurge/p1: spec (--url/--prefix/--tag): name at least one target in urls, "
+        "prefixes or tags"]
     (bad,) = problems("shop", "--name", "p1", "--url", "shop.example.com/ok",
                       "--url", "shop.example.com/*")
     assert bad.startswith("ContentPurge/p1: spec.urls[1] (--url): String should match")

@@ -15,7 +15,15 @@ from typing import Annotated
 
 from pydantic import AfterValidator, Field, model_validator
 
-from aerocdn.api.common import ApiModel, Condition, DnsLabel, StatusModel, find_condition
+from aerocdn.api.common import (
+    MAX_TAG_LENGTH,
+    TAG_PATTERN,
+    ApiModel,
+    Condition,
+    DnsLabel,
+    StatusModel,
+    find_condition,
+)
 
 KIND = "ContentPurge"
 PLURAL = "contentpurges"
@@ -42,6 +50,7 @@ def _no_dot_segments(value: str) -> str:
     return value
 
 
+Tag = Annotated[str, Field(pattern=TAG_PATTERN, min_length=1, max_length=MAX_TAG_LENGTH)]
 Target = Annotated[
     str,
     Field(pattern=TARGET, min_length=1, max_length=MAX_TARGET_LENGTH),
@@ -71,6 +80,11 @@ class ContentPurgeSpec(ApiModel):
         description="URL prefixes to purge, e.g. www.example.com/img/: every object whose "
         "URL starts with one (a host alone purges the whole host).",
     )
+    tags: list[Tag] = Field(
+        default_factory=list, max_length=MAX_TARGETS,
+        description="Tags (surrogate keys, from the origin's cachePolicy.tagHeader) to purge: "
+        "every object carrying one, in every region's L1 and L2.",
+    )
     ttl_seconds_after_finished: int | None = Field(
         default=None, ge=0, le=30 * 86400,
         description="Delete this ContentPurge this many seconds after it completed (unset: "
@@ -79,8 +93,8 @@ class ContentPurgeSpec(ApiModel):
 
     @model_validator(mode="after")
     def _check(self) -> ContentPurgeSpec:
-        if not self.urls and not self.prefixes:
-            raise ValueError("name at least one target in urls or prefixes")
+        if not self.urls and not self.prefixes and not self.tags:
+            raise ValueError("name at least one target in urls, prefixes or tags")
         return self
 
 
@@ -88,8 +102,9 @@ _DOT_RULE = f"self.all(t, !t.matches(r'{DOT_SEGMENT}'))"
 CEL_RULES: list[dict[str, str]] = [
     {
         "rule": "(has(self.urls) ? size(self.urls) : 0) + "
-        "(has(self.prefixes) ? size(self.prefixes) : 0) > 0",
-        "message": "name at least one target in urls or prefixes",
+        "(has(self.prefixes) ? size(self.prefixes) : 0) + "
+        "(has(self.tags) ? size(self.tags) : 0) > 0",
+        "message": "name at least one target in urls, prefixes or tags",
     },
 ]
 FIELD_CEL_RULES: dict[str, list[dict[str, str]]] = {

@@ -66,7 +66,8 @@ def edge_target(value: str) -> str:
 def bodies(spec: ContentPurgeSpec) -> list[dict[str, str]]:
     """One ``POST /purge`` body per target."""
     return ([{"url": edge_target(u)} for u in spec.urls] +
-            [{"prefix": edge_target(p)} for p in spec.prefixes])
+            [{"prefix": edge_target(p)} for p in spec.prefixes] +
+            [{"tag": t} for t in spec.tags])
 
 
 def check_hosts(spec: ContentPurgeSpec, hosts: Sequence[str]) -> Invalid | None:

@@ -122,6 +122,24 @@ class TierSet:
                 out[name] = {"status": f"failed: {e}"}
         return out
 
+    async def purge_tag(self, tag: str, at: float,
+                        local_only: bool = False) -> dict[str, dict[str, object]]:
+        """``purge`` for every object carrying ``tag``: each tier, whatever its breaker."""
+        out: dict[str, dict[str, object]] = {}
+        for name, t in self.tiers.items():
+            try:
+                if local_only and t.shared:
+                    await t.refresh()
+                    out[name] = {"status": "ok", "rule": "read"}
+                    continue
+                removed = await t.purge_tag(tag, at)
+                out[name] = ({"status": "ok", "rule": "written"} if removed is None
+                             else {"status": "ok", "removed": removed})
+            except TierError as e:
+                self._fail(t, e)
+                out[name] = {"status": f"failed: {e}"}
+        return out
+
     async def probe(self) -> None:
         """Health check of every tier; also the way an open circuit closes again."""
         now = self._clock()

@@ -19,6 +19,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from aerocdn.api.common import MAX_TAG_LENGTH, TAG_PATTERN
 from aerocdn.edge.cachecontrol import CacheControl, parse_cache_control
 from aerocdn.edge.config import CacheKeyConfig, CachePolicyConfig
 
@@ -373,6 +374,8 @@ class StoredObject:
     selected: Headers = ()
     no_stale: bool = False
     revalidate: bool = False
+    # the origin's tags (surrogate keys): purge by tag removes every object carrying one
+    tags: tuple[str, ...] = ()
 
     def matches(self, request_headers: Mapping[str, str]) -> bool:
         """Is this the variant the request selects (RFC 9111 4.1)?  The one check before any
@@ -410,15 +413,36 @@ class VaryMarker:
     expires_at: float
 
 
-def store_headers(headers: Headers) -> Headers:
+def store_headers(headers: Headers, drop: frozenset[str] = frozenset()) -> Headers:
     """What of an origin's answer may be stored or passed on: not hop-by-hop headers, not
-    the fields its ``Connection`` header names (RFC 9110 7.6.1), and no ``X-Accel-*`` (nginx
-    control headers: only the edge may speak to nginx)."""
+    the fields its ``Connection`` header names (RFC 9110 7.6.1), no ``X-Accel-*`` (nginx
+    control headers: only the edge may speak to nginx), nothing in ``drop`` (lower-case: the
+    tag headers, kept as the object's tags)."""
     named = {n.strip().lower() for k, v in headers if k.lower() == "connection"
              for n in v.split(",")}
     return tuple((k, v) for k, v in headers
                  if k.lower() not in HOP_BY_HOP and k.lower() not in named
-                 and not k.lower().startswith("x-accel-"))
+                 and not k.lower().startswith("x-accel-") and k.lower() not in drop)
+
+
+MAX_TAGS = 64
+_TAG_SPLIT = re.compile(r"[\s,]+")
+TAG_RE = re.compile(TAG_PATTERN.removesuffix("$"))  # with fullmatch: "$" takes a final "\n"
+
+
+def parse_tags(headers: Headers, name: str) -> tuple[str, ...]:
+    """The tags in every ``name`` header (spaces or commas between them), in order, each once;
+    at most MAX_TAGS, each at most MAX_TAG_LENGTH bytes (longer ones are not tags a purge
+    could name: dropped)."""
+    name = name.lower()
+    out: dict[str, None] = {}
+    for k, v in headers:
+        if k.lower() != name:
+            continue
+        for t in _TAG_SPLIT.split(v):
+            if len(t) <= MAX_TAG_LENGTH and TAG_RE.fullmatch(t):
+                out.setdefault(t, None)
+    return tuple(out)[:MAX_TAGS]
 
 
 def selected_headers(vary: Iterable[str], request_headers: Mapping[str, str]) -> Headers:
@@ -450,10 +474,11 @@ def answer_headers(
     return out
 
 
-def pass_headers(headers: Headers, tier: str = "pass") -> list[tuple[str, str]]:
+def pass_headers(headers: Headers, tier: str = "pass",
+                 drop: frozenset[str] = frozenset()) -> list[tuple[str, str]]:
     """Headers for a response streamed from the origin without being stored (not storable,
     too big, other methods): not in L2, so not in L1 either (``X-Accel-Expires: 0``)."""
-    out = list(store_headers(headers))
+    out = list(store_headers(headers, drop))
     out.append(("X-Accel-Expires", "0"))
     out.append(("X-Aerocdn-Tier", tier))
     return out
@@ -481,21 +506,28 @@ def not_modified(obj: StoredObject, request_headers: Mapping[str, str]) -> bool:
 
 @dataclass
 class PurgeRules:
-    """Purges recorded as (url or prefix, time).  An object stored before a rule that matches
-    its url is treated as absent.  Used by the Aerospike tier (records are keyed by digest, so a
-    prefix cannot be found by key); rules are kept as long as an object can live."""
+    """Purges recorded as (url, prefix or tag, time).  An object stored before a rule that
+    matches its url or one of its tags is treated as absent.  Used by the Aerospike tier
+    (records are keyed by digest, so neither a prefix nor a tag can be found by key); rules
+    are kept as long as an object can live."""
 
     exact: dict[str, float] = field(default_factory=dict)
     prefixes: dict[str, float] = field(default_factory=dict)
+    tags: dict[str, float] = field(default_factory=dict)
 
-    def purged(self, url: str, stored_at: float) -> bool:
+    def purged(self, url: str, stored_at: float, tags: tuple[str, ...] = ()) -> bool:
         t = self.exact.get(url)
         if t is not None and stored_at <= t:
             return True
+        for tag in tags:
+            t = self.tags.get(tag)
+            if t is not None and stored_at <= t:
+                return True
         return any(stored_at <= t and url.startswith(p) for p, t in self.prefixes.items())
 
     def prune(self, older_than: float) -> PurgeRules:
         return PurgeRules(
             {u: t for u, t in self.exact.items() if t >= older_than},
             {p: t for p, t in self.prefixes.items() if t >= older_than},
+            {g: t for g, t in self.tags.items() if t >= older_than},
         )

@@ -1,7 +1,8 @@
 """L2 tiers behind one small interface: a bounded in-memory LRU and Aerospike.
 
 Interface (all async, all bounded in time; failures raise ``TierError``):
-``get``, ``put``, ``delete``, ``purge`` (one url or a prefix), ``acquire_lock`` /
+``get``, ``put``, ``delete``, ``purge`` (one url or a prefix), ``purge_tag`` (every object
+with a tag), ``acquire_lock`` /
 ``release_lock`` (cross-pod collapsing), ``ping``, ``refresh`` (re-read shared purge state),
 ``close``.
 
@@ -59,6 +60,10 @@ class Tier(Protocol):
         """Objects removed (None: recorded as a rule, count unknown)."""
         ...
 
+    async def purge_tag(self, tag: str, at: float) -> int | None:
+        """Every object carrying ``tag``: removed (count) or hidden by a rule (None)."""
+        ...
+
     async def acquire_lock(self, key: str, owner: str, ttl: int) -> bool: ...
     async def release_lock(self, key: str, owner: str) -> None: ...
     async def ping(self) -> None: ...
@@ -69,7 +74,7 @@ class Tier(Protocol):
 def entry_size(e: Entry) -> int:
     if isinstance(e, StoredObject):
         return (len(e.body) + sum(len(k) + len(v) + 64 for k, v in (*e.headers, *e.selected))
-                + len(e.url) + 256)
+                + sum(len(t) + 56 for t in e.tags) + len(e.url) + 256)
     return len(e.url) + 256
 
 
@@ -133,6 +138,13 @@ class MemoryTier:
             self._drop(k)
         return removed
 
+    async def purge_tag(self, tag: str, at: float) -> int | None:
+        doomed = [k for k, (e, _, _) in self._data.items()
+                  if isinstance(e, StoredObject) and tag in e.tags]
+        for k in doomed:
+            self._drop(k)
+        return len(doomed)
+
     async def acquire_lock(self, key: str, owner: str, ttl: int) -> bool:
         if not self.shared:
             return True
@@ -179,6 +191,7 @@ def to_bins(e: Entry) -> dict[str, Any]:
             "vy": list(e.vary),
             "sel": [[k, v] for k, v in e.selected],
             "fl": (1 if e.no_stale else 0) | (2 if e.revalidate else 0),
+            **({"tg": list(e.tags)} if e.tags else {}),
         }
     if isinstance(e, VaryMarker):
         return {"k": "v", "u": e.url, "vy": list(e.vary), "sa": e.stored_at, "fu": e.expires_at}
@@ -201,6 +214,7 @@ def from_bins(b: dict[str, Any]) -> Entry | None:
             selected=tuple((str(k), str(v)) for k, v in (b.get("sel") or ())),
             no_stale=bool(int(b.get("fl") or 0) & 1),
             revalidate=bool(int(b.get("fl") or 0) & 2),
+            tags=tuple(str(t) for t in (b.get("tg") or ())),
         )
     if kind == "v":
         return VaryMarker(
@@ -429,7 +443,9 @@ class AerospikeTier:
         if bins is None:
             return None
         entry = from_bins(bins)
-        if entry is not None and self.rules.purged(entry.url, entry.stored_at):
+        if entry is not None and self.rules.purged(
+                entry.url, entry.stored_at,
+                entry.tags if isinstance(entry, StoredObject) else ()):
             return None
         return entry
 
@@ -527,6 +543,22 @@ class AerospikeTier:
         await self.refresh()
         return None
 
+    async def purge_tag(self, tag: str, at: float) -> int | None:
+        """A tag rule in the same record (bin ``tg``), read with the others."""
+        from aerospike_helpers.operations import map_operations as mo
+
+        import aerospike
+
+        ops = [
+            mo.map_put("tg", tag, at),
+            mo.map_remove_by_value_range("tg", 0.0, at - self._rules_max_age,
+                                         aerospike.MAP_RETURN_NONE),
+        ]
+        await self._op(lambda c: c.operate(self._key(_RULES_KEY), ops))
+        self.rules.tags[tag] = at
+        await self.refresh()
+        return None
+
     async def refresh(self) -> None:
         import aerospike.exception as ex
 
@@ -538,6 +570,7 @@ class AerospikeTier:
         rules = PurgeRules(
             {str(k): float(v) for k, v in (bins.get("ex") or {}).items()},
             {str(k): float(v) for k, v in (bins.get("px") or {}).items()},
+            {str(k): float(v) for k, v in (bins.get("tg") or {}).items()},
         )
         self.rules = rules.prune(self._clock() - self._rules_max_age)
 
