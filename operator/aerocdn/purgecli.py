@@ -37,6 +37,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tag", action="append", default=[], dest="tags", metavar="TAG",
                    help="a tag (surrogate key) to purge: every object the origin tagged with "
                         "it (repeatable)")
+    p.add_argument("--soft", action="store_true",
+                   help="mark stale instead of removing (stale-while-revalidate and "
+                        "stale-if-error still apply)")
     p.add_argument("-n", "--namespace", help="namespace (default: the kubeconfig context's)")
     p.add_argument("--name", help="name of the ContentPurge (default: CONTENTEDGE-<random>)")
     p.add_argument("--ttl", type=int, default=3600, metavar="SECONDS",
@@ -65,6 +68,8 @@ def build(args: argparse.Namespace, namespace: str) -> dict[str, Any]:
         spec["prefixes"] = list(args.prefixes)
     if args.tags:
         spec["tags"] = list(args.tags)
+    if args.soft:
+        spec["soft"] = True
     if args.ttl is not None and args.ttl >= 0:
         spec["ttlSecondsAfterFinished"] = args.ttl
     obj = {"apiVersion": API_VERSION, "kind": KIND,

@@ -261,3 +261,10 @@ def test_every_tag_the_model_admits_is_one_the_edge_accepts_and_an_origin_can_se
     assert Purger._purge_tag({"tag": tag}) == tag
     assert parse_tags((("Surrogate-Key", tag),), "surrogate-key") == (tag,)
     assert tag in parse_tags((("Surrogate-Key", f"x,{tag} y"),), "surrogate-key")
+
+
+def test_a_soft_purge_asks_every_pod_to_mark_stale() -> None:
+    obj = parse_object(purge(urls=["www.example.com/a"], tags=["t"], soft=True))
+    assert purgeplan.bodies(obj.spec) == [  # type: ignore[arg-type]
+        {"url": "http://www.example.com/a", "soft": True}, {"tag": "t", "soft": True}]
+    assert PURGER._soft({"url": "x", "soft": True}) is True

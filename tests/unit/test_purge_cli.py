@@ -28,6 +28,9 @@ def test_arguments_make_the_contentpurge() -> None:
         "spec": {"contentEdgeRef": {"name": "shop"},
                  "urls": ["https://shop.example.com/a.css", "shop.example.com/b"],
                  "prefixes": ["shop.example.com/img/"], "ttlSecondsAfterFinished": 600}}
+    soft = purgecli.build(args("shop", "--tag", "p-1", "--soft", "--name", "s"), "t")
+    assert soft["spec"] == {"contentEdgeRef": {"name": "shop"}, "tags": ["p-1"], "soft": True,
+                            "ttlSecondsAfterFinished": 3600}
     kept = purgecli.build(args("shop", "--prefix", "shop.example.com/", "--ttl", "-1"), "t")
     assert "ttlSecondsAfterFinished" not in kept["spec"]
     assert kept["metadata"]["name"].startswith("shop-")

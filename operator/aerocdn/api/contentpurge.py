@@ -85,6 +85,13 @@ class ContentPurgeSpec(ApiModel):
         description="Tags (surrogate keys, from the origin's cachePolicy.tagHeader) to purge: "
         "every object carrying one, in every region's L1 and L2.",
     )
+    soft: bool = Field(
+        default=False,
+        description="Mark the objects stale instead of removing them: in L2 they count as "
+        "expired, so stale-while-revalidate and stale-if-error still protect the origin (the "
+        "next request gets the stale object while it is refreshed, or while the origin "
+        "fails); each pod's nginx drops them so the next request reaches L2.",
+    )
     ttl_seconds_after_finished: int | None = Field(
         default=None, ge=0, le=30 * 86400,
         description="Delete this ContentPurge this many seconds after it completed (unset: "

@@ -190,7 +190,7 @@ async def _token(ctx: Context, namespace: str, ce_spec: dict[str, Any]
     return token, ""
 
 
-async def _call_pods(pods: list[purgeplan.EdgePod], bodies: list[dict[str, str]],
+async def _call_pods(pods: list[purgeplan.EdgePod], bodies: list[dict[str, Any]],
                      token: str, addresses: dict[str, str]) -> dict[str, tuple[bool, str]]:
     """Each pod's answers to every target, concurrently across pods (targets of one pod in
     order: its nginx purges are bounded on its side)."""

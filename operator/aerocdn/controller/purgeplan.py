@@ -63,11 +63,12 @@ def edge_target(value: str) -> str:
     return value if value.startswith(("http://", "https://")) else "http://" + value
 
 
-def bodies(spec: ContentPurgeSpec) -> list[dict[str, str]]:
+def bodies(spec: ContentPurgeSpec) -> list[dict[str, Any]]:
     """One ``POST /purge`` body per target."""
-    return ([{"url": edge_target(u)} for u in spec.urls] +
-            [{"prefix": edge_target(p)} for p in spec.prefixes] +
-            [{"tag": t} for t in spec.tags])
+    soft: dict[str, Any] = {"soft": True} if spec.soft else {}
+    return ([{"url": edge_target(u), **soft} for u in spec.urls] +
+            [{"prefix": edge_target(p), **soft} for p in spec.prefixes] +
+            [{"tag": t, **soft} for t in spec.tags])
 
 
 def check_hosts(spec: ContentPurgeSpec, hosts: Sequence[str]) -> Invalid | None:

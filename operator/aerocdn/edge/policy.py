@@ -13,6 +13,7 @@ tests/unit/edge/test_edge_policy.py.
 
 from __future__ import annotations
 
+import dataclasses
 import email.utils
 import hashlib
 import re
@@ -514,20 +515,42 @@ class PurgeRules:
     exact: dict[str, float] = field(default_factory=dict)
     prefixes: dict[str, float] = field(default_factory=dict)
     tags: dict[str, float] = field(default_factory=dict)
+    # soft purges: an object stored before one counts as expired from the rule's time on
+    # (stale-while-revalidate and stale-if-error still apply), not as absent
+    soft_exact: dict[str, float] = field(default_factory=dict)
+    soft_prefixes: dict[str, float] = field(default_factory=dict)
+    soft_tags: dict[str, float] = field(default_factory=dict)
+
+    @staticmethod
+    def _first(exact: dict[str, float], prefixes: dict[str, float], tags_: dict[str, float],
+               url: str, stored_at: float, tags: tuple[str, ...]) -> float | None:
+        """The earliest time of a rule matching the object and made after it was stored."""
+        times = [exact.get(url), *(tags_.get(g) for g in tags),
+                 *(t for p, t in prefixes.items() if url.startswith(p))]
+        after = [t for t in times if t is not None and stored_at <= t]
+        return min(after) if after else None
 
     def purged(self, url: str, stored_at: float, tags: tuple[str, ...] = ()) -> bool:
-        t = self.exact.get(url)
-        if t is not None and stored_at <= t:
-            return True
-        for tag in tags:
-            t = self.tags.get(tag)
-            if t is not None and stored_at <= t:
-                return True
-        return any(stored_at <= t and url.startswith(p) for p, t in self.prefixes.items())
+        return self._first(self.exact, self.prefixes, self.tags, url, stored_at,
+                           tags) is not None
+
+    def expired_at(self, url: str, stored_at: float, tags: tuple[str, ...] = ()
+                   ) -> float | None:
+        """When a soft purge made the object expire (None: no soft purge since it was
+        stored)."""
+        return self._first(self.soft_exact, self.soft_prefixes, self.soft_tags, url,
+                           stored_at, tags)
 
     def prune(self, older_than: float) -> PurgeRules:
-        return PurgeRules(
-            {u: t for u, t in self.exact.items() if t >= older_than},
-            {p: t for p, t in self.prefixes.items() if t >= older_than},
-            {g: t for g, t in self.tags.items() if t >= older_than},
-        )
+        def keep(d: dict[str, float]) -> dict[str, float]:
+            return {k: t for k, t in d.items() if t >= older_than}
+        return PurgeRules(keep(self.exact), keep(self.prefixes), keep(self.tags),
+                          keep(self.soft_exact), keep(self.soft_prefixes), keep(self.soft_tags))
+
+
+def soft_expired(obj: StoredObject, at: float) -> StoredObject:
+    """The object as a soft purge at ``at`` leaves it: expired from then on (its stale
+    windows count from there), nothing else changed."""
+    if obj.fresh_until <= at:
+        return obj
+    return dataclasses.replace(obj, fresh_until=at)

@@ -163,19 +163,32 @@ class Purger:
         if not isinstance(body, dict) or "tag" not in body:
             return None
         if set(body) != {"tag"}:
-            raise ValueError('body must be exactly {"tag": "..."}')
+            raise ValueError('body must be exactly {"tag": "..."} (and "soft": true or false)')
         tag = body["tag"]
         if not isinstance(tag, str) or len(tag) > MAX_TAG_LENGTH or not TAG_RE.fullmatch(tag):
             raise ValueError(f"tag must be 1 to {MAX_TAG_LENGTH} printable ASCII characters "
                              "without space or comma")
         return tag
 
-    async def _handle_tag(self, request: web.Request, body: Any, tag: str) -> web.Response:
+    @staticmethod
+    def _soft(body: Any) -> bool:
+        """``"soft": true``: mark stale instead of removing (L2: the objects count as expired,
+        so stale-while-revalidate and stale-if-error still apply; L1 entries are removed, so
+        the next request reaches L2)."""
+        if not isinstance(body, dict):
+            raise ValueError('body must be a JSON object such as {"url": "..."}')
+        soft = body.get("soft", False)
+        if not isinstance(soft, bool):
+            raise ValueError("soft must be true or false")
+        return soft
+
+    async def _handle_tag(self, request: web.Request, body: Any, tag: str,
+                          soft: bool) -> web.Response:
         fanout_call = request.headers.get("X-Aerocdn-Fanout") == "1"
         pod_scope = request.headers.get("X-Aerocdn-Purge-Scope") == "pod"
         self.m.purges.labels("tag", "peer" if fanout_call else
                              "operator" if pod_scope else "origin").inc()
-        l2 = await self.l2.purge_tag(tag, time.time(), local_only=fanout_call)
+        l2 = await self.l2.purge_tag(tag, time.time(), local_only=fanout_call, soft=soft)
         doomed = self.l1.tagged(tag)
         l1 = await self._purge_entries([(u.split("/", 1)[0], e) for u, _, e in doomed])
         self.l1.drop_entries(doomed)
@@ -183,7 +196,8 @@ class Purger:
               l1.get("failed", 0) == 0}
         if fanout_call or pod_scope:
             return web.json_response(me)
-        return await self._fan_out(request, body, me, {"tag": tag})
+        return await self._fan_out(request, body, me,
+                                   {"tag": tag, **({"soft": True} if soft else {})})
 
     def _purge_target(self, body: Any) -> tuple[str, bool, str, str]:
         """-> (target url-key, prefix?, host, canonical path-and-query).  The target is made
@@ -191,7 +205,8 @@ class Purger:
         raises ValueError (400): other keys, wildcards, broken escapes, other schemes."""
         if not isinstance(body, dict) or set(body) - {"url", "prefix"} or \
                 len({"url", "prefix"} & body.keys()) != 1:
-            raise ValueError('body must be exactly {"url": "..."} or {"prefix": "..."}')
+            raise ValueError('body must be exactly {"url": "..."} or {"prefix": "..."} (and '
+                             '"soft": true or false)')
         prefix = "prefix" in body
         value = body["prefix" if prefix else "url"]
         if not isinstance(value, str) or not value:
@@ -229,13 +244,15 @@ class Purger:
             return web.json_response({"error": why}, status=401 if "disabled" not in why else 403)
         try:
             body = await request.json()
-            tag = self._purge_tag(body)
+            soft = self._soft(body)
+            core = {k: v for k, v in body.items() if k != "soft"}
+            tag = self._purge_tag(core)
             if tag is None:
-                target, prefix, host, pq = self._purge_target(body)
+                target, prefix, host, pq = self._purge_target(core)
         except (ValueError, json.JSONDecodeError) as e:
             return web.json_response({"error": str(e)}, status=400)
         if tag is not None:
-            return await self._handle_tag(request, body, tag)
+            return await self._handle_tag(request, body, tag, soft)
         fanout_call = request.headers.get("X-Aerocdn-Fanout") == "1"
         # the operator's call for a ContentPurge: this pod alone, L2 rule written (each pod
         # writes it before purging its own nginx, so none refills L1 from the old object)
@@ -244,16 +261,17 @@ class Purger:
         self.m.purges.labels(kind, "peer" if fanout_call else
                              "operator" if pod_scope else "origin").inc()
         at = time.time()
-        l2 = await self.l2.purge(target, prefix, at, local_only=fanout_call)
+        l2 = await self.l2.purge(target, prefix, at, local_only=fanout_call, soft=soft)
         l1 = await self._purge_nginx(target, prefix, host, pq)
         me = {"l2": l2, "l1": l1, "ok": all(v["status"] == "ok" for v in l2.values()) and
               l1.get("failed", 0) == 0}
         if fanout_call or pod_scope:
             return web.json_response(me)
-        return await self._fan_out(request, body, me, {kind: target})
+        return await self._fan_out(request, body, me,
+                                   {kind: target, **({"soft": True} if soft else {})})
 
     async def _fan_out(self, request: web.Request, body: Any, me: dict[str, Any],
-                       purged: dict[str, str]) -> web.Response:
+                       purged: dict[str, Any]) -> web.Response:
         peers = await self.peers.peers()
         results = await asyncio.gather(*(self._purge_peer(p, body, request) for p in peers))
         pods = {"self": me, **dict(zip(peers, results, strict=True))}

@@ -70,3 +70,32 @@ def test_the_l1_index_counts_tags_against_its_byte_budget() -> None:
     roomy.drop_entries(roomy.tagged("u"))
     assert list(roomy.entries) == ["h/a"] and roomy.size == 1
     assert roomy.bytes == L1Index.entry_bytes("h/a", "()", tagged)
+
+
+# --- soft purge -------------------------------------------------------------------------------
+
+def test_soft_rules_expire_objects_stored_before_them_and_hard_rules_still_win() -> None:
+    from aerocdn.edge.policy import soft_expired
+
+    rules = PurgeRules(soft_prefixes={"h/img/": 150.0}, soft_tags={"t": 120.0})
+    assert rules.expired_at("h/img/a", 100.0) == 150.0
+    assert rules.expired_at("h/img/a", 100.0, ("t",)) == 120.0  # the earliest that applies
+    assert rules.expired_at("h/img/a", 151.0) is None  # stored after it
+    assert not rules.purged("h/img/a", 100.0, ("t",))  # soft: not absent
+    assert rules.prune(151.0) == PurgeRules()
+    o = obj("h/img/a", stored_at=100.0)  # fresh until 160
+    assert soft_expired(o, 150.0).fresh_until == 150.0
+    assert soft_expired(o, 150.0).state(155.0) != "fresh"
+    assert soft_expired(o, 170.0) is o  # already expired then: unchanged
+
+
+async def test_memory_tier_soft_purge_keeps_the_object_but_expired() -> None:
+    tier = MemoryTier(10**6, clock=lambda: 130.0)
+    await tier.put("k1", obj("h/a", ("t",)), 600)
+    await tier.put("k2", obj("h/b"), 600)
+    assert await tier.purge("h/a", False, 130.0, soft=True) == 1
+    kept = await tier.get("k1")
+    assert isinstance(kept, StoredObject) and kept.fresh_until == 130.0 and kept.body == b"x"
+    assert await tier.purge_tag("t", 140.0, soft=True) == 1
+    untouched = await tier.get("k2")
+    assert isinstance(untouched, StoredObject) and untouched.fresh_until == 160.0
