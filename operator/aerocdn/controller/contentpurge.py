@@ -162,9 +162,11 @@ async def _failed(ctx: Context, raw: dict[str, Any], status: ContentPurgeStatus,
             [c.to_api() for c in status.conditions],
             [Cond("Complete", False, err.reason.value, str(err))], generation, now_text)]})
     meta = raw["metadata"]
-    await ctx.kube.patch_status(API_VERSION, CP_KIND, meta["namespace"], meta["name"],
-                                new.to_api())
-    await ctx.kube.event(raw, "Warning", err.reason.value, str(err))
+    body = new.to_api()
+    if status_changed(body, raw.get("status") or {}):  # (not again after a restart)
+        await ctx.kube.patch_status(API_VERSION, CP_KIND, meta["namespace"], meta["name"],
+                                    body)
+        await ctx.kube.event(raw, "Warning", err.reason.value, str(err))
     ctx.failed_generation[(CP_KIND, meta["namespace"], meta["name"])] = generation
 
 
