@@ -531,6 +531,8 @@ class PurgeRules:
         return min(after) if after else None
 
     def purged(self, url: str, stored_at: float, tags: tuple[str, ...] = ()) -> bool:
+        if not (self.exact or self.prefixes or self.tags):
+            return False  # the common case, on every L2 read
         return self._first(self.exact, self.prefixes, self.tags, url, stored_at,
                            tags) is not None
 
@@ -538,6 +540,8 @@ class PurgeRules:
                    ) -> float | None:
         """When a soft purge made the object expire (None: no soft purge since it was
         stored)."""
+        if not (self.soft_exact or self.soft_prefixes or self.soft_tags):
+            return None
         return self._first(self.soft_exact, self.soft_prefixes, self.soft_tags, url,
                            stored_at, tags)
 
