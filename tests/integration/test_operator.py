@@ -249,8 +249,13 @@ def test_serviceaccount_cannot_write_specs(kubectl: Kubectl, operator: Operator,
                   "-n", ns, check=False).stdout.strip() == "yes"
     assert sa.run("auth", "can-i", "patch", "cacheclusters.aerocdn.dev", "-n", ns,
                   check=False).stdout.strip() == "no"
+    # Secrets: read by name only - the purge token a ContentEdge's purgeTokenSecretRef names,
+    # for the ContentPurges it carries out; never listed or watched
     assert sa.run("auth", "can-i", "get", "secrets", "-n", ns,
-                  check=False).stdout.strip() == "no"
+                  check=False).stdout.strip() == "yes"
+    for verb in ("list", "watch", "create", "patch", "delete"):
+        assert sa.run("auth", "can-i", verb, "secrets", "-n", ns,
+                      check=False).stdout.strip() == "no", verb
 
 
 def test_standby_takes_over_when_the_leader_is_killed(
