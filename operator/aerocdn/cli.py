@@ -1,4 +1,4 @@
-"""The aerocdn command: render | crds | run | edge."""
+"""The aerocdn command: render | crds | run | edge | purge."""
 
 from __future__ import annotations
 
@@ -10,7 +10,14 @@ from typing import Any
 
 import yaml
 
-from aerocdn.api.objects import CacheCluster, ContentEdge, InputError, Problem, parse_object
+from aerocdn.api.objects import (
+    CacheCluster,
+    ContentEdge,
+    ContentPurge,
+    InputError,
+    Problem,
+    parse_object,
+)
 from aerocdn.yamlio import dump, dump_all
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
@@ -33,14 +40,14 @@ def _files(paths: Sequence[str]) -> tuple[list[Path], list[Problem]]:
     return files, problems
 
 
-def load_manifests(paths: Sequence[str]) -> list[CacheCluster | ContentEdge]:
+def load_manifests(paths: Sequence[str]) -> list[CacheCluster | ContentEdge | ContentPurge]:
     """Parse and validate every object in the given files and directories.
 
     Raises InputError listing every problem found (all files are read first), so a caller
     prints either all objects or none.
     """
     files, problems = _files(paths)
-    objects: list[CacheCluster | ContentEdge] = []
+    objects: list[CacheCluster | ContentEdge | ContentPurge] = []
     for path in files:
         try:
             docs = list(yaml.safe_load_all(path.read_text()))
@@ -106,6 +113,18 @@ def cmd_edge(args: argparse.Namespace) -> int:
     return edge_main(["--config", args.config])
 
 
+def cmd_purge(args: argparse.Namespace) -> int:
+    from aerocdn import purgecli
+
+    try:
+        return purgecli.run(args)
+    except InputError as exc:
+        for problem in exc.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        print("error: nothing was created", file=sys.stderr)
+        return purgecli.EXIT_BAD_INPUT
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="aerocdn", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -129,6 +148,16 @@ def parser() -> argparse.ArgumentParser:
     e = sub.add_parser("edge", help="run the edge service (nginx's upstream)")
     e.add_argument("--config", required=True, help="edge config file (edge.yaml)")
     e.set_defaults(func=cmd_edge)
+
+    from aerocdn import purgecli
+
+    pg = sub.add_parser(
+        "purge", help="purge URLs or prefixes from a ContentEdge in every region and wait",
+        description="Create a ContentPurge and wait until every edge pod confirmed it. Exit "
+        "0 when complete, 1 when not (failed, --timeout passed, API error), 2 for bad input "
+        "(nothing created).")
+    purgecli.add_arguments(pg)
+    pg.set_defaults(func=cmd_purge)
     return p
 
 

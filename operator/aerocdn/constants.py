@@ -7,6 +7,7 @@ VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 CC_KIND = "CacheCluster"
 CE_KIND = "ContentEdge"
+CP_KIND = "ContentPurge"
 
 # Server-side apply field manager, and the managed-by label value of every child.
 FIELD_MANAGER = "aerocdn"

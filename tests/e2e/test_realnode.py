@@ -309,6 +309,37 @@ def test_purge_through_the_admin_port(site: Site) -> None:
     assert after[0] == 200 and after[1] != "HIT" and after[2] == BODY, after
 
 
+def test_a_contentpurge_is_carried_to_each_edge_pod_by_the_operator(site: Site) -> None:
+    # the operator pod (chart, in-cluster RBAC) calls each edge pod's admin port itself, over
+    # the pod network, with the token of the ContentEdge's Secret
+    wait_for("an L1 HIT", lambda: site.fetch_from_client()[1] == "HIT", timeout=60, interval=0.5)
+    pods = {p["metadata"]["name"] for p in site.edge_pods()}
+    site.kubectl.apply({"apiVersion": "aerocdn.dev/v1alpha1", "kind": "ContentPurge",
+                        "metadata": {"name": "hello"},
+                        "spec": {"contentEdgeRef": {"name": "site"},
+                                 "urls": [f"{site.host}{OBJECT}"]}}, namespace=site.ns)
+
+    def states() -> dict[str, dict[str, Any]]:
+        cp = site.kubectl.get("contentpurge", "hello", site.ns) or {}
+        return {p["name"]: p for r in (cp.get("status") or {}).get("regions", [])
+                for p in r["pods"]}
+    answered = wait_for("every edge pod answered the operator", lambda: (s := states())
+                        and set(s) == pods and all(p["attempts"] >= 1 for p in s.values())
+                        and s, timeout=WAIT, interval=1)
+    print("\nContentPurge pods: " + "; ".join(f"{n}: {p['state']} {p['message']}"
+                                             for n, p in sorted(answered.items())),
+          file=sys.stderr)
+    for p in answered.values():
+        # each pod purged its nginx and answered for itself; its L2 is the CacheCluster,
+        # whose pods are on kwok nodes (no Aerospike): the pod says so and is retried
+        assert p["state"] == "Confirmed" or p["message"].startswith("L2 cache: "), p
+    cp = site.kubectl.get("contentpurge", "hello", site.ns)
+    assert (condition(cp, "Complete").get("status") == "True") == all(
+        p["state"] == "Confirmed" for p in answered.values())
+    after = site.fetch_from_client()
+    assert after[0] == 200 and after[1] != "HIT" and after[2] == BODY, after
+
+
 def test_a_rolling_update_keeps_serving(site: Site, e2e: E2E) -> None:
     before = {p["metadata"]["name"] for p in site.edge_pods()}
     stop = f"/tmp/stop-{uuid.uuid4().hex[:8]}"

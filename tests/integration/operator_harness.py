@@ -99,7 +99,8 @@ def install(kubectl: Kubectl) -> None:
     """CRDs, the operator's namespace, ServiceAccount and least-privilege ClusterRole."""
     kubectl.run("apply", "--server-side", "--force-conflicts", "-k", str(REPO / "crds"))
     kubectl.run("wait", "--for=condition=Established", "--timeout=60s",
-                "crd/cacheclusters.aerocdn.dev", "crd/contentedges.aerocdn.dev")
+                "crd/cacheclusters.aerocdn.dev", "crd/contentedges.aerocdn.dev",
+                "crd/contentpurges.aerocdn.dev")
     for name in ("namespace.yaml", "rbac.yaml"):
         kubectl.run("apply", "-f", str(REPO / "manifests" / "base" / name))
 

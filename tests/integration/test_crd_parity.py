@@ -13,7 +13,8 @@ from kubernetes import client, config
 from tests.integration.operator_harness import Kubectl
 from tests.unit.api_walk import BASE, CROSS_FIELD, Case, constraint_cases
 
-PLURAL = {"CacheCluster": "cacheclusters", "ContentEdge": "contentedges"}
+PLURAL = {"CacheCluster": "cacheclusters", "ContentEdge": "contentedges",
+          "ContentPurge": "contentpurges"}
 
 
 @pytest.fixture(scope="module")

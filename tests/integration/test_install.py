@@ -118,7 +118,7 @@ def chart_operator(kubectl: Kubectl, watched: str,
     objects = render({"watchNamespaces": [watched], "aerospikeProbe": "kubernetes"})
     rbac = [o for o in objects if o["kind"] in ("ServiceAccount", "ClusterRole",
                                                 "ClusterRoleBinding", "Role", "RoleBinding")]
-    assert len(rbac) == 5
+    assert len(rbac) == 6  # ... and the aerocdn-purger ClusterRole (bound by teams)
     kubectl.apply(*rbac)
     (deployment,) = [o for o in objects if o["kind"] == "Deployment"]
     (container,) = deployment["spec"]["template"]["spec"]["containers"]

@@ -24,6 +24,7 @@ from pydantic.fields import FieldInfo
 from aerocdn.api.cachecluster import CacheClusterSpec
 from aerocdn.api.common import camel
 from aerocdn.api.contentedge import ContentEdgeSpec
+from aerocdn.api.contentpurge import ContentPurgeSpec
 
 BASE: dict[str, dict[str, Any]] = {
     "CacheCluster": {
@@ -36,11 +37,16 @@ BASE: dict[str, dict[str, Any]] = {
         "metadata": {"name": "walk"},
         "spec": {"hosts": ["walk.example.com"], "origin": {"url": "http://origin.test"},
                  "regions": [{"name": "eu-west"}]}},
+    "ContentPurge": {
+        "apiVersion": "aerocdn.dev/v1alpha1", "kind": "ContentPurge",
+        "metadata": {"name": "walk"},
+        "spec": {"contentEdgeRef": {"name": "walk"}, "urls": ["walk.example.com/a"]}},
 }
 # A valid first item for lists of objects that the base objects leave empty.
 ITEMS: dict[str, dict[str, Any]] = {"racks": {"id": 1, "zone": "a"}}
 # Fields whose valid value depends on the kind of storage: walked with persistent storage.
-SPECS = {"CacheCluster": CacheClusterSpec, "ContentEdge": ContentEdgeSpec}
+SPECS = {"CacheCluster": CacheClusterSpec, "ContentEdge": ContentEdgeSpec,
+         "ContentPurge": ContentPurgeSpec}
 
 
 @dataclass(frozen=True)
@@ -246,4 +252,10 @@ CROSS_FIELD: list[Case] = [
          {**_with("CacheCluster"), "metadata": {"name": "n" * 41}}),
     Case("ContentEdge", "metadata.name", "a DNS label",
          {**_with("ContentEdge"), "metadata": {"name": "a.b"}}),
+    Case("ContentPurge", "spec.urls", "at least one target (urls or prefixes)",
+         {**_with("ContentPurge"), "spec": {"contentEdgeRef": {"name": "walk"}}}),
+    Case("ContentPurge", "spec.urls[0]", "no dot segments",
+         _with("ContentPurge", urls=["walk.example.com/a/../b"])),
+    Case("ContentPurge", "spec.prefixes[0]", "no dot segments",
+         _with("ContentPurge", prefixes=["walk.example.com/%2e%2E/b"])),
 ]

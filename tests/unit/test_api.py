@@ -107,7 +107,8 @@ def test_contentedge_rejects(spec: dict[str, Any], field: str, text: str) -> Non
 
 def test_unknown_kind_and_version() -> None:
     assert problems({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}}) == [
-        "f.yaml: Pod/p: kind: unknown kind 'Pod'; aerocdn knows CacheCluster, ContentEdge"
+        "f.yaml: Pod/p: kind: unknown kind 'Pod'; aerocdn knows CacheCluster, ContentEdge, "
+        "ContentPurge"
     ]
     raw = cc({"region": "eu"})
     raw["apiVersion"] = "aerocdn.dev/v2"

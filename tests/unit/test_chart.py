@@ -87,8 +87,9 @@ def render(chart: helm.Chart, values: dict[str, Any] | None = None) -> list[dict
     return objects
 
 
-def one(objects: list[dict[str, Any]], kind: str) -> dict[str, Any]:
-    (found,) = [o for o in objects if o["kind"] == kind]
+def one(objects: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
+    (found,) = [o for o in objects if o["kind"] == kind
+                and (name is None or o["metadata"]["name"] == name)]
     return found
 
 
@@ -115,6 +116,7 @@ def test_defaults_render_the_operator_install(chart: helm.Chart) -> None:
     objects = render(chart)
     assert kinds_and_names(objects) == {
         ("ServiceAccount", "aerocdn"), ("ClusterRole", "aerocdn-operator"),
+        ("ClusterRole", "aerocdn-purger"),
         ("ClusterRoleBinding", "aerocdn-operator"), ("Deployment", "aerocdn-operator"),
         ("Service", "aerocdn-operator-metrics"), ("Role", "aerocdn-leader-election"),
         ("RoleBinding", "aerocdn-leader-election")}
@@ -176,6 +178,21 @@ def test_probes_hit_healthz_and_readyz_on_the_metrics_port(chart: helm.Chart) ->
         assert service["spec"]["selector"].items() <= pod_labels.items()
 
 
+def test_the_purger_role_may_purge_but_not_edit_contentedges(chart: helm.Chart) -> None:
+    rules = one(render(chart), "ClusterRole", "aerocdn-purger")["rules"]
+
+    def allowed(resource: str, verb: str) -> bool:
+        return any("aerocdn.dev" in r["apiGroups"] and resource in r["resources"]
+                   and verb in r["verbs"] for r in rules)
+
+    assert allowed("contentpurges", "create") and allowed("contentpurges", "get")
+    assert allowed("contentedges", "get")
+    for verb in ("create", "update", "patch", "delete"):
+        assert not allowed("contentedges", verb), verb
+    assert not allowed("contentpurges/status", "patch")  # only the operator reports
+    assert all(r["apiGroups"] == ["aerocdn.dev"] for r in rules)
+
+
 def test_pod_is_locked_down(chart: helm.Chart) -> None:
     for values in (None, NON_DEFAULT):
         objects = render(chart, values)
@@ -192,9 +209,15 @@ def test_pod_is_locked_down(chart: helm.Chart) -> None:
 
 
 def test_secrets_are_read_never_written(chart: helm.Chart) -> None:
-    """Enterprise CacheClusters name Secrets the operator reads (TLS, credentials): the role
-    may get, list and watch them (the watch keeps only the named ones), nothing else."""
-    rules = one(render(chart), "ClusterRole")["rules"]
+    """Enterprise CacheClusters name Secrets the operator reads (TLS, credentials), and
+    ContentEdges their purge token: the operator's role may get, list and watch them (the
+    watch keeps only the ones CacheClusters name), nothing else; the purger role none."""
+    objects = render(chart)
+    roles = [o for o in objects if o["kind"] == "ClusterRole"]
+    purger = one(objects, "ClusterRole", "aerocdn-purger")
+    assert not [r for r in purger["rules"] if "secrets" in r["resources"]]
+    (operator_role,) = [r for r in roles if r is not purger]
+    rules = operator_role["rules"]
     secret_rules = [r for r in rules if "secrets" in r["resources"]]
     assert secret_rules == [{"apiGroups": [""], "resources": ["secrets"],
                              "verbs": ["get", "list", "watch"]}]
@@ -350,7 +373,8 @@ def test_kustomize_base_equals_chart_defaults(chart: helm.Chart,
     namespaces = {o["metadata"].get("namespace") for o in base} - {None}
     assert namespaces == {NAMESPACE} == {o["metadata"]["name"] for o in kustomize
                                          if o["kind"] == "Namespace"}
-    assert one(base, "ClusterRole")["rules"] == one(objects, "ClusterRole")["rules"]
+    for role in ("aerocdn-operator", "aerocdn-purger"):
+        assert one(base, "ClusterRole", role)["rules"] == one(objects, "ClusterRole", role)["rules"]
     assert one(base, "Role")["rules"] == one(objects, "Role")["rules"]
     for kind in ("ClusterRoleBinding", "RoleBinding"):
         assert one(base, kind)["roleRef"] == one(objects, kind)["roleRef"]

@@ -47,7 +47,7 @@ def test_bad_input_reports_every_problem_and_prints_nothing(tmp_path: Path) -> N
         f"error: {bad}: CacheCluster/x: spec.size: Input should be greater than or equal to 1 "
         "(got -2)",
         f"error: {bad}: Gadget/g: kind: unknown kind 'Gadget'; aerocdn knows CacheCluster, "
-        "ContentEdge",
+        "ContentEdge, ContentPurge",
         f"error: {broken}: document: invalid YAML: line 2, column 1: expected ',' or ']', "
         "but got '<stream end>'",
     ]

@@ -302,8 +302,9 @@ def test_the_operator_registers_only_event_handlers() -> None:
     registry = kopf.get_default_registry()
     assert list(registry._spawning.get_all_handlers()) == []  # no daemons, no timers
     assert list(registry._changing.get_all_handlers()) == []  # no on.create/update/field
-    # CacheClusters and ContentEdges; children and Secrets are watched by controller/watch.py
-    assert len(list(registry._watching.get_all_handlers())) == 2
+    # CacheClusters, ContentEdges and ContentPurges; children and Secrets are watched by
+    # controller/watch.py
+    assert len(list(registry._watching.get_all_handlers())) == 3
 
 
 def test_a_child_event_is_news_only_when_a_reconcile_could_decide_otherwise() -> None:
@@ -363,3 +364,20 @@ async def test_cachecluster_steps_in_a_window_replan_a_contentedge_once(
         assert all(first + 60 <= t.when() < first + 61 for t in timers.values())
     finally:
         await rt.queue.stop()
+
+
+def test_each_watched_kind_has_exactly_one_watch() -> None:
+    """kopf watches aerocdn's own kinds, controller/watch.py everything else the cache holds:
+    a kind in both would be handled twice, a kind in neither never kept up to date."""
+    import kopf
+
+    import aerocdn.controller.handlers  # noqa: F401  (registers the handlers)
+    from aerocdn.controller.cache import WATCHED
+    from aerocdn.controller.runtime import CHILDREN
+
+    kopf_kinds = {h.selector.any_name for h in kopf.get_default_registry()._watching
+                  .get_all_handlers() if h.selector is not None}
+    ours = {(w.api_version, w.kind) for w in CHILDREN}
+    own = {k for k in WATCHED if k[0] == "aerocdn.dev/v1alpha1"}
+    assert kopf_kinds == {"cacheclusters", "contentedges", "contentpurges"}
+    assert ours | own == set(WATCHED) and not ours & own

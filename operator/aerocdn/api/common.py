@@ -24,6 +24,10 @@ QUERY_PARAM = r"^[A-Za-z0-9_]+$"
 HEADER_NAME = r"^[A-Za-z0-9-]+$"
 # A host an edge serves (nginx server_name): a DNS name, lower case, a leading "*." allowed.
 HOSTNAME = r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+# A tag (surrogate key) as an origin's tag header can carry it and a ContentPurge names it:
+# printable ASCII without space or comma.
+TAG_PATTERN = r"^[\x21-\x2b\x2d-\x7e]+$"
+MAX_TAG_LENGTH = 256
 # metadata.name of our objects: children append suffixes, so it is shorter than a DNS label
 OBJECT_NAME_MAX = 40
 QUANTITY = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$"

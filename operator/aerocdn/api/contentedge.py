@@ -138,6 +138,13 @@ class CachePolicy(ApiModel):
         "usual), bypass (sent to the origin with the cookie, never cached nor answered from "
         "cache), forward (sent with the cookie; cached only if the answer says Vary: Cookie).",
     )
+    tag_header: HeaderName = Field(
+        default="Surrogate-Key",
+        description="The origin's header naming an object's tags (surrogate keys), separated "
+        "by spaces or commas (Surrogate-Key: a b, Cache-Tag: a,b): a ContentPurge's tags "
+        "purge every object carrying one. Stripped, as are Surrogate-Key and Cache-Tag, "
+        "before nginx or a client sees the answer.",
+    )
     authorization: Literal["rfc9111", "bypass"] = Field(
         default="rfc9111",
         description="Requests with Authorization: rfc9111 (forwarded; the answer is shared "

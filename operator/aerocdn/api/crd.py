@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from aerocdn.api import cachecluster, contentedge
+from aerocdn.api import cachecluster, contentedge, contentpurge
 from aerocdn.api.common import DNS_LABEL, GROUP, OBJECT_NAME_MAX, VERSION
 
 _DROP = {"title", "examples"}
@@ -112,6 +112,7 @@ def _crd(
     columns: list[dict[str, Any]],
     description: str,
     scale: dict[str, str] | None = None,
+    short_names: list[str] | None = None,
 ) -> dict[str, Any]:
     spec = openapi_schema(spec_model)
     if cel:
@@ -135,7 +136,7 @@ def _crd(
                 "listKind": f"{kind}List",
                 "plural": plural,
                 "singular": kind.lower(),
-                "shortNames": [short],
+                "shortNames": short_names or [short],
                 "categories": ["aerocdn"],
             },
             "versions": [
@@ -229,9 +230,32 @@ def contentedge_crd() -> dict[str, Any]:
     )
 
 
+def contentpurge_crd() -> dict[str, Any]:
+    crd = _crd(
+        kind=contentpurge.KIND,
+        plural=contentpurge.PLURAL,
+        short="cpurge",
+        spec_model=contentpurge.ContentPurgeSpec,
+        status_model=contentpurge.ContentPurgeStatus,
+        cel=[*contentpurge.CEL_RULES, contentpurge.SPEC_IMMUTABLE],
+        field_cel=contentpurge.FIELD_CEL_RULES,
+        description="A purge of URLs or prefixes from every edge pod and cache tier of a "
+        "ContentEdge, in every region; its status says which pods confirmed it.",
+        columns=[
+            {"name": "ContentEdge", "type": "string", "jsonPath": ".spec.contentEdgeRef.name"},
+            {"name": "Confirmed", "type": "integer", "jsonPath": ".status.confirmed"},
+            {"name": "Pods", "type": "integer", "jsonPath": ".status.pods"},
+            _PHASE,
+            _AGE,
+        ],
+    )
+    return crd
+
+
 def all_crds() -> dict[str, dict[str, Any]]:
     """File name -> CRD object."""
     return {
         f"{GROUP}_{cachecluster.PLURAL}.yaml": cachecluster_crd(),
         f"{GROUP}_{contentedge.PLURAL}.yaml": contentedge_crd(),
+        f"{GROUP}_{contentpurge.PLURAL}.yaml": contentpurge_crd(),
     }

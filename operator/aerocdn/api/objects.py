@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from aerocdn.api import cachecluster, contentedge
+from aerocdn.api import cachecluster, contentedge, contentpurge
 from aerocdn.api.common import API_VERSION, DNS_LABEL, OBJECT_NAME_MAX, camel_path
 
 
@@ -50,9 +50,14 @@ class ContentEdge(_Object):
     spec: contentedge.ContentEdgeSpec
 
 
-KINDS: dict[str, type[CacheCluster] | type[ContentEdge]] = {
+class ContentPurge(_Object):
+    spec: contentpurge.ContentPurgeSpec
+
+
+KINDS: dict[str, type[CacheCluster] | type[ContentEdge] | type[ContentPurge]] = {
     cachecluster.KIND: CacheCluster,
     contentedge.KIND: ContentEdge,
+    contentpurge.KIND: ContentPurge,
 }
 
 
@@ -101,7 +106,7 @@ def _message(err: Any) -> str:
     return msg
 
 
-def parse_object(raw: Any, source: str = "") -> CacheCluster | ContentEdge:
+def parse_object(raw: Any, source: str = "") -> CacheCluster | ContentEdge | ContentPurge:
     """Validate one manifest; raise InputError naming the object and each bad field."""
     what = _describe(raw)
     if not isinstance(raw, dict):

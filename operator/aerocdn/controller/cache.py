@@ -18,7 +18,7 @@ import copy
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from aerocdn.constants import API_VERSION, CC_KIND, CE_KIND, MANAGED
+from aerocdn.constants import API_VERSION, CC_KIND, CE_KIND, CP_KIND, MANAGED
 from aerocdn.controller.kube import Kube, KubeError
 
 Kind = tuple[str, str]  # apiVersion, kind
@@ -277,7 +277,7 @@ LABELS: dict[str, dict[str, str]] = {
     "Pod": {"app.kubernetes.io/name": "aerospike", **MANAGED},
 }
 WATCHED: list[Kind] = [
-    (API_VERSION, CC_KIND), (API_VERSION, CE_KIND),
+    (API_VERSION, CC_KIND), (API_VERSION, CE_KIND), (API_VERSION, CP_KIND),
     ("apps/v1", "StatefulSet"), ("apps/v1", "Deployment"), ("v1", "ConfigMap"),
     ("v1", "Service"), ("policy/v1", "PodDisruptionBudget"),
     ("autoscaling/v2", "HorizontalPodAutoscaler"), ("networking.k8s.io/v1", "NetworkPolicy"),

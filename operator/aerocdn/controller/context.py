@@ -11,6 +11,7 @@ from aerocdn.aerospike.parse import HostPort
 from aerocdn.constants import API_VERSION as API_VERSION  # re-exported
 from aerocdn.constants import CC_KIND as CC_KIND
 from aerocdn.constants import CE_KIND as CE_KIND
+from aerocdn.constants import CP_KIND as CP_KIND
 from aerocdn.controller.cache import CachedKube
 from aerocdn.controller.kube import Kube
 from aerocdn.controller.queue import WorkQueue
@@ -30,6 +31,9 @@ class Context:
     queue: WorkQueue
     probe: str = "aerospike"
     address_overrides: dict[str, HostPort] = field(default_factory=dict)
+    # edge pod name -> host:port of its admin endpoint (out-of-cluster runs; default: the
+    # pod's IP and the admin port)
+    edge_admin_addresses: dict[str, str] = field(default_factory=dict)
     clock: Callable[[], dt.datetime] = utcnow
     # seconds between polls while something is in progress (scale steps, rolls, drains)
     poll_seconds: float = 3.0

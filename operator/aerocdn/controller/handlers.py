@@ -18,7 +18,7 @@ from typing import Any
 
 import kopf
 
-from aerocdn.controller.context import API_VERSION, CC_KIND, CE_KIND
+from aerocdn.controller.context import API_VERSION, CC_KIND, CE_KIND, CP_KIND
 from aerocdn.controller.runtime import RUNTIME, cluster_view
 
 
@@ -92,6 +92,17 @@ async def contentedge_event(type: str, body: kopf.Body, namespace: str | None, n
     RUNTIME.observe(type, body)
     after = RUNTIME.store.get(API_VERSION, CE_KIND, namespace, name)
     RUNTIME.seen(CE_KIND, namespace, name, deleted=type == "DELETED",
+                 enqueue=needs_reconcile(before, after))
+
+
+@kopf.on.event("aerocdn.dev", "v1alpha1", "contentpurges")
+async def contentpurge_event(type: str, body: kopf.Body, namespace: str | None, name: str,
+                             **_: Any) -> None:
+    assert namespace is not None
+    before = RUNTIME.store.get(API_VERSION, CP_KIND, namespace, name)
+    RUNTIME.observe(type, body)
+    after = RUNTIME.store.get(API_VERSION, CP_KIND, namespace, name)
+    RUNTIME.seen(CP_KIND, namespace, name, deleted=type == "DELETED",
                  enqueue=needs_reconcile(before, after))
 
 

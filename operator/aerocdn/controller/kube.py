@@ -40,6 +40,7 @@ PLURALS: dict[tuple[str, str], str] = {
     ("externaldns.k8s.io/v1alpha1", "DNSEndpoint"): "dnsendpoints",
     ("aerocdn.dev/v1alpha1", "CacheCluster"): "cacheclusters",
     ("aerocdn.dev/v1alpha1", "ContentEdge"): "contentedges",
+    ("aerocdn.dev/v1alpha1", "ContentPurge"): "contentpurges",
 }
 WRITE_VERBS = {"POST", "PUT", "PATCH", "DELETE"}
 

@@ -15,6 +15,10 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                         "readiness stand in (clusters without Aerospike pods; shown in status)")
     p.add_argument("--aerospike-address", action="append", default=[], metavar="POD=HOST:PORT",
                    help="reach an Aerospike pod at another address (out-of-cluster runs)")
+    p.add_argument("--edge-admin-address", action="append", default=[],
+                   metavar="POD=HOST:PORT",
+                   help="reach an edge pod's admin port (ContentPurge) at another address "
+                        "(out-of-cluster runs)")
     p.add_argument("--resync-seconds", type=float, default=60.0,
                    help="periodic reconcile of every object")
     p.add_argument("--metrics-port", type=int, default=8080,

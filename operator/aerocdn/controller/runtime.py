@@ -19,7 +19,8 @@ from aerocdn.controller import metrics
 from aerocdn.controller.cache import LABELS, WATCHED, CachedKube, Store
 from aerocdn.controller.cachecluster import reconcile_cachecluster
 from aerocdn.controller.contentedge import reconcile_contentedge
-from aerocdn.controller.context import API_VERSION, CC_KIND, CE_KIND, Context
+from aerocdn.controller.contentpurge import reconcile_contentpurge
+from aerocdn.controller.context import API_VERSION, CC_KIND, CE_KIND, CP_KIND, Context
 from aerocdn.controller.errors import RETRIES_BEFORE_REPORT, PermanentError, classify
 from aerocdn.controller.kube import Kube
 from aerocdn.controller.leader import LeaderElector
@@ -36,6 +37,7 @@ class Runtime:
     def __init__(self) -> None:
         self.options = argparse.Namespace(resync_seconds=60.0, metrics_port=0,
                                           aerospike_probe="aerospike", aerospike_address=[],
+                                          edge_admin_address=[],
                                           leader_election=False)
         self.queue = WorkQueue(self._reconcile)
         self.store = Store(WATCHED)
@@ -55,7 +57,9 @@ class Runtime:
         overrides = parse_address_overrides(",".join(self.options.aerospike_address))
         api = Kube()
         self.ctx = Context(kube=CachedKube(self.store, api), queue=self.queue,
-                           probe=self.options.aerospike_probe, address_overrides=overrides)
+                           probe=self.options.aerospike_probe, address_overrides=overrides,
+                           edge_admin_addresses=parse_edge_admin_addresses(
+                               getattr(self.options, "edge_admin_address", [])))
         # children: our own list + watch (watch.py); CacheClusters/ContentEdges: kopf
         self.watcher = Watcher(api.api, CHILDREN, self._namespaces(), self.child_list,
                                self.child_event)
@@ -93,14 +97,14 @@ class Runtime:
         return list(getattr(self.options, "namespace", []) or [])
 
     async def _sync(self) -> None:
-        """Every watched kind listed: CacheClusters and ContentEdges here (kopf watches
-        them), children and Secrets by their own watches (watch.py)."""
+        """Every watched kind listed: our own kinds here (kopf watches them), children and
+        Secrets by their own watches (watch.py)."""
         assert self.ctx is not None and isinstance(self.ctx.kube, CachedKube)
         delay = 1.0
         while True:
             try:
-                await self.ctx.kube.sync(self._namespaces(),
-                                         [(API_VERSION, CC_KIND), (API_VERSION, CE_KIND)])
+                await self.ctx.kube.sync(self._namespaces(), [
+                    (API_VERSION, k) for k in (CC_KIND, CE_KIND, CP_KIND)])
                 if self.watcher is not None:
                     await self.watcher.wait_synced()
                 return
@@ -236,6 +240,19 @@ class Runtime:
             metrics.RECONCILE_SECONDS.labels(kind=kind).observe(time.perf_counter() - started)
 
 
+def parse_edge_admin_addresses(items: list[str]) -> dict[str, str]:
+    """``--edge-admin-address POD=HOST:PORT`` items as a mapping; a bad item is a ValueError
+    naming it."""
+    out: dict[str, str] = {}
+    for item in items:
+        pod, eq, address = item.partition("=")
+        host, colon, port = address.rpartition(":")
+        if not eq or not pod.strip() or not colon or not host or not port.isdigit():
+            raise ValueError(f"edge admin address {item!r}: expected pod=host:port")
+        out[pod.strip()] = address.strip()
+    return out
+
+
 def cluster_view(name: str, cluster: Mapping[str, Any] | None) -> tuple[Any, ...]:
     """What ContentEdges read of a CacheCluster: its routing facts, spec version, readiness.
     Another status message or count is no reason to re-plan 200 ContentEdges."""
@@ -266,6 +283,8 @@ async def reconcile_once(ctx: Context, kind: str, namespace: str, name: str,
     try:
         if kind == CC_KIND:
             return await reconcile_cachecluster(ctx, namespace, name)
+        if kind == CP_KIND:
+            return await reconcile_contentpurge(ctx, namespace, name)
         return await reconcile_contentedge(ctx, namespace, name)
     except Exception as exc:
         verdict = classify(exc)
@@ -331,6 +350,6 @@ def child_news(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:
 # Secrets: all of them (a CacheCluster names its own, unlabelled; the store keeps only
 # those, controller/secrets.py).
 CHILDREN = [WatchedKind(api_version, kind, LABELS.get(kind, {})) for api_version, kind
-            in WATCHED if kind not in (CC_KIND, CE_KIND)]
+            in WATCHED if api_version != API_VERSION]
 
 RUNTIME = Runtime()

@@ -27,6 +27,10 @@ _QUERY_PARAM_RE = re.compile(QUERY_PARAM)
 _HEADER_RE = re.compile(HEADER_NAME)
 
 
+# Tag headers of the usual CDNs: always stripped (they are meant for a surrogate, not a client).
+TAG_HEADERS = ("surrogate-key", "cache-tag")
+
+
 def parse_quantity(value: str | int) -> int:
     """A Kubernetes-style byte quantity ("1Gi", "512Mi", "1000") as bytes."""
     if isinstance(value, int):
@@ -121,6 +125,22 @@ class CachePolicyConfig(_Model):
     # from cache).
     authorization: Literal["rfc9111", "bypass"] = "rfc9111"
     slices: SlicesConfig = SlicesConfig()
+    # The origin's header carrying an object's tags (surrogate keys; purge by tag): tags are
+    # separated by spaces or commas (Surrogate-Key: "a b", Cache-Tag: "a,b"). It, and the
+    # other usual names (surrogate-key, cache-tag), never reach nginx or a client.
+    tag_header: str = "Surrogate-Key"
+
+    @field_validator("tag_header")
+    @classmethod
+    def _tag_header(cls, v: str) -> str:
+        if not _HEADER_RE.fullmatch(v):
+            raise ValueError(f"cachePolicy.tagHeader {v!r} is not a header name")
+        return v
+
+    @property
+    def tag_headers(self) -> frozenset[str]:
+        """Lower-case names of the headers stripped from what is stored and sent on."""
+        return frozenset({self.tag_header.lower(), *TAG_HEADERS})
 
     @field_validator("l1_cache_size")
     @classmethod

@@ -36,6 +36,7 @@ from aerocdn.edge.policy import (
     VaryMarker,
     decide_storage,
     normalize_query,
+    parse_tags,
     pass_headers,
     selected_headers,
     store_headers,
@@ -133,6 +134,7 @@ class Filler:
         extra.discard("authorization")
         self._unkeyed = tuple(sorted(extra))  # forwarded, not keyed: must be named by Vary
         self._forward = key_headers | extra | {"authorization"}
+        self._tags = policy.tag_headers  # kept as the object's tags, never passed on
         self.inflight: dict[str, asyncio.Task[FillOutcome]] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self.session: aiohttp.ClientSession | None = None
@@ -298,9 +300,10 @@ class Filler:
         if resp.status == 304 and base is not None:
             resp.release()
             self.m.origin_fetches.labels("revalidated").inc()
-            fresh = dict((k.lower(), v) for k, v in store_headers(rheaders))
+            fresh = dict((k.lower(), v) for k, v in store_headers(rheaders, self._tags))
             merged = tuple((k, fresh.pop(k.lower(), v)) for k, v in base.headers) + tuple(
-                (k, v) for k, v in store_headers(rheaders) if k.lower() in fresh)
+                (k, v) for k, v in store_headers(rheaders, self._tags) if k.lower() in fresh)
+            tags = parse_tags(rheaders, policy.tag_header) or base.tags
             decision = decide_storage("GET", hdrs, base.status, merged, policy, now,
                                       self._unkeyed)
             if not decision.store:
@@ -309,7 +312,7 @@ class Filler:
                     base, headers=merged, stored_at=now, fresh_until=now, revalidate=True,
                     no_stale=True), tier="origin")
             return await self._store(ck, hdrs, lock, decision, base.status, merged,
-                                     base.body, now)
+                                     base.body, now, tags)
         decision = decide_storage("GET", hdrs, resp.status, rheaders, policy, now, self._unkeyed)
         size = resp.content_length
         too_big = size is not None and size > policy.max_object_size_bytes
@@ -349,14 +352,16 @@ class Filler:
         resp.release()
         self.m.origin_fetches.labels("stored").inc()
         # stored as read: no second copy of a body that may be megabytes (never mutated again)
-        return await self._store(ck, hdrs, lock, decision, resp.status, rheaders, body, now)
+        return await self._store(ck, hdrs, lock, decision, resp.status, rheaders, body, now,
+                                 parse_tags(rheaders, policy.tag_header))
 
     async def _store(self, ck: CacheKey, hdrs: Mapping[str, str], lock: LockResult,
                      decision: StoreDecision, status: int, rheaders: tuple[tuple[str, str], ...],
-                     body: bytes | bytearray, now: float) -> FillOutcome:
+                     body: bytes | bytearray, now: float,
+                     tags: tuple[str, ...] = ()) -> FillOutcome:
         obj = StoredObject(
             status=status,
-            headers=store_headers(rheaders),
+            headers=store_headers(rheaders, self._tags),
             body=body,
             url=ck.url,
             stored_at=now,
@@ -367,6 +372,7 @@ class Filler:
             selected=selected_headers(decision.vary, hdrs),
             no_stale=decision.no_stale,
             revalidate=decision.revalidate,
+            tags=tags,
         )
         # an object revalidated on each use is kept like an unlabelled one (defaultTTL)
         ttl = (max(1, self.cfg.cache_policy.default_ttl_seconds) if obj.revalidate
@@ -391,7 +397,7 @@ class Filler:
         deadline = s.deadline if s.deadline is not None else self._deadline()
         try:
             out = web.StreamResponse(status=resp.status)
-            for k, v in pass_headers(tuple(resp.headers.items())):
+            for k, v in pass_headers(tuple(resp.headers.items()), drop=self._tags):
                 out.headers.add(k, v)
             if resp.content_length is not None:
                 out.content_length = resp.content_length

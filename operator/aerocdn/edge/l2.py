@@ -103,7 +103,8 @@ class TierSet:
             self._fail(tier, e)
 
     async def purge(self, target: str, prefix: bool, at: float,
-                    local_only: bool = False) -> dict[str, dict[str, object]]:
+                    local_only: bool = False, soft: bool = False
+                    ) -> dict[str, dict[str, object]]:
         """Every configured tier, whatever its breaker says: a purge must not be skipped.
         Per tier: ``status`` ok / failed: ..., and ``removed`` (objects) or ``rule`` (a shared
         purge rule was written or re-read: what it hides is not counted)."""
@@ -114,7 +115,25 @@ class TierSet:
                     await t.refresh()  # the initiating pod already wrote the shared rule
                     out[name] = {"status": "ok", "rule": "read"}
                     continue
-                removed = await t.purge(target, prefix, at)
+                removed = await t.purge(target, prefix, at, soft=soft)
+                out[name] = ({"status": "ok", "rule": "written"} if removed is None
+                             else {"status": "ok", "removed": removed})
+            except TierError as e:
+                self._fail(t, e)
+                out[name] = {"status": f"failed: {e}"}
+        return out
+
+    async def purge_tag(self, tag: str, at: float, local_only: bool = False,
+                        soft: bool = False) -> dict[str, dict[str, object]]:
+        """``purge`` for every object carrying ``tag``: each tier, whatever its breaker."""
+        out: dict[str, dict[str, object]] = {}
+        for name, t in self.tiers.items():
+            try:
+                if local_only and t.shared:
+                    await t.refresh()
+                    out[name] = {"status": "ok", "rule": "read"}
+                    continue
+                removed = await t.purge_tag(tag, at, soft=soft)
                 out[name] = ({"status": "ok", "rule": "written"} if removed is None
                              else {"status": "ok", "removed": removed})
             except TierError as e:

@@ -13,12 +13,14 @@ tests/unit/edge/test_edge_policy.py.
 
 from __future__ import annotations
 
+import dataclasses
 import email.utils
 import hashlib
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from aerocdn.api.common import MAX_TAG_LENGTH, TAG_PATTERN
 from aerocdn.edge.cachecontrol import CacheControl, parse_cache_control
 from aerocdn.edge.config import CacheKeyConfig, CachePolicyConfig
 
@@ -377,6 +379,8 @@ class StoredObject:
     # cachePolicy.slices: the full length of the object this record describes (its slice
     # metadata record, empty body) or belongs to (a slice); -1: a whole object
     slice_total: int = -1
+    # the origin's tags (surrogate keys): purge by tag removes every object carrying one
+    tags: tuple[str, ...] = ()
 
     def matches(self, request_headers: Mapping[str, str]) -> bool:
         """Is this the variant the request selects (RFC 9111 4.1)?  The one check before any
@@ -414,15 +418,36 @@ class VaryMarker:
     expires_at: float
 
 
-def store_headers(headers: Headers) -> Headers:
+def store_headers(headers: Headers, drop: frozenset[str] = frozenset()) -> Headers:
     """What of an origin's answer may be stored or passed on: not hop-by-hop headers, not
-    the fields its ``Connection`` header names (RFC 9110 7.6.1), and no ``X-Accel-*`` (nginx
-    control headers: only the edge may speak to nginx)."""
+    the fields its ``Connection`` header names (RFC 9110 7.6.1), no ``X-Accel-*`` (nginx
+    control headers: only the edge may speak to nginx), nothing in ``drop`` (lower-case: the
+    tag headers, kept as the object's tags)."""
     named = {n.strip().lower() for k, v in headers if k.lower() == "connection"
              for n in v.split(",")}
     return tuple((k, v) for k, v in headers
                  if k.lower() not in HOP_BY_HOP and k.lower() not in named
-                 and not k.lower().startswith("x-accel-"))
+                 and not k.lower().startswith("x-accel-") and k.lower() not in drop)
+
+
+MAX_TAGS = 64
+_TAG_SPLIT = re.compile(r"[\s,]+")
+TAG_RE = re.compile(TAG_PATTERN.removesuffix("$"))  # with fullmatch: "$" takes a final "\n"
+
+
+def parse_tags(headers: Headers, name: str) -> tuple[str, ...]:
+    """The tags in every ``name`` header (spaces or commas between them), in order, each once;
+    at most MAX_TAGS, each at most MAX_TAG_LENGTH bytes (longer ones are not tags a purge
+    could name: dropped)."""
+    name = name.lower()
+    out: dict[str, None] = {}
+    for k, v in headers:
+        if k.lower() != name:
+            continue
+        for t in _TAG_SPLIT.split(v):
+            if len(t) <= MAX_TAG_LENGTH and TAG_RE.fullmatch(t):
+                out.setdefault(t, None)
+    return tuple(out)[:MAX_TAGS]
 
 
 def selected_headers(vary: Iterable[str], request_headers: Mapping[str, str]) -> Headers:
@@ -454,10 +479,11 @@ def answer_headers(
     return out
 
 
-def pass_headers(headers: Headers, tier: str = "pass") -> list[tuple[str, str]]:
+def pass_headers(headers: Headers, tier: str = "pass",
+                 drop: frozenset[str] = frozenset()) -> list[tuple[str, str]]:
     """Headers for a response streamed from the origin without being stored (not storable,
     too big, other methods): not in L2, so not in L1 either (``X-Accel-Expires: 0``)."""
-    out = list(store_headers(headers))
+    out = list(store_headers(headers, drop))
     out.append(("X-Accel-Expires", "0"))
     out.append(("X-Aerocdn-Tier", tier))
     return out
@@ -485,21 +511,54 @@ def not_modified(obj: StoredObject, request_headers: Mapping[str, str]) -> bool:
 
 @dataclass
 class PurgeRules:
-    """Purges recorded as (url or prefix, time).  An object stored before a rule that matches
-    its url is treated as absent.  Used by the Aerospike tier (records are keyed by digest, so a
-    prefix cannot be found by key); rules are kept as long as an object can live."""
+    """Purges recorded as (url, prefix or tag, time).  An object stored before a rule that
+    matches its url or one of its tags is treated as absent.  Used by the Aerospike tier
+    (records are keyed by digest, so neither a prefix nor a tag can be found by key); rules
+    are kept as long as an object can live."""
 
     exact: dict[str, float] = field(default_factory=dict)
     prefixes: dict[str, float] = field(default_factory=dict)
+    tags: dict[str, float] = field(default_factory=dict)
+    # soft purges: an object stored before one counts as expired from the rule's time on
+    # (stale-while-revalidate and stale-if-error still apply), not as absent
+    soft_exact: dict[str, float] = field(default_factory=dict)
+    soft_prefixes: dict[str, float] = field(default_factory=dict)
+    soft_tags: dict[str, float] = field(default_factory=dict)
 
-    def purged(self, url: str, stored_at: float) -> bool:
-        t = self.exact.get(url)
-        if t is not None and stored_at <= t:
-            return True
-        return any(stored_at <= t and url.startswith(p) for p, t in self.prefixes.items())
+    @staticmethod
+    def _first(exact: dict[str, float], prefixes: dict[str, float], tags_: dict[str, float],
+               url: str, stored_at: float, tags: tuple[str, ...]) -> float | None:
+        """The earliest time of a rule matching the object and made after it was stored."""
+        times = [exact.get(url), *(tags_.get(g) for g in tags),
+                 *(t for p, t in prefixes.items() if url.startswith(p))]
+        after = [t for t in times if t is not None and stored_at <= t]
+        return min(after) if after else None
+
+    def purged(self, url: str, stored_at: float, tags: tuple[str, ...] = ()) -> bool:
+        if not (self.exact or self.prefixes or self.tags):
+            return False  # the common case, on every L2 read
+        return self._first(self.exact, self.prefixes, self.tags, url, stored_at,
+                           tags) is not None
+
+    def expired_at(self, url: str, stored_at: float, tags: tuple[str, ...] = ()
+                   ) -> float | None:
+        """When a soft purge made the object expire (None: no soft purge since it was
+        stored)."""
+        if not (self.soft_exact or self.soft_prefixes or self.soft_tags):
+            return None
+        return self._first(self.soft_exact, self.soft_prefixes, self.soft_tags, url,
+                           stored_at, tags)
 
     def prune(self, older_than: float) -> PurgeRules:
-        return PurgeRules(
-            {u: t for u, t in self.exact.items() if t >= older_than},
-            {p: t for p, t in self.prefixes.items() if t >= older_than},
-        )
+        def keep(d: dict[str, float]) -> dict[str, float]:
+            return {k: t for k, t in d.items() if t >= older_than}
+        return PurgeRules(keep(self.exact), keep(self.prefixes), keep(self.tags),
+                          keep(self.soft_exact), keep(self.soft_prefixes), keep(self.soft_tags))
+
+
+def soft_expired(obj: StoredObject, at: float) -> StoredObject:
+    """The object as a soft purge at ``at`` leaves it: expired from then on (its stale
+    windows count from there), nothing else changed."""
+    if obj.fresh_until <= at:
+        return obj
+    return dataclasses.replace(obj, fresh_until=at)

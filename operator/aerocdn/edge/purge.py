@@ -1,9 +1,10 @@
 """Purge: the admin ``POST /purge`` endpoint and its fan-out.
 
-A purge removes a URL (or every URL under a prefix) from L2 (a purge rule in each cache
-cluster) and from this pod's nginx (each entry ``L1Index`` knows of, named exactly as nginx
-keyed it), then - unless it is itself a peer's fan-out call - from every peer pod, and says
-which pods confirmed it.
+A purge removes a URL (or every URL under a prefix, or every object carrying a tag) from L2
+(a purge rule in each cache cluster) and from this pod's nginx (each entry ``L1Index`` knows
+of, named exactly as nginx keyed it), then - unless it is a peer's fan-out call
+(``X-Aerocdn-Fanout: 1``) or the operator's call for one pod of a ContentPurge
+(``X-Aerocdn-Purge-Scope: pod``) - from every peer pod, and says which pods confirmed it.
 """
 
 from __future__ import annotations
@@ -24,7 +25,14 @@ from aerocdn.edge.config import EdgeConfig
 from aerocdn.edge.l2 import TierSet
 from aerocdn.edge.metrics import EdgeMetrics
 from aerocdn.edge.peers import PeerSource
-from aerocdn.edge.policy import cache_key, canonical_path, check_query, normalize_query
+from aerocdn.edge.policy import (
+    MAX_TAG_LENGTH,
+    TAG_RE,
+    cache_key,
+    canonical_path,
+    check_query,
+    normalize_query,
+)
 
 
 @dataclass
@@ -33,6 +41,7 @@ class L1Entry:
     query: str
     headers: tuple[tuple[str, str], ...]
     expires_at: float
+    tags: tuple[str, ...] = ()
 
 
 @dataclass
@@ -52,7 +61,8 @@ class L1Index:
         """Estimated bytes an entry holds (strings, dicts, the dataclass), measured
         generously: the budget must hold for real, not on paper."""
         strings = len(url) + len(variant) + len(entry.path) + len(entry.query) + sum(
-            len(k) + len(v) + 120 for k, v in entry.headers)
+            len(k) + len(v) + 120 for k, v in entry.headers) + sum(
+            len(t) + 60 for t in entry.tags)
         return strings + 600
 
     def record(self, url: str, variant: str, entry: L1Entry) -> bool:
@@ -60,7 +70,13 @@ class L1Index:
         or a purge could not name it."""
         by_url = self.entries.get(url)
         if by_url is not None and variant in by_url:
+            old = self.entry_bytes(url, variant, by_url[variant])
+            n = self.entry_bytes(url, variant, entry)
+            if n > old and self.bytes + n - old > self.max_bytes:
+                self.overflowed += 1
+                return False  # (more tags than before, past the budget)
             by_url[variant] = entry
+            self.bytes += n - old
             return True
         n = self.entry_bytes(url, variant, entry)
         if self.bytes + n > self.max_bytes:
@@ -79,6 +95,20 @@ class L1Index:
         if not prefix:
             return list(self.entries.get(target, {}).values())
         return [e for u, v in self.entries.items() if u.startswith(target) for e in v.values()]
+
+    def tagged(self, tag: str) -> list[tuple[str, str, L1Entry]]:
+        """(url, variant, entry) of every entry carrying ``tag``."""
+        return [(u, k, e) for u, v in self.entries.items() for k, e in v.items()
+                if tag in e.tags]
+
+    def drop_entries(self, doomed: list[tuple[str, str, L1Entry]]) -> None:
+        for u, k, _ in doomed:
+            by_url = self.entries.get(u)
+            e = by_url.pop(k, None) if by_url is not None else None
+            if e is not None:
+                self._forget(u, k, e)
+            if by_url is not None and not by_url:
+                del self.entries[u]
 
     def drop(self, target: str, prefix: bool) -> None:
         for u in [u for u in self.entries if (u.startswith(target) if prefix else u == target)]:
@@ -126,13 +156,57 @@ class Purger:
             return False, "wrong token"
         return True, ""
 
+    @staticmethod
+    def _purge_tag(body: Any) -> str | None:
+        """The tag of a ``{"tag": "..."}`` body (None: another kind of body); a tag is what
+        the origin's tag header can carry: printable ASCII, no space or comma."""
+        if not isinstance(body, dict) or "tag" not in body:
+            return None
+        if set(body) != {"tag"}:
+            raise ValueError('body must be exactly {"tag": "..."} (and "soft": true or false)')
+        tag = body["tag"]
+        if not isinstance(tag, str) or len(tag) > MAX_TAG_LENGTH or not TAG_RE.fullmatch(tag):
+            raise ValueError(f"tag must be 1 to {MAX_TAG_LENGTH} printable ASCII characters "
+                             "without space or comma")
+        return tag
+
+    @staticmethod
+    def _soft(body: Any) -> bool:
+        """``"soft": true``: mark stale instead of removing (L2: the objects count as expired,
+        so stale-while-revalidate and stale-if-error still apply; L1 entries are removed, so
+        the next request reaches L2)."""
+        if not isinstance(body, dict):
+            raise ValueError('body must be a JSON object such as {"url": "..."}')
+        soft = body.get("soft", False)
+        if not isinstance(soft, bool):
+            raise ValueError("soft must be true or false")
+        return soft
+
+    async def _handle_tag(self, request: web.Request, body: Any, tag: str,
+                          soft: bool) -> web.Response:
+        fanout_call = request.headers.get("X-Aerocdn-Fanout") == "1"
+        pod_scope = request.headers.get("X-Aerocdn-Purge-Scope") == "pod"
+        self.m.purges.labels("tag", "peer" if fanout_call else
+                             "operator" if pod_scope else "origin").inc()
+        l2 = await self.l2.purge_tag(tag, time.time(), local_only=fanout_call, soft=soft)
+        doomed = self.l1.tagged(tag)
+        l1 = await self._purge_entries([(u.split("/", 1)[0], e) for u, _, e in doomed])
+        self.l1.drop_entries(doomed)
+        me = {"l2": l2, "l1": l1, "ok": all(v["status"] == "ok" for v in l2.values()) and
+              l1.get("failed", 0) == 0}
+        if fanout_call or pod_scope:
+            return web.json_response(me)
+        return await self._fan_out(request, body, me,
+                                   {"tag": tag, **({"soft": True} if soft else {})})
+
     def _purge_target(self, body: Any) -> tuple[str, bool, str, str]:
         """-> (target url-key, prefix?, host, canonical path-and-query).  The target is made
         canonical exactly like a request's (``canonical_path``); what cannot be interpreted
         raises ValueError (400): other keys, wildcards, broken escapes, other schemes."""
         if not isinstance(body, dict) or set(body) - {"url", "prefix"} or \
                 len({"url", "prefix"} & body.keys()) != 1:
-            raise ValueError('body must be exactly {"url": "..."} or {"prefix": "..."}')
+            raise ValueError('body must be exactly {"url": "..."} or {"prefix": "..."} (and '
+                             '"soft": true or false)')
         prefix = "prefix" in body
         value = body["prefix" if prefix else "url"]
         if not isinstance(value, str) or not value:
@@ -170,26 +244,41 @@ class Purger:
             return web.json_response({"error": why}, status=401 if "disabled" not in why else 403)
         try:
             body = await request.json()
-            target, prefix, host, pq = self._purge_target(body)
+            soft = self._soft(body)
+            core = {k: v for k, v in body.items() if k != "soft"}
+            tag = self._purge_tag(core)
+            if tag is None:
+                target, prefix, host, pq = self._purge_target(core)
         except (ValueError, json.JSONDecodeError) as e:
             return web.json_response({"error": str(e)}, status=400)
+        if tag is not None:
+            return await self._handle_tag(request, body, tag, soft)
         fanout_call = request.headers.get("X-Aerocdn-Fanout") == "1"
+        # the operator's call for a ContentPurge: this pod alone, L2 rule written (each pod
+        # writes it before purging its own nginx, so none refills L1 from the old object)
+        pod_scope = request.headers.get("X-Aerocdn-Purge-Scope") == "pod"
         kind = "prefix" if prefix else "url"
-        self.m.purges.labels(kind, "peer" if fanout_call else "origin").inc()
+        self.m.purges.labels(kind, "peer" if fanout_call else
+                             "operator" if pod_scope else "origin").inc()
         at = time.time()
-        l2 = await self.l2.purge(target, prefix, at, local_only=fanout_call)
+        l2 = await self.l2.purge(target, prefix, at, local_only=fanout_call, soft=soft)
         l1 = await self._purge_nginx(target, prefix, host, pq)
         me = {"l2": l2, "l1": l1, "ok": all(v["status"] == "ok" for v in l2.values()) and
               l1.get("failed", 0) == 0}
-        if fanout_call:
+        if fanout_call or pod_scope:
             return web.json_response(me)
+        return await self._fan_out(request, body, me,
+                                   {kind: target, **({"soft": True} if soft else {})})
+
+    async def _fan_out(self, request: web.Request, body: Any, me: dict[str, Any],
+                       purged: dict[str, Any]) -> web.Response:
         peers = await self.peers.peers()
         results = await asyncio.gather(*(self._purge_peer(p, body, request) for p in peers))
         pods = {"self": me, **dict(zip(peers, results, strict=True))}
         confirmed = [p for p, r in pods.items() if r.get("ok")]
         complete = len(confirmed) == len(pods)
         return web.json_response(
-            {"purged": {kind: target}, "complete": complete, "confirmed": confirmed,
+            {"purged": purged, "complete": complete, "confirmed": confirmed,
              "unconfirmed": [p for p in pods if p not in confirmed], "pods": pods},
             status=200 if complete else 502,
         )
@@ -218,11 +307,18 @@ class Purger:
         if not prefix and not any(e.headers == () for e in entries):
             path, _, q = pq.partition("?")
             entries.append(L1Entry(path, q, (), 0.0))  # the entry without key headers
-        counts = {"purged": 0, "absent": 0, "failed": 0}
+        counts = await self._purge_entries([(host, e) for e in entries])
+        self.l1.drop(target, prefix)
+        return counts
 
+    async def _purge_entries(self, entries: list[tuple[str, L1Entry]]) -> dict[str, int]:
+        """Each (host, entry) named to this pod's nginx exactly as it keyed it."""
+        if not self.cfg.nginx_control_url or self.control is None:
+            return {}
+        counts = {"purged": 0, "absent": 0, "failed": 0}
         base = self.cfg.nginx_control_url
 
-        async def one(e: L1Entry) -> None:
+        async def one(host: str, e: L1Entry) -> None:
             assert self.control is not None
             url = yarl.URL(base + "/purge" + e.path + ("?" + e.query if e.query else ""),
                            encoded=True)  # the exact bytes nginx keyed on
@@ -237,10 +333,9 @@ class Purger:
 
         sem = asyncio.Semaphore(32)
 
-        async def bounded(e: L1Entry) -> None:
+        async def bounded(host: str, e: L1Entry) -> None:
             async with sem:
-                await one(e)
+                await one(host, e)
 
-        await asyncio.gather(*(bounded(e) for e in entries))
-        self.l1.drop(target, prefix)
+        await asyncio.gather(*(bounded(h, e) for h, e in entries))
         return counts

@@ -166,7 +166,8 @@ class RequestPath:
             kh = tuple((n, hdrs[n]) for n in names if n in hdrs)
             path, _, q = request.raw_path.partition("?")
             if not self.l1.record(ck.url, repr(kh), L1Entry(
-                    path, q, kh, now + l1_ttl + self.cfg.cache_policy.l1_keep_seconds)):
+                    path, q, kh, now + l1_ttl + self.cfg.cache_policy.l1_keep_seconds,
+                    obj.tags)):
                 l1_ttl = 0
         if l1_ttl == 0:
             headers = [(k, "0" if k == "X-Accel-Expires" else v) for k, v in headers]

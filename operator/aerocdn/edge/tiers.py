@@ -1,7 +1,8 @@
 """L2 tiers behind one small interface: a bounded in-memory LRU and Aerospike.
 
 Interface (all async, all bounded in time; failures raise ``TierError``):
-``get``, ``put``, ``delete``, ``purge`` (one url or a prefix), ``acquire_lock`` /
+``get``, ``put``, ``delete``, ``purge`` (one url or a prefix), ``purge_tag`` (every object
+with a tag), ``acquire_lock`` /
 ``release_lock`` (cross-pod collapsing), ``ping``, ``refresh`` (re-read shared purge state),
 ``close``.
 
@@ -29,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from aerocdn.edge.policy import PurgeRules, StoredObject, VaryMarker
+from aerocdn.edge.policy import PurgeRules, StoredObject, VaryMarker, soft_expired
 
 T = TypeVar("T")
 
@@ -56,8 +57,14 @@ class Tier(Protocol):
     async def get(self, key: str) -> Entry | None: ...
     async def put(self, key: str, entry: Entry, ttl: int) -> None: ...
     async def delete(self, key: str) -> None: ...
-    async def purge(self, target: str, prefix: bool, at: float) -> int | None:
-        """Objects removed (None: recorded as a rule, count unknown)."""
+    async def purge(self, target: str, prefix: bool, at: float,
+                    soft: bool = False) -> int | None:
+        """Objects removed - or with ``soft`` marked expired - (None: recorded as a rule,
+        count unknown)."""
+        ...
+
+    async def purge_tag(self, tag: str, at: float, soft: bool = False) -> int | None:
+        """Every object carrying ``tag``: removed (count) or hidden by a rule (None)."""
         ...
 
     async def acquire_lock(self, key: str, owner: str, ttl: int) -> bool: ...
@@ -70,7 +77,7 @@ class Tier(Protocol):
 def entry_size(e: Entry) -> int:
     if isinstance(e, StoredObject):
         return (len(e.body) + sum(len(k) + len(v) + 64 for k, v in (*e.headers, *e.selected))
-                + len(e.url) + 256)
+                + sum(len(t) + 56 for t in e.tags) + len(e.url) + 256)
     return len(e.url) + 256
 
 
@@ -123,16 +130,39 @@ class MemoryTier:
     async def delete(self, key: str) -> None:
         self._drop(key)
 
-    async def purge(self, target: str, prefix: bool, at: float) -> int | None:
+    async def purge(self, target: str, prefix: bool, at: float,
+                    soft: bool = False) -> int | None:
         doomed = [
             k
             for k, (e, _, _) in self._data.items()
             if (e.url.startswith(target) if prefix else e.url == target)
         ]
+        if soft:
+            return self._expire(doomed, at)
         removed = sum(1 for k in doomed if isinstance(self._data[k][0], StoredObject))
         for k in doomed:
             self._drop(k)
         return removed
+
+    async def purge_tag(self, tag: str, at: float, soft: bool = False) -> int | None:
+        doomed = [k for k, (e, _, _) in self._data.items()
+                  if isinstance(e, StoredObject) and tag in e.tags]
+        if soft:
+            return self._expire(doomed, at)
+        for k in doomed:
+            self._drop(k)
+        return len(doomed)
+
+    def _expire(self, keys: list[str], at: float) -> int:
+        """Soft purge: each object expired at ``at``, kept (for stale serving) until its
+        record would have gone anyway."""
+        n = 0
+        for k in keys:
+            e, expires, size = self._data[k]
+            if isinstance(e, StoredObject) and e.stored_at <= at:
+                self._data[k] = (soft_expired(e, at), expires, size)
+                n += 1
+        return n
 
     async def acquire_lock(self, key: str, owner: str, ttl: int) -> bool:
         if not self.shared:
@@ -181,6 +211,7 @@ def to_bins(e: Entry) -> dict[str, Any]:
             "sel": [[k, v] for k, v in e.selected],
             "fl": (1 if e.no_stale else 0) | (2 if e.revalidate else 0),
             **({"tot": e.slice_total} if e.slice_total >= 0 else {}),
+            **({"tg": list(e.tags)} if e.tags else {}),
         }
     if isinstance(e, VaryMarker):
         return {"k": "v", "u": e.url, "vy": list(e.vary), "sa": e.stored_at, "fu": e.expires_at}
@@ -204,6 +235,7 @@ def from_bins(b: dict[str, Any]) -> Entry | None:
             no_stale=bool(int(b.get("fl") or 0) & 1),
             revalidate=bool(int(b.get("fl") or 0) & 2),
             slice_total=int(b.get("tot", -1)),
+            tags=tuple(str(t) for t in (b.get("tg") or ())),
         )
     if kind == "v":
         return VaryMarker(
@@ -450,8 +482,15 @@ class AerospikeTier:
         if bins is None:
             return None
         entry = from_bins(bins)
-        if entry is not None and self.rules.purged(entry.url, entry.stored_at):
+        if entry is None:
             return None
+        tags = entry.tags if isinstance(entry, StoredObject) else ()
+        if self.rules.purged(entry.url, entry.stored_at, tags):
+            return None
+        if isinstance(entry, StoredObject):
+            at = self.rules.expired_at(entry.url, entry.stored_at, tags)
+            if at is not None:
+                return soft_expired(entry, at)
         return entry
 
     def _start_flush(self) -> None:
@@ -529,22 +568,41 @@ class AerospikeTier:
         with contextlib.suppress(ex.RecordNotFound):
             await self._op(lambda c: c.remove(self._key(key)))
 
-    async def purge(self, target: str, prefix: bool, at: float) -> int | None:
+    async def purge(self, target: str, prefix: bool, at: float,
+                    soft: bool = False) -> int | None:
         from aerospike_helpers.operations import map_operations as mo
 
         import aerospike
 
-        bin_name = "px" if prefix else "ex"
+        bin_name = ("s" if soft else "") + ("px" if prefix else "ex")
         cutoff = at - self._rules_max_age
         ops = [
             mo.map_put(bin_name, target, at),
             mo.map_remove_by_value_range(bin_name, 0.0, cutoff, aerospike.MAP_RETURN_NONE),
         ]
         await self._op(lambda c: c.operate(self._key(_RULES_KEY), ops))
+        rules = self.rules
         if prefix:
-            self.rules.prefixes[target] = at
+            (rules.soft_prefixes if soft else rules.prefixes)[target] = at
         else:
-            self.rules.exact[target] = at
+            (rules.soft_exact if soft else rules.exact)[target] = at
+        await self.refresh()
+        return None
+
+    async def purge_tag(self, tag: str, at: float, soft: bool = False) -> int | None:
+        """A tag rule in the same record (bin ``tg``, soft: ``stg``), read with the others."""
+        from aerospike_helpers.operations import map_operations as mo
+
+        import aerospike
+
+        bin_name = "stg" if soft else "tg"
+        ops = [
+            mo.map_put(bin_name, tag, at),
+            mo.map_remove_by_value_range(bin_name, 0.0, at - self._rules_max_age,
+                                         aerospike.MAP_RETURN_NONE),
+        ]
+        await self._op(lambda c: c.operate(self._key(_RULES_KEY), ops))
+        (self.rules.soft_tags if soft else self.rules.tags)[tag] = at
         await self.refresh()
         return None
 
@@ -556,10 +614,11 @@ class AerospikeTier:
         except ex.RecordNotFound:
             self.rules = PurgeRules()
             return
-        rules = PurgeRules(
-            {str(k): float(v) for k, v in (bins.get("ex") or {}).items()},
-            {str(k): float(v) for k, v in (bins.get("px") or {}).items()},
-        )
+        def rule_map(bin_name: str) -> dict[str, float]:
+            return {str(k): float(v) for k, v in (bins.get(bin_name) or {}).items()}
+
+        rules = PurgeRules(rule_map("ex"), rule_map("px"), rule_map("tg"),
+                           rule_map("sex"), rule_map("spx"), rule_map("stg"))
         self.rules = rules.prune(self._clock() - self._rules_max_age)
 
     async def acquire_lock(self, key: str, owner: str, ttl: int) -> bool:

@@ -6,13 +6,14 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from aerocdn.api.objects import CacheCluster, ContentEdge
+from aerocdn.api.objects import CacheCluster, ContentEdge, ContentPurge
 from aerocdn.routing.model import Plan
 
 
-def render_all(objects: Sequence[CacheCluster | ContentEdge]) -> list[dict[str, Any]]:
+def render_all(objects: Sequence[CacheCluster | ContentEdge | ContentPurge]
+               ) -> list[dict[str, Any]]:
     """Children of every object, in input order. ContentEdges see the CacheClusters of
-    their namespace that are part of the same input."""
+    their namespace that are part of the same input. A ContentPurge has no children."""
     from aerocdn.render.cachecluster import render_cachecluster
     from aerocdn.render.contentedge import render_contentedge
 
@@ -24,7 +25,7 @@ def render_all(objects: Sequence[CacheCluster | ContentEdge]) -> list[dict[str, 
     for obj in objects:
         if isinstance(obj, CacheCluster):
             out += render_cachecluster(obj)
-        else:
+        elif isinstance(obj, ContentEdge):
             own = clusters.get(obj.namespace, {})
             out += render_contentedge(obj, own, preview_plan(obj, own).to_json())
     return out
