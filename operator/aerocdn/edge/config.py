@@ -263,8 +263,6 @@ class NginxConfig(_Model):
     age_module_path: str = "/usr/lib/nginx/modules/ngx_http_aerocdn_age_module.so"
     worker_processes: str = "auto"
     worker_connections: int = Field(default=4096, gt=0)
-    # open cache files each worker keeps for L1 hits (one descriptor each; docs/benchmarks-edge.md)
-    open_file_cache_max: int = Field(default=1024, gt=0)
     access_log: str = "/dev/stdout"
     error_log: str = "stderr"
     keys_zone_mb: int = Field(default=64, gt=0)
