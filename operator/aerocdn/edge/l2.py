@@ -5,7 +5,7 @@ edge runs as L1 + origin (``degraded``)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from aerocdn.edge.breaker import CircuitBreaker
@@ -108,6 +108,17 @@ class TierSet:
         """Every configured tier, whatever its breaker says: a purge must not be skipped.
         Per tier: ``status`` ok / failed: ..., and ``removed`` (objects) or ``rule`` (a shared
         purge rule was written or re-read: what it hides is not counted)."""
+        return await self._purge_each(
+            local_only, lambda t: t.purge(target, prefix, at, soft=soft))
+
+    async def purge_tag(self, tag: str, at: float, local_only: bool = False,
+                        soft: bool = False) -> dict[str, dict[str, object]]:
+        """``purge`` for every object carrying ``tag``: each tier, whatever its breaker."""
+        return await self._purge_each(local_only, lambda t: t.purge_tag(tag, at, soft=soft))
+
+    async def _purge_each(self, local_only: bool,
+                          purge: Callable[[Tier], Awaitable[int | None]]
+                          ) -> dict[str, dict[str, object]]:
         out: dict[str, dict[str, object]] = {}
         for name, t in self.tiers.items():
             try:
@@ -115,25 +126,7 @@ class TierSet:
                     await t.refresh()  # the initiating pod already wrote the shared rule
                     out[name] = {"status": "ok", "rule": "read"}
                     continue
-                removed = await t.purge(target, prefix, at, soft=soft)
-                out[name] = ({"status": "ok", "rule": "written"} if removed is None
-                             else {"status": "ok", "removed": removed})
-            except TierError as e:
-                self._fail(t, e)
-                out[name] = {"status": f"failed: {e}"}
-        return out
-
-    async def purge_tag(self, tag: str, at: float, local_only: bool = False,
-                        soft: bool = False) -> dict[str, dict[str, object]]:
-        """``purge`` for every object carrying ``tag``: each tier, whatever its breaker."""
-        out: dict[str, dict[str, object]] = {}
-        for name, t in self.tiers.items():
-            try:
-                if local_only and t.shared:
-                    await t.refresh()
-                    out[name] = {"status": "ok", "rule": "read"}
-                    continue
-                removed = await t.purge_tag(tag, at, soft=soft)
+                removed = await purge(t)
                 out[name] = ({"status": "ok", "rule": "written"} if removed is None
                              else {"status": "ok", "removed": removed})
             except TierError as e:
