@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import re
 import sys
 import tempfile
 import time
@@ -94,6 +95,8 @@ def run_case(k: Kubectl, op: Operator, edges: int, clusters: int) -> dict[str, f
         return sum(v for key, v in m.items() if key.startswith(prefix))
     requests = total(m1, "aerocdn_api_requests_total") - total(m0, "aerocdn_api_requests_total")
     reconciles = total(m1, "aerocdn_reconciles_total") - total(m0, "aerocdn_reconciles_total")
+    by_cause = {k: v - m0.get(k, 0.0) for k, v in m1.items()
+                if k.startswith("aerocdn_reconciles_total{") and v - m0.get(k, 0.0) > 0}
     rss = rss_mb(op.proc.pid) if op.proc else float("nan")
     # idle: once a whole resync round made no write (the last readiness changes have been
     # written), count the writes of two more rounds
@@ -119,7 +122,7 @@ def run_case(k: Kubectl, op: Operator, edges: int, clusters: int) -> dict[str, f
             "requests_per_reconcile": requests / max(reconciles, 1), "reconciles": reconciles,
             "rss_mb": rss, "idle_writes": idle_writes, "operator_cpu": cpu,
             "idle_requests": idle_requests,
-            "settle": settle}
+            "settle": settle, "by_cause": by_cause}
 
 
 def main() -> int:
@@ -152,6 +155,15 @@ def main() -> int:
               f"{r['requests_per_reconcile']:.1f} | {r['idle_requests']:.2f} | "
               f"{r['idle_writes']:.0f} | "
               f"{r['rss_mb']:.0f} |")
+    for r in rows:
+        print(f"\nReconciles from apply to all Ready, {r['edges']} ContentEdges, by kind, result "
+              "(unchanged: skipped, nothing it reads changed) and cause:\n")
+        print("| kind | result | cause | reconciles |")
+        print("|---|---|---|---|")
+        for key, n in sorted(r["by_cause"].items(), key=lambda kv: -kv[1]):
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', key))
+            print(f"| {labels.get('kind', '')} | {labels.get('result', '')} | "
+                  f"{labels.get('cause', '')} | {n:.0f} |")
     return 0
 
 

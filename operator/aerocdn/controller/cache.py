@@ -181,6 +181,9 @@ class CachedKube:
     def __init__(self, store: Store, api: Kube):
         self.store = store
         self.api = api
+        # writes (applies, deletes, status patches, Events) made through this wrapper so far:
+        # a reconcile during which it did not move wrote nothing
+        self.writes = 0
 
     def _cached(self, api_version: str, kind: str, fresh: bool) -> bool:
         return not fresh and self.store.ready((api_version, kind))
@@ -205,6 +208,7 @@ class CachedKube:
         return items
 
     async def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+        self.writes += 1
         result = await self.api.apply(obj)
         if result:
             self.store.upsert(obj["apiVersion"], obj["kind"], result)
@@ -212,6 +216,7 @@ class CachedKube:
 
     async def delete(self, api_version: str, kind: str, namespace: str, name: str, *,
                      propagation: str = "Background") -> bool:
+        self.writes += 1
         deleted = await self.api.delete(api_version, kind, namespace, name,
                                         propagation=propagation)
         if kind == "Pod" and deleted:
@@ -229,6 +234,7 @@ class CachedKube:
 
     async def patch_status(self, api_version: str, kind: str, namespace: str, name: str,
                            status: dict[str, Any]) -> dict[str, Any]:
+        self.writes += 1
         result = await self.api.patch_status(api_version, kind, namespace, name, status)
         if result:
             self.store.upsert(api_version, kind, result)
@@ -236,6 +242,7 @@ class CachedKube:
 
     async def patch_pod_conditions(self, namespace: str, name: str,
                                    conditions: builtins.list[dict[str, Any]]) -> None:
+        self.writes += 1
         await self.api.patch_pod_conditions(namespace, name, conditions)
         pod = copy.deepcopy(self.store.get("v1", "Pod", namespace, name))
         if pod is not None:
@@ -247,9 +254,12 @@ class CachedKube:
 
     async def event(self, involved: dict[str, Any], type_: str, reason: str,
                     message: str) -> None:
+        self.writes += 1
         await self.api.event(involved, type_, reason, message)
 
     async def request(self, method: str, url_path: str, **kwargs: Any) -> Any:
+        if method.upper() != "GET":
+            self.writes += 1
         return await self.api.request(method, url_path, **kwargs)
 
     async def sync(self, namespaces: builtins.list[str],

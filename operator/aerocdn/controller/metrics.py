@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-RECONCILES = Counter("aerocdn_reconciles_total", "Reconciles run", ["kind", "result"])
+RECONCILES = Counter(
+    "aerocdn_reconciles_total",
+    "Reconciles by kind, result (ok, error, or unchanged: skipped because nothing it reads "
+    "changed since an idle run, controller/unchanged.py) and cause (start, resync, object, "
+    "child, relist, secret, cachecluster, requeue, retry)", ["kind", "result", "cause"])
 RECONCILE_SECONDS = Histogram("aerocdn_reconcile_duration_seconds", "Reconcile duration",
                               ["kind"])
 API_REQUESTS = Counter("aerocdn_api_requests_total", "Kubernetes API requests", ["verb", "kind"])

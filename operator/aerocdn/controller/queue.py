@@ -1,7 +1,8 @@
 """A level-triggered work queue: each key is reconciled by one worker at a time; events that
 arrive meanwhile coalesce into one more run; a key runs at most once per ``min_interval``
 (events sooner than that wait for it: the operator's own writes coming back as watch events
-cannot make a tight loop); failures retry with capped exponential backoff."""
+cannot make a tight loop); failures retry with capped exponential backoff. Each run knows why
+it was asked for (``cause``: the first reason given since the last run), for the metrics."""
 
 from __future__ import annotations
 
@@ -29,13 +30,17 @@ class WorkQueue:
         self._dirty: set[Hashable] = set()
         self._timers: dict[Hashable, asyncio.TimerHandle] = {}
         self._failures: dict[Hashable, int] = {}
+        # why each waiting key was asked for (the first reason since its last run), and why
+        # each running key runs
+        self._causes: dict[Hashable, str] = {}
+        self._running_cause: dict[Hashable, str] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self.idle = asyncio.Event()
         self.idle.set()
 
-    def add(self, key: Hashable, delay: float = 0.0) -> None:
+    def add(self, key: Hashable, delay: float = 0.0, cause: str = "other") -> None:
         """Ask for a reconcile of ``key`` (now, or after ``delay`` seconds; never sooner than
-        ``min_interval`` after its last run started)."""
+        ``min_interval`` after its last run started), for the reason ``cause``."""
         last = self._started.get(key)
         if last is not None and self.min_interval > 0:
             wait = last + self.min_interval - asyncio.get_running_loop().time()
@@ -48,8 +53,9 @@ class WorkQueue:
                 return
             if old is not None:
                 old.cancel()
-            self._timers[key] = loop.call_at(when, self._fire, key)
+            self._timers[key] = loop.call_at(when, self._fire, key, cause)
             return
+        self._causes.setdefault(key, cause)
         if key in self._running:
             self._dirty.add(key)
             return
@@ -59,9 +65,9 @@ class WorkQueue:
             self.idle.clear()
             metrics.QUEUE_DEPTH.set(len(self._queued))
 
-    def _fire(self, key: Hashable) -> None:
+    def _fire(self, key: Hashable, cause: str) -> None:
         self._timers.pop(key, None)
-        self.add(key)
+        self.add(key, cause=cause)
 
     def forget(self, key: Hashable) -> None:
         timer = self._timers.pop(key, None)
@@ -69,6 +75,11 @@ class WorkQueue:
             timer.cancel()
         self._failures.pop(key, None)
         self._started.pop(key, None)
+        self._causes.pop(key, None)
+
+    def cause(self, key: Hashable) -> str:
+        """Why the running reconcile of ``key`` was asked for."""
+        return self._running_cause.get(key, "other")
 
     def failures(self, key: Hashable) -> int:
         """Consecutive failed runs of ``key`` so far."""
@@ -91,6 +102,7 @@ class WorkQueue:
             key = await self._queue.get()
             self._queued.discard(key)
             self._running.add(key)
+            self._running_cause[key] = self._causes.pop(key, "other")
             self._started[key] = asyncio.get_running_loop().time()
             metrics.QUEUE_DEPTH.set(len(self._queued))
             requeue: float | None = None
@@ -107,10 +119,12 @@ class WorkQueue:
                               key, n, requeue)
             finally:
                 self._running.discard(key)
+                self._running_cause.pop(key, None)
             if key in self._dirty:
                 self._dirty.discard(key)
-                self.add(key)
+                self.add(key, cause=self._causes.get(key, "other"))
             elif requeue is not None:
-                self.add(key, requeue)
+                self.add(key, requeue,
+                         cause="retry" if self._failures.get(key) else "requeue")
             if not self._queued and not self._running:
                 self.idle.set()

@@ -18,6 +18,7 @@ from aerocdn.constants import LABEL_CACHECLUSTER, LABEL_CONTENTEDGE
 from aerocdn.controller import metrics
 from aerocdn.controller.cache import LABELS, WATCHED, CachedKube, Store
 from aerocdn.controller.cachecluster import reconcile_cachecluster
+from aerocdn.controller.contentedge import CHILD_KINDS as CE_CHILD_KINDS
 from aerocdn.controller.contentedge import reconcile_contentedge
 from aerocdn.controller.contentpurge import reconcile_contentpurge
 from aerocdn.controller.context import API_VERSION, CC_KIND, CE_KIND, CP_KIND, Context
@@ -27,6 +28,7 @@ from aerocdn.controller.leader import LeaderElector
 from aerocdn.controller.queue import WorkQueue
 from aerocdn.controller.secrets import SECRET, clusters_using, secret_shape
 from aerocdn.controller.status import report_permanent, report_retrying
+from aerocdn.controller.unchanged import UnchangedMemo, contentedge_inputs
 from aerocdn.controller.watch import WatchedKind, Watcher
 from aerocdn.routing.inputs import cache_facts
 
@@ -40,6 +42,7 @@ class Runtime:
                                           edge_admin_address=[],
                                           leader_election=False)
         self.queue = WorkQueue(self._reconcile)
+        self.unchanged = UnchangedMemo()
         self.store = Store(WATCHED)
         self.store.shapes[SECRET] = secret_shape(self.store)
         self.ctx: Context | None = None
@@ -87,11 +90,12 @@ class Runtime:
         """Start reconciling: the cache listed once, workers, resyncs, and a pass over
         everything seen so far."""
         metrics.LEADER.set(1)
+        self.unchanged = UnchangedMemo()  # a new term starts from full reconciles
         await self._sync()
         self.queue.start()
         self._resync_task = asyncio.create_task(self._resync(), name="resync")
         for key in sorted(self.known):
-            self.queue.add(key)
+            self.queue.add(key, cause="start")
 
     def _namespaces(self) -> list[str]:
         return list(getattr(self.options, "namespace", []) or [])
@@ -130,7 +134,7 @@ class Runtime:
                              meta.get("namespace") or "", meta["name"])
         self.store.observe(event_type, body)
         if event_type == "DELETED" or child_news(old, body):
-            self._parent(body)
+            self._parent(body, "child")
 
     def child_list(self, what: WatchedKind, items: list[dict[str, Any]],
                    namespace: str | None) -> None:
@@ -143,19 +147,20 @@ class Runtime:
                 meta = obj["metadata"]
                 for cluster in clusters_using(self.store, meta.get("namespace") or "",
                                               meta["name"]):
-                    self.queue.add((CC_KIND, meta.get("namespace") or "", cluster))
+                    self.queue.add((CC_KIND, meta.get("namespace") or "", cluster),
+                                   cause="relist")
             else:
-                self._parent(obj)
+                self._parent(obj, "relist")
 
-    def _parent(self, obj: Mapping[str, Any]) -> None:
+    def _parent(self, obj: Mapping[str, Any], cause: str) -> None:
         meta = obj.get("metadata") or {}
         labels, namespace = meta.get("labels") or {}, meta.get("namespace")
         if not namespace:
             return
         if LABEL_CACHECLUSTER in labels:
-            self.queue.add((CC_KIND, namespace, labels[LABEL_CACHECLUSTER]))
+            self.queue.add((CC_KIND, namespace, labels[LABEL_CACHECLUSTER]), cause=cause)
         if LABEL_CONTENTEDGE in labels:
-            self.queue.add((CE_KIND, namespace, labels[LABEL_CONTENTEDGE]))
+            self.queue.add((CE_KIND, namespace, labels[LABEL_CONTENTEDGE]), cause=cause)
 
     async def _stand_by(self) -> None:
         metrics.LEADER.set(0)
@@ -183,10 +188,11 @@ class Runtime:
         if deleted:
             self.known.discard(key)
             self.queue.forget(key)
+            self.unchanged.forget(key)
             return
         self.known.add(key)
         if enqueue:
-            self.queue.add(key)
+            self.queue.add(key, cause="object")
 
     def secret_changed(self, event_type: str | None, body: Any, namespace: str,
                        name: str) -> None:
@@ -198,10 +204,10 @@ class Runtime:
             key = (CC_KIND, namespace, cluster)
             if self.ctx is not None:
                 self.ctx.failed_generation.pop(key, None)
-            self.queue.add(key)
+            self.queue.add(key, cause="secret")
 
     def enqueue(self, kind: str, namespace: str, name: str) -> None:
-        self.queue.add((kind, namespace, name))
+        self.queue.add((kind, namespace, name), cause="object")
 
     def cachecluster_changed(self, namespace: str, name: str,
                              cluster: Mapping[str, Any] | None) -> None:
@@ -216,13 +222,14 @@ class Runtime:
                 continue
             ce = self.store.get(API_VERSION, CE_KIND, ns, ce_name)
             if ce is None or uses_cluster(ce, name, region):
-                self.queue.add((kind, ns, ce_name), delay=FANOUT_SETTLE_SECONDS)
+                self.queue.add((kind, ns, ce_name), delay=FANOUT_SETTLE_SECONDS,
+                               cause="cachecluster")
 
     async def _resync(self) -> None:
         while True:
             await asyncio.sleep(self.options.resync_seconds)
             for key in sorted(self.known):
-                self.queue.add(key)
+                self.queue.add(key, cause="resync")
 
     async def _reconcile(self, key: Hashable) -> float | None:
         assert self.ctx is not None
@@ -230,13 +237,29 @@ class Runtime:
         kind, namespace, name = (str(k) for k in key)
         started = time.perf_counter()
         result = "error"
+        inputs = None
+        kube = self.ctx.kube
+        if kind == CE_KIND and isinstance(kube, CachedKube):
+            # controller/unchanged.py: the same versions of everything it reads -> done
+            inputs = contentedge_inputs(self.store, namespace, name, CE_CHILD_KINDS)
+            if self.unchanged.unchanged(key, inputs, time.monotonic()):
+                metrics.RECONCILES.labels(kind=kind, result="unchanged",
+                                          cause=self.queue.cause(key)).inc()
+                return None
+        writes = kube.writes if isinstance(kube, CachedKube) else 0
+        requeue: float | None = None
         try:
             requeue = await reconcile_once(self.ctx, kind, namespace, name,
                                            self.queue.failures(key) + 1)
             result = "ok"
             return requeue
         finally:
-            metrics.RECONCILES.labels(kind=kind, result=result).inc()
+            if kind == CE_KIND and isinstance(kube, CachedKube):
+                # another reconcile's write meanwhile also counts: then nothing is recorded
+                self.unchanged.record(key, inputs, time.monotonic(), idle=(
+                    result == "ok" and requeue is None and kube.writes == writes))
+            metrics.RECONCILES.labels(kind=kind, result=result,
+                                      cause=self.queue.cause(key)).inc()
             metrics.RECONCILE_SECONDS.labels(kind=kind).observe(time.perf_counter() - started)
 
 
