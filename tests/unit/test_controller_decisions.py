@@ -381,3 +381,38 @@ def test_each_watched_kind_has_exactly_one_watch() -> None:
     own = {k for k in WATCHED if k[0] == "aerocdn.dev/v1alpha1"}
     assert kopf_kinds == {"cacheclusters", "contentedges", "contentpurges"}
     assert ours | own == set(WATCHED) and not ours & own
+
+
+def test_work_queue_tells_each_run_why_it_was_asked_for() -> None:
+    """The first reason given since the last run is the run's cause; a failure's rerun is a
+    retry, a returned delay a requeue, a timer keeps the reason it was set with."""
+    seen: list[tuple[Any, str]] = []
+    queue: WorkQueue
+
+    async def reconcile(key: Any) -> float | None:
+        seen.append((key, queue.cause(key)))
+        n = sum(1 for k, _ in seen if k == key)
+        if key == "flaky" and n == 1:
+            raise RuntimeError("API down")
+        if key == "poll" and n == 1:
+            return 0.01
+        return None
+
+    async def scenario() -> None:
+        nonlocal queue
+        queue = WorkQueue(reconcile, workers=1, min_interval=0)
+        queue.add("a", cause="resync")
+        queue.add("a", cause="child")  # coalesced: the first reason stays
+        queue.add("later", delay=0.01, cause="cachecluster")
+        queue.add("flaky", cause="object")
+        queue.add("poll", cause="start")
+        queue.start()
+        while len(seen) < 6:
+            await asyncio.sleep(0.01)
+        await queue.idle.wait()
+        await queue.stop()
+
+    asyncio.run(asyncio.wait_for(scenario(), timeout=30))
+    assert sorted(seen) == sorted([("a", "resync"), ("later", "cachecluster"),
+                                   ("flaky", "object"), ("flaky", "retry"),
+                                   ("poll", "start"), ("poll", "requeue")])
