@@ -9,6 +9,8 @@ nginx with aerocdn's rendered config, the same 1 KiB object from the same origin
 Each nginx runs one process (``master_process off``), pinned to CPU 0 for ``--cpu``; wrk
 (pinned to CPU 1 there) makes the load after a warm-up, and the counters cover only that load.
 ``--subst 'A=>B'`` (repeatable) edits the rendered config first, to measure a variant.
+``--h2``: both servers over TLS with the same settings (bench_edge_tls.py) and HTTP/2, the
+load from h2load (``-m10``) instead of wrk.
 
 Usage: .venv/bin/python bench/edge/l1_cost.py --callgrind --strace [--cpu] [--subst ...]
 """
@@ -27,6 +29,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_edge as b
+import bench_edge_tls as bt
 
 from aerocdn.edge.config import EdgeConfig
 
@@ -34,6 +37,38 @@ from aerocdn.edge.config import EdgeConfig
 def _g(conf: Path) -> str:
     daemon = "" if re.search(r"^\s*daemon off;", conf.read_text(), re.M) else "daemon off; "
     return daemon + "master_process off;"
+
+
+H2 = False  # --h2: the servers listen with TLS and HTTP/2; the load is h2load
+
+
+def _load(port: int, seconds: int, connections: int, cpu: str | None = None) -> int:
+    """Hits made (the L1 object) by ``connections`` clients for about ``seconds``."""
+    if not H2:
+        return _wrk(port, seconds, connections, cpu)
+    cmd = ["h2load", "-t1", f"-c{connections}", "-m10", f"-n{connections * 900}",
+           "-H", "Accept-Encoding: gzip", f"https://{bt.TLS_HOST}:{port}/obj/l1"]
+    if cpu is not None:
+        cmd = ["taskset", "-c", cpu, *cmd]
+    done, t0 = 0, time.monotonic()
+    while done == 0 or time.monotonic() - t0 < seconds:
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+        m = re.search(r"(\d+) succeeded, (\d+) failed", out)
+        c = re.search(r"status codes: (\d+) 2xx", out)
+        if m is None or c is None or int(m.group(2)) or int(c.group(1)) != int(m.group(1)):
+            raise SystemExit(f"h2load saw failed or non-2xx answers:\n{out}")
+        if "Application protocol: h2" not in out:
+            raise SystemExit(f"h2load did not speak HTTP/2:\n{out}")
+        done += int(m.group(1))
+    return done
+
+
+def _warm(port: int) -> None:
+    if H2:
+        for _ in range(20):
+            bt.warm_tls(port)
+    else:
+        b.warm(port, "/obj/l1", n=20)
 
 
 def _wrk(port: int, seconds: int, connections: int, cpu: str | None = None) -> int:
@@ -55,9 +90,9 @@ def callgrind(conf: Path, d: Path, port: int, label: str) -> dict[str, Any]:
                               "-g", _g(conf)], stdout=subprocess.DEVNULL, stderr=vg_log)
     try:
         b.wait_port(port, timeout=120)
-        b.warm(port, "/obj/l1", n=20)
+        _warm(port)
         subprocess.run(["callgrind_control", "-z", str(p.pid)], check=True, capture_output=True)
-        requests = _wrk(port, 6, 10)
+        requests = _load(port, 6, 10)
         subprocess.run(["callgrind_control", "-d", str(p.pid)], check=True, capture_output=True)
         time.sleep(1)
     finally:
@@ -80,12 +115,12 @@ def strace(conf: Path, d: Path, port: int) -> dict[str, float]:
     p = subprocess.Popen([b.NGINX, "-c", str(conf), "-e", str(d / "stderr.log"), "-g", _g(conf)])
     try:
         b.wait_port(port)
-        b.warm(port, "/obj/l1", n=20)
+        _warm(port)
         log = d / "strace.txt"
         st = subprocess.Popen(["strace", "-c", "-f", "-p", str(p.pid), "-o", str(log)],
                               stderr=subprocess.DEVNULL)
         time.sleep(1)
-        requests = _wrk(port, 4, 10)
+        requests = _load(port, 4, 10)
         st.send_signal(2)
         st.wait(30)
     finally:
@@ -111,10 +146,10 @@ def cpu(conf: Path, d: Path, port: int, rounds: int) -> list[tuple[float, float]
     out = []
     try:
         b.wait_port(port)
-        b.warm(port, "/obj/l1", n=20)
+        _warm(port)
         for _ in range(rounds):
             u0, s0 = times()
-            n = _wrk(port, 5, 50, cpu="1")
+            n = _load(port, 5, 50, cpu="1")
             u1, s1 = times()
             out.append(((u1 - u0) / tck / n * 1e6, (s1 - s0) / tck / n * 1e6))
     finally:
@@ -129,9 +164,13 @@ def main() -> int:
     ap.add_argument("--strace", action="store_true")
     ap.add_argument("--cpu", action="store_true")
     ap.add_argument("--cpu-rounds", type=int, default=3)
+    ap.add_argument("--h2", action="store_true",
+                    help="TLS + HTTP/2 on both servers, load from h2load")
     ap.add_argument("--subst", action="append", default=[],
                     help="'old=>new': edit aerocdn's rendered nginx.conf (a variant)")
     args = ap.parse_args()
+    global H2
+    H2 = args.h2
     procs = b.Procs()
     tmp = Path(tempfile.mkdtemp(prefix="l1cost-"))
     try:
@@ -144,15 +183,20 @@ def main() -> int:
         d = tmp / "plain"
         d.mkdir()
         user = "user root;" if os.geteuid() == 0 else ""
-        (d / "nginx.conf").write_text(b.PLAIN_NGINX.format(tmp=d, origin=origin, port=port,
-                                                           user=user))
-        servers["plain nginx proxy_cache"] = (d / "nginx.conf", d, port)
-        b.edge_pod(procs, tmp, origin, nginx=False, cpu_nginx=None, cpu_edge=None)
-        d = max((p for p in tmp.iterdir() if (p / "edge.yaml").exists()),
+        tls: dict[str, Any] | None = None
+        if H2:
+            crt, key = bt.make_cert(tmp)
+            tls = {"listen": f"127.0.0.1:{b.free_port()}", "certificates": [
+                {"hosts": [bt.TLS_HOST], "certFile": str(crt), "keyFile": str(key)}]}
+            b.edge_pod(procs, tmp, origin, nginx=False, cpu_nginx=None, cpu_edge=None,
+                       hosts=[bt.TLS_HOST, b.HOST], tls=tls)
+        else:
+            b.edge_pod(procs, tmp, origin, nginx=False, cpu_nginx=None, cpu_edge=None)
+        e = max((p for p in tmp.iterdir() if (p / "edge.yaml").exists()),
                 key=lambda p: p.stat().st_mtime)
         import yaml
 
-        cfg = EdgeConfig.model_validate(yaml.safe_load((d / "edge.yaml").read_text()))
+        cfg = EdgeConfig.model_validate(yaml.safe_load((e / "edge.yaml").read_text()))
         cfg = cfg.model_copy(update={"nginx_control_url": f"http://{cfg.nginx.control_listen}"})
         text = b.render_nginx_conf(cfg)
         for s in args.subst:
@@ -160,13 +204,28 @@ def main() -> int:
             if old not in text:
                 raise SystemExit(f"--subst: {old!r} is not in the rendered config")
             text = text.replace(old, new)
-        (d / "nginx.conf").write_text(text)
-        servers["aerocdn nginx (L1)"] = (d / "nginx.conf", d,
-                                         int(cfg.nginx.listen.rpartition(":")[2]))
+        (e / "nginx.conf").write_text(text)
+        if tls is not None:
+            # the same TLS settings as ours (bench_edge_tls.py)
+            tls_lines = "\n    ".join(
+                line.strip() for line in text.splitlines() if line.strip().startswith(
+                    ("ssl_protocols", "ssl_ciphers", "ssl_prefer", "ssl_session")))
+            (d / "nginx.conf").write_text(bt.PLAIN_TLS.format(
+                tmp=d, origin=origin, port=port, user=user, tls=tls_lines, host=bt.TLS_HOST,
+                crt=tls["certificates"][0]["certFile"], key=tls["certificates"][0]["keyFile"]))
+            ours = int(tls["listen"].rpartition(":")[2])
+        else:
+            (d / "nginx.conf").write_text(b.PLAIN_NGINX.format(tmp=d, origin=origin, port=port,
+                                                               user=user))
+            ours = int(cfg.nginx.listen.rpartition(":")[2])
+        servers["plain nginx proxy_cache"] = (d / "nginx.conf", d, port)
+        servers["aerocdn nginx (L1)"] = (e / "nginx.conf", e, ours)
         print(f"# L1 hit cost, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
               f"load: {b.uptime()}")
         if args.subst:
             print(f"# variant: {args.subst}")
+        if H2:
+            print("# TLS + HTTP/2 (h2load -m10), same TLS settings on both servers")
         fns = {}
         for name, (conf, dd, p) in servers.items():
             if args.callgrind:
