@@ -320,13 +320,25 @@ def test_a_child_event_is_news_only_when_a_reconcile_could_decide_otherwise() ->
     # the operator's own write, already stored from the API's answer
     assert not child_news(obj("Deployment", "5", {"readyReplicas": 1}),
                           obj("Deployment", "5", {"readyReplicas": 1}))
-    # status a reconcile reads
-    for kind in ("Deployment", "StatefulSet", "Pod", "Service"):
-        assert child_news(obj(kind, "5", {"ready": 1}), obj(kind, "6", {"ready": 2}))
+    # status a reconcile reads: an edge Deployment's ready count, a Service's load balancer,
+    # any of an Aerospike pod's
+    assert child_news(obj("Deployment", "5", {"readyReplicas": 1}),
+                      obj("Deployment", "6", {"readyReplicas": 2}))
+    assert child_news(obj("Service", "5", {}),
+                      obj("Service", "6", {"loadBalancer": {"ingress": [{"ip": "1.2.3.4"}]}}))
+    assert child_news(obj("Pod", "5", {"ready": 1}), obj("Pod", "6", {"ready": 2}))
+    # the rest of a Deployment's status (the controller's steps of a rollout) is no news
+    assert not child_news(
+        obj("Deployment", "5", {"readyReplicas": 1, "updatedReplicas": 1}),
+        obj("Deployment", "6", {"readyReplicas": 1, "updatedReplicas": 2,
+                                "conditions": [{"type": "Progressing"}]}))
     # status nobody reads, and bookkeeping
-    for kind in ("PodDisruptionBudget", "HorizontalPodAutoscaler", "NetworkPolicy"):
+    for kind in ("PodDisruptionBudget", "HorizontalPodAutoscaler", "NetworkPolicy",
+                 "StatefulSet"):
         assert not child_news(obj(kind, "5", {"currentHealthy": 1}),
                               obj(kind, "6", {"currentHealthy": 2}))
+    # a StatefulSet's spec changing (someone scaled it) is news
+    assert child_news(obj("StatefulSet", "5", replicas=3), obj("StatefulSet", "6", replicas=2))
     # drift of what the operator wrote is always news
     assert child_news(obj("PodDisruptionBudget", "5", minAvailable=1),
                       obj("PodDisruptionBudget", "6", minAvailable=0))

@@ -7,7 +7,7 @@ import argparse
 import asyncio
 import logging
 import time
-from collections.abc import Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -343,30 +343,37 @@ async def _metrics(_: web.Request) -> web.Response:
 # a pending reconcile is not pushed back), coalescing the changes of that window.
 FANOUT_SETTLE_SECONDS = 2.0
 
-# Children whose status a reconcile reads (readiness, the gate, load-balancer addresses);
-# of the others only what the operator wrote matters: a change of status alone is no news.
-STATUS_READ = {"Deployment", "StatefulSet", "Pod", "Service"}
+# What of a child's status a reconcile reads, by kind: an edge Deployment's ready count
+# (ContentEdge), a Service's load-balancer address (DNS), all of an Aerospike pod's (readiness,
+# the gate, its IP). Nothing else reads a child's status - not even a StatefulSet's (the
+# CacheCluster reads its pods): a change of the rest of a status is no news. The Deployment
+# controller alone writes 4-6 status versions per rollout, each of which re-ran a ContentEdge.
+STATUS_READ: dict[str, Callable[[Mapping[str, Any]], Any]] = {
+    "Deployment": lambda status: status.get("readyReplicas"),
+    "Service": lambda status: status.get("loadBalancer"),
+    "Pod": lambda status: status,
+}
 _VOLATILE_META = ("resourceVersion", "managedFields")
 
 
 def child_news(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:
     """Whether a child's watch event can change what its parent's reconcile decides. Not:
     the store already holds that very version (the operator's own write, stored from the
-    API's answer, coming back as an event), or - for kinds whose status no reconcile reads -
-    only the status or the bookkeeping metadata changed."""
+    API's answer, coming back as an event), or only bookkeeping metadata or a part of the
+    status no reconcile reads (STATUS_READ) changed."""
     if old is None:
         return True
     old_meta, new_meta = old.get("metadata") or {}, new.get("metadata") or {}
     if old_meta.get("resourceVersion") == new_meta.get("resourceVersion"):
         return False
-    if new.get("kind") in STATUS_READ:
-        return True
+    read = STATUS_READ.get(new.get("kind", ""))
 
     def essence(obj: Mapping[str, Any]) -> dict[str, Any]:
         meta = {k: v for k, v in (obj.get("metadata") or {}).items()
                 if k not in _VOLATILE_META}
         return {**{k: v for k, v in obj.items() if k not in ("status", "metadata")},
-                "metadata": meta}
+                "metadata": meta,
+                "status": read(obj.get("status") or {}) if read is not None else None}
     return essence(old) != essence(new)
 
 
