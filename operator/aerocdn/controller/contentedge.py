@@ -204,12 +204,16 @@ def dns_condition(warnings: list[str]) -> Cond:
 def _render(ce: ContentEdge, clusters: dict[str, CacheCluster], routes_json: str,
             addresses: dict[str, str]) -> list[dict[str, Any]]:
     """render_contentedge, with the costly part - the per-region objects - remembered while
-    its inputs are the same versions: the spec (uid, generation) and the CacheClusters it
-    reads (uid, generation). The routing plan changes whenever a cluster scales; only the
-    small objects that carry it are rendered again. The result is read-only."""
+    its inputs are the same versions: the spec (uid, generation) and the CacheClusters its
+    regions use (which one each region uses, and its uid and generation: a change of another
+    cluster of the namespace renders nothing again). The routing plan changes whenever a
+    cluster scales; only the small objects that carry it are rendered again. The result is
+    read-only."""
+    used = {r.name: cache_cluster_of(r, clusters) for r in ce.spec.regions}
     key = (ce.metadata.uid, ce.metadata.generation,
-           tuple(sorted((n, c.metadata.uid, c.metadata.generation)
-                        for n, c in clusters.items())))
+           tuple(sorted((region, n, *((c.metadata.uid, c.metadata.generation)
+                                      if (c := clusters.get(n)) is not None else ()))
+                        for region, n in used.items())))
     base = _RENDERED.get(key) if ce.metadata.uid is not None else None
     if base is None:
         base = render_contentedge_regions(ce, clusters)
