@@ -211,7 +211,9 @@ class CachedKube:
         self.writes += 1
         result = await self.api.apply(obj)
         if result:
-            self.store.upsert(obj["apiVersion"], obj["kind"], result)
+            # the API's answer, parsed for this call alone: kept without a copy (and
+            # read-only from now on, as everything the store hands out)
+            self.store.upsert(obj["apiVersion"], obj["kind"], result, owned=True)
         return result
 
     async def delete(self, api_version: str, kind: str, namespace: str, name: str, *,
@@ -237,7 +239,7 @@ class CachedKube:
         self.writes += 1
         result = await self.api.patch_status(api_version, kind, namespace, name, status)
         if result:
-            self.store.upsert(api_version, kind, result)
+            self.store.upsert(api_version, kind, result, owned=True)  # as in apply
         return result
 
     async def patch_pod_conditions(self, namespace: str, name: str,

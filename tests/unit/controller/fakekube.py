@@ -130,7 +130,7 @@ class FakeKube:
             raise KubeError(404, "Not Found", {"message": f'{kind} "{name}" not found'})
         obj = copy.deepcopy(obj)
         obj["status"] = copy.deepcopy(status)
-        return self.put(obj)
+        return copy.deepcopy(self.put(obj))  # a fresh answer, as the real API's
 
     async def patch_pod_conditions(self, namespace: str, name: str,
                                    conditions: list[dict[str, Any]]) -> None:
