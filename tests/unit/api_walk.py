@@ -213,6 +213,21 @@ CROSS_FIELD: list[Case] = [
          _with("ContentEdge", hosts=["a.example.com", "a.example.com"])),
     Case("ContentEdge", "spec.regions", "unique region names",
          _with("ContentEdge", regions=[{"name": "eu-west"}, {"name": "eu-west"}])),
+    Case("ContentEdge", "spec.routing.dns.clientRegions", "a region of spec.regions",
+         _with("ContentEdge", routing={"dns": {"clientRegions": [{
+             "region": "mars", "providerSpecific": [{"name": "aws/region",
+                                                     "value": "us-east-1"}]}]}})),
+    Case("ContentEdge", "spec.routing.dns.hostname", "no wildcard with clientRegions",
+         _with("ContentEdge", routing={"dns": {"hostname": "*.example.com", "clientRegions": [{
+             "region": "eu-west", "providerSpecific": [{"name": "aws/region",
+                                                        "value": "eu-west-1"}]}]}})),
+    Case("ContentEdge", "spec.routing.dns.clientRegions", "<region>.<hostname> at most 253",
+         _with("ContentEdge", routing={"dns": {
+             "hostname": ".".join(["a" * 61] * 4), "clientRegions": [{
+                 "region": "eu-west", "providerSpecific": [{"name": "aws/region",
+                                                            "value": "eu-west-1"}]}]}})),
+    Case("ContentEdge", "spec.regions[0].dnsTarget", "an IP address or a DNS name",
+         _with("ContentEdge", regions=[{"name": "eu-west", "dnsTarget": "lb .example.com"}])),
     Case("CacheCluster", "spec.featureKeySecretRef", "required on enterprise",
          _with("CacheCluster", edition="enterprise")),
     Case("CacheCluster", "spec.featureKeySecretRef", "enterprise only",

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import copy
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
+from tests.unit.test_api_crd_parity import Validator as CrdValidator
 from tests.unit.test_render import by_kind
 
 from aerocdn.api import ContentEdge, parse_object
 from aerocdn.api.objects import InputError
+from aerocdn.controller.conditions import condition_events
+from aerocdn.controller.contentedge import dns_condition, external_addresses
 from aerocdn.render import preview_plan
 from aerocdn.render.contentedge import render_contentedge
 from aerocdn.render.dns import WEIGHT_SCALE, dns_plan
@@ -65,7 +71,7 @@ def test_each_client_region_gets_its_own_row_of_the_plan() -> None:
     assert {(e["setIdentifier"], e["targets"][0], e["providerSpecific"][0]["value"])
             for e in cnames} == {
         ("eu", "eu.www.example.com", "EU"), ("us", "us.www.example.com", "NA"),
-        ("ap", "ap.www.example.com", "AS"), ("us-2", "us.www.example.com", "*")}
+        ("ap", "ap.www.example.com", "AS"), ("us/2", "us.www.example.com", "*")}
     # Targets: A for an IPv4 address, CNAME for a host name; set identifiers unique per name.
     types = {e["targets"][0]: e["recordType"] for e in endpoints}
     assert types["192.0.2.10"] == "A" and types["eu.lb.example.net"] == "CNAME"
@@ -102,9 +108,7 @@ def test_client_regions_must_be_regions_of_the_spec() -> None:
             {"name": "aws/region", "value": "us-east-1"}]}]})
 
 
-def test_the_operator_reads_loadbalancer_addresses_and_reports_dns_gaps() -> None:
-    from aerocdn.controller.contentedge import dns_condition, external_addresses
-
+def test_the_operator_reads_loadbalancer_addresses() -> None:
     services = {
         "eu": {"status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.1"}]}}},
         "us": {"status": {"loadBalancer": {"ingress": [{"hostname": "us.lb.example.net"}]}}},
@@ -112,9 +116,130 @@ def test_the_operator_reads_loadbalancer_addresses_and_reports_dns_gaps() -> Non
         "sa": None,
     }
     assert external_addresses(services) == {"eu": "203.0.113.1", "us": "us.lb.example.net"}
-    ce = edge(PER_CLIENT)
-    ok = dns_condition(dns_plan(ce, preview_plan(ce, {}), {"ap": "203.0.113.7"}).warnings)
-    assert (ok.type, ok.status, ok.reason) == ("DnsRecords", True, "AsPlanned")
-    gap = dns_condition(dns_plan(ce, preview_plan(ce, {})).warnings)
-    assert (gap.status, gap.reason) == (False, "Incomplete")
-    assert "region ap has no address" in gap.message
+
+
+def test_dns_routing_condition_names_the_most_urgent_gap() -> None:
+    ce = edge(PER_CLIENT)  # ap: no dnsTarget, Service type ClusterIP (the default)
+    plan = preview_plan(ce, {})
+    ok = dns_condition(ce, dns_plan(ce, plan, {"ap": "203.0.113.7"}))
+    assert (ok.type, ok.status, ok.reason) == ("DnsRouting", True, "FollowsPlan")
+    assert "3 client regions" in ok.message
+    gap = dns_condition(ce, dns_plan(ce, plan))
+    assert (gap.status, gap.reason) == (False, "NoTarget")
+    assert "region ap has no address" in gap.message and "ClusterIP" in gap.message
+    # With LoadBalancer Services the region waits for its address, and the message says
+    # which Service.
+    lb = _with_service(ce, "LoadBalancer")
+    waiting = dns_condition(lb, dns_plan(lb, plan))
+    assert (waiting.status, waiting.reason) == (False, "AwaitingAddress")
+    assert "web-ap has no address yet" in waiting.message
+    # No clientRegions: flattened, False even with every address known.
+    flat_ce = edge({}, dnsTarget="ap.lb.example.net")
+    flat = dns_condition(flat_ce, dns_plan(flat_ce, preview_plan(flat_ce, {})))
+    assert (flat.status, flat.reason) == (False, "Flattened")
+    # Flattened and a region without a target: the missing target is the reason, both are
+    # in the message.
+    both_ce = edge({})
+    both = dns_condition(both_ce, dns_plan(both_ce, preview_plan(both_ce, {})))
+    assert both.reason == "NoTarget" and "clientRegions" in both.message
+    # ExternalDNS's CRD not installed: nothing published, whatever the plan.
+    missing = dns_condition(ce, dns_plan(ce, plan, {"ap": "203.0.113.7"}), False)
+    assert (missing.status, missing.reason) == (False, "DNSEndpointAPIMissing")
+
+
+def _with_service(ce: ContentEdge, type_: str) -> ContentEdge:
+    raw = ce.model_dump(by_alias=True, exclude_none=True)
+    raw["spec"]["service"] = {"type": type_}
+    obj = parse_object({"apiVersion": "aerocdn.dev/v1alpha1", "kind": "ContentEdge", **raw})
+    assert isinstance(obj, ContentEdge)
+    return obj
+
+
+def test_dns_routing_turning_false_is_a_warning_event() -> None:
+    def cond(status: str, reason: str) -> dict[str, Any]:
+        return {"type": "DnsRouting", "status": status, "reason": reason, "message": "m"}
+
+    # a new ContentEdge whose records cannot follow the plan: a Warning at once
+    assert condition_events([], [cond("False", "Flattened")]) == [
+        ("Warning", "DnsRoutingFalse", "Flattened: m")]
+    assert condition_events([cond("True", "FollowsPlan")], [cond("False", "NoTarget")])[0][0] \
+        == "Warning"
+    # another gap while False: a Warning again; the same gap again: nothing
+    assert condition_events([cond("False", "AwaitingAddress")],
+                            [cond("False", "NoTarget")])[0][0] == "Warning"
+    assert condition_events([cond("False", "NoTarget")], [cond("False", "NoTarget")]) == []
+    # fixed: a Normal event
+    assert condition_events([cond("False", "NoTarget")], [cond("True", "FollowsPlan")]) == [
+        ("Normal", "DnsRoutingTrue", "FollowsPlan: m")]
+    # other quiet conditions of a new object still say nothing
+    assert condition_events([], [{"type": "Progressing", "status": "False",
+                                  "reason": "Converged", "message": ""}]) == []
+
+
+# ExternalDNS's DNSEndpoint CRD: the release users install, and the stricter schema proposed
+# upstream (admission validation); provenance in each file's header.
+EXTERNALDNS_CRDS = sorted((Path(__file__).parent / "data" / "externaldns").glob("*.yaml"))
+
+
+def dnsendpoint_errors(crd_file: Path, obj: dict[str, Any]) -> list[str]:
+    crd = yaml.safe_load(crd_file.read_text())
+    (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1alpha1"]
+    assert obj["apiVersion"] == f"{crd['spec']['group']}/v1alpha1"
+    assert obj["kind"] == crd["spec"]["names"]["kind"]
+    return [f"{list(e.absolute_path)}: {e.message}"
+            for e in CrdValidator(version["schema"]["openAPIV3Schema"]).iter_errors(obj)]
+
+
+def rendered_dnsendpoints() -> list[tuple[str, dict[str, Any]]]:
+    out = []
+    for label, ce in [("per-client", edge(PER_CLIENT, dnsTarget="2001:db8::7")),
+                      ("flattened", edge({}, dnsTarget="ap.lb.example.net"))]:
+        plan = preview_plan(ce, {})
+        (obj,) = by_kind(render_contentedge(ce, {}, plan.to_json(), {"ap": "203.0.113.7"}),
+                         "DNSEndpoint")
+        out.append((label, obj))
+    return out
+
+
+@pytest.mark.parametrize("crd_file", EXTERNALDNS_CRDS, ids=lambda p: p.stem)
+def test_rendered_dnsendpoints_are_valid_externaldns_objects(crd_file: Path) -> None:
+    assert len(EXTERNALDNS_CRDS) == 2
+    for label, obj in rendered_dnsendpoints():
+        assert obj["spec"]["endpoints"], label
+        assert dnsendpoint_errors(crd_file, obj) == [], label
+        # The CEL rules of the stricter schema are about SRV, NAPTR and PTR records only
+        # (evaluated by a real apiserver in tests/integration/test_dns_routing.py).
+        assert {e["recordType"] for e in obj["spec"]["endpoints"]} <= {"A", "AAAA", "CNAME"}
+    # The validator does refuse what the schema does not admit (else this test proves
+    # nothing): targets as a string is refused by both.
+    broken = copy.deepcopy(rendered_dnsendpoints()[0][1])
+    broken["spec"]["endpoints"][0]["targets"] = "192.0.2.1"
+    assert dnsendpoint_errors(crd_file, broken)
+
+
+def test_the_stricter_schema_refuses_what_a_record_name_cannot_be() -> None:
+    (strict,) = [p for p in EXTERNALDNS_CRDS if "pr6609" in p.name]
+    obj = copy.deepcopy(rendered_dnsendpoints()[0][1])
+    obj["spec"]["endpoints"][0]["dnsName"] = "eu.*.example.com"
+    assert any("dnsName" in e for e in dnsendpoint_errors(strict, obj))
+
+
+@pytest.mark.parametrize("dns, region_extra, message", [
+    ({**PER_CLIENT, "hostname": "*.example.com"}, {}, r"routing.dns.hostname: .* wildcard"),
+    ({**PER_CLIENT, "hostname": "a" * 63 + "." + "b" * 63 + "." + "c" * 63 + "." + "d" * 60},
+     {}, r"clientRegions\[0\]\.region: .* longer than 253"),
+    ({}, {"dnsTarget": "not a name"}, r"regions\[2\]\.dnsTarget: 'not a name'"),
+    ({}, {"dnsTarget": "fe80::1%eth0"}, r"regions\[2\]\.dnsTarget"),
+])
+def test_dns_names_that_cannot_be_records_are_refused(dns: dict[str, Any],
+                                                      region_extra: dict[str, Any],
+                                                      message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        edge(dns, **region_extra)
+
+
+def test_a_wildcard_host_is_fine_without_client_regions() -> None:
+    ce = edge({"hostname": "*.example.com"}, dnsTarget="2001:db8::7")
+    out = dns_plan(ce, preview_plan(ce, {}))
+    assert {e["dnsName"] for e in out.endpoints} == {"*.example.com"}
+    assert {e["recordType"] for e in out.endpoints} == {"A", "AAAA", "CNAME"}

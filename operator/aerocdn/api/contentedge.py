@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, model_validator
@@ -241,10 +242,11 @@ class EdgeRegion(ApiModel):
     )
     dns_target: str | None = Field(
         default=None,
+        min_length=1,
         max_length=253,
         description="Public address of this region's edges (a load balancer's host name or "
         "IP) for the DNS records (default: the address of the region's LoadBalancer "
-        "Service; a region with neither gets no record).",
+        "Service, spec.service.type LoadBalancer; a region with neither gets no record).",
     )
     placement: Placement | None = Field(
         default=None,
@@ -283,7 +285,9 @@ class DnsOutput(ApiModel):
 
     enabled: bool = Field(default=False, description="Render a DNSEndpoint.")
     hostname: str | None = Field(
-        default=None, description="Record name (default: the first host)."
+        default=None, pattern=HOSTNAME, max_length=253,
+        description="Record name (default: the first host). Not a wildcard when "
+        "clientRegions is set (the per-client sets are named <region>.<hostname>).",
     )
     ttl: int = Field(default=60, ge=1, le=86400, description="Record TTL in seconds.")
     weight_key: str = Field(
@@ -424,6 +428,27 @@ class ContentEdgeSpec(ImagePull):
                     f"routing.dns.clientRegions[{i}].region: {match.region!r} is not a region "
                     f"of spec.regions ({', '.join(names)})"
                 )
+        dns = self.routing.dns
+        if dns.client_regions:
+            name = dns.hostname or self.hosts[0]
+            if name.startswith("*"):
+                raise ValueError(
+                    f"routing.dns.hostname: {name!r} is a wildcard, but with "
+                    "routing.dns.clientRegions each client region gets a record set named "
+                    "<region>.<hostname>: set routing.dns.hostname to a name without '*'"
+                )
+            for i, match in enumerate(dns.client_regions):
+                if len(match.region) + 1 + len(name) > 253:
+                    raise ValueError(
+                        f"routing.dns.clientRegions[{i}].region: {match.region}.{name} is "
+                        "longer than 253 characters: use a shorter region or hostname"
+                    )
+        for i, region in enumerate(self.regions):
+            if region.dns_target is not None and not dns_target_ok(region.dns_target):
+                raise ValueError(
+                    f"regions[{i}].dnsTarget: {region.dns_target!r} is neither an IP address "
+                    "nor a DNS name"
+                )
         for t in self.tls:
             for h in t.hosts:
                 if h not in self.hosts:
@@ -431,6 +456,26 @@ class ContentEdgeSpec(ImagePull):
         return self
 
 
+# A DNS name a record may point to (a load balancer's host name); else an IP address.
+_LABEL = "[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?"
+DNS_TARGET_NAME = f"^{_LABEL}([.]{_LABEL})*$"
+
+
+def dns_target_ok(target: str) -> bool:
+    """regions[].dnsTarget: an IP address (no zone) or a DNS name, as the CEL rule says."""
+    if "%" not in target:
+        try:
+            ipaddress.ip_address(target)
+            return True
+        except ValueError:
+            pass
+    return re.fullmatch(DNS_TARGET_NAME, target) is not None
+
+
+_DNS_NAME = "(has(self.routing.dns.hostname) ? self.routing.dns.hostname : self.hosts[0])"
+_CLIENT_REGIONS = ("!has(self.routing) || !has(self.routing.dns) || "
+                   "!has(self.routing.dns.clientRegions) || "
+                   "size(self.routing.dns.clientRegions) == 0 || ")
 CEL_RULES: list[dict[str, str]] = [
     {
         "rule": "!has(self.routing) || !has(self.routing.dns) || "
@@ -445,6 +490,28 @@ CEL_RULES: list[dict[str, str]] = [
         "self.autoscaling.minReplicas <= self.autoscaling.maxReplicas",
         "message": "autoscaling.minReplicas must not exceed autoscaling.maxReplicas",
         "fieldPath": ".autoscaling",
+    },
+]
+CEL_RULES += [
+    {
+        "rule": _CLIENT_REGIONS + f"!{_DNS_NAME}.startsWith('*')",
+        "message": "routing.dns.hostname (default: hosts[0]) must not be a wildcard with "
+        "routing.dns.clientRegions (record sets are named <region>.<hostname>)",
+        "fieldPath": ".routing.dns.hostname",
+    },
+    {
+        "rule": _CLIENT_REGIONS + "self.routing.dns.clientRegions.all(m, "
+        f"size(m.region) + 1 + size({_DNS_NAME}) <= 253)",
+        "message": "routing.dns.clientRegions: <region>.<hostname> must be at most 253 "
+        "characters",
+        "fieldPath": ".routing.dns.clientRegions",
+    },
+    {
+        "rule": "self.regions.all(r, !has(r.dnsTarget) || "
+        "(!r.dnsTarget.contains('%') && isIP(r.dnsTarget)) || "
+        f"r.dnsTarget.matches('{DNS_TARGET_NAME}'))",
+        "message": "regions[].dnsTarget must be an IP address or a DNS name",
+        "fieldPath": ".regions",
     },
 ]
 CEL_RULES.append({

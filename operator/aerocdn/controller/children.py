@@ -30,8 +30,11 @@ def owned_by(obj: dict[str, Any], uid: str) -> bool:
 
 
 async def list_children(kube: Kube | CachedKube, namespace: str, selector: dict[str, str],
-                        kinds: Iterable[tuple[str, str]], uid: str, *, fresh: bool = False
+                        kinds: Iterable[tuple[str, str]], uid: str, *, fresh: bool = False,
+                        missing: set[tuple[str, str]] | None = None
                         ) -> dict[tuple[str, str], dict[str, Any]]:
+    """The children of ``uid`` of each kind, by (kind, name). An optional API that is not
+    installed (ExternalDNS) has none; its (apiVersion, kind) is added to ``missing``."""
     live: dict[tuple[str, str], dict[str, Any]] = {}
     for api_version, kind in kinds:
         try:
@@ -39,6 +42,8 @@ async def list_children(kube: Kube | CachedKube, namespace: str, selector: dict[
         except KubeError as exc:
             if exc.status == 404 and "/" in api_version and not api_version.startswith(
                     ("apps/", "policy/", "autoscaling/")):
+                if missing is not None:
+                    missing.add((api_version, kind))
                 continue  # an optional API (ExternalDNS) is not installed
             raise
         for item in items:

@@ -41,19 +41,26 @@ def merge_conditions(previous: list[dict[str, Any]], wanted: list[Cond], generat
     return out
 
 
+# Conditions whose False asks the user to act (DnsRouting: records that do not follow the
+# plan): a Warning Event whenever one turns False or changes its reason, also on a new object.
+WARN_WHEN_FALSE = frozenset({"DnsRouting"})
+
+
 def condition_events(old: list[dict[str, Any]], new: list[dict[str, Any]]
                      ) -> list[tuple[str, str, str]]:
     """(type, reason, message) of the Events to record for condition changes: one whenever a
-    condition changes status or reason; Degraded=True is a Warning."""
+    condition changes status or reason; Degraded=True and a False of WARN_WHEN_FALSE are
+    Warnings."""
     before = {c.get("type"): c for c in old}
     events = []
     for cond in new:
         prev = before.get(cond["type"])
         if prev and (prev.get("status"), prev.get("reason")) == (cond["status"], cond["reason"]):
             continue
-        if prev is None and cond["status"] == "False" and cond["type"] != "Ready":
+        alarm = cond["type"] in WARN_WHEN_FALSE and cond["status"] == "False"
+        if prev is None and cond["status"] == "False" and cond["type"] != "Ready" and not alarm:
             continue  # a new object's quiet conditions (not Degraded, not scaling) say nothing
-        warning = cond["type"] == "Degraded" and cond["status"] == "True"
+        warning = (cond["type"] == "Degraded" and cond["status"] == "True") or alarm
         events.append(("Warning" if warning else "Normal", f"{cond['type']}{cond['status']}",
                        f"{cond['reason']}: {cond['message']}"))
     return events

@@ -23,7 +23,7 @@ from aerocdn.render.contentedge import (
     render_contentedge_routing,
     routing_configmap_name,
 )
-from aerocdn.render.dns import dns_plan
+from aerocdn.render.dns import DnsPlan, dns_plan
 from aerocdn.render.engine import finish, owner_references
 from aerocdn.routing import planner
 from aerocdn.routing.inputs import cluster_status, facts_of, policy_of
@@ -77,8 +77,11 @@ async def reconcile_contentedge(ctx: Context, namespace: str, name: str) -> floa
     ask_dns = ce.spec.routing.dns.enabled or dns_key not in ctx.dns_checked
     if ce.spec.routing.dns.enabled:
         ctx.dns_checked.discard(dns_key)
+    absent: set[tuple[str, str]] = set()
     live = await list_children(kube, namespace, {LABEL_CONTENTEDGE: name},
-                               [*CHILD_KINDS, DNS_KIND] if ask_dns else CHILD_KINDS, uid)
+                               [*CHILD_KINDS, DNS_KIND] if ask_dns else CHILD_KINDS, uid,
+                               missing=absent)
+    dns_api = DNS_KIND not in absent
     deployments = {n: o for (k, n), o in live.items() if k == "Deployment"}
     ready = {r.name: (deployments.get(region_name(name, r.name), {}).get("status") or {})
              .get("readyReplicas", 0) for r in ce.spec.regions}
@@ -97,9 +100,13 @@ async def reconcile_contentedge(ctx: Context, namespace: str, name: str) -> floa
     plan = planner.plan(facts, policy_of(ce), previous)
     routes_json = plan.to_json()
 
+    # The public address of each region: its Service's LoadBalancer ingress, as the watch
+    # delivered it (a status change of a Service queues this reconcile: runtime.child_news).
     addresses = external_addresses(
         {r.name: live.get(("Service", region_name(name, r.name))) for r in ce.spec.regions})
     desired = _render(ce, clusters, routes_json, addresses)
+    if not dns_api:  # DNS output on, ExternalDNS's CRD not installed: said in DnsRouting
+        desired = [o for o in desired if (o["apiVersion"], o["kind"]) != DNS_KIND]
     applied = await sync_children(kube, desired, live)
     if ask_dns and not ce.spec.routing.dns.enabled:
         ctx.dns_checked.add(dns_key)  # none left (sync_children deleted any)
@@ -156,7 +163,7 @@ async def reconcile_contentedge(ctx: Context, namespace: str, name: str) -> floa
             Cond("Progressing", progressing, "Reconciling" if progressing else "Converged",
                  "applying children and waiting for edges" if progressing
                  else "children match the spec"),
-            *([dns_condition(dns_plan(ce, plan, addresses).warnings)]
+            *([dns_condition(ce, dns_plan(ce, plan, addresses), dns_api)]
               if ce.spec.routing.dns.enabled else []),
             Cond("Degraded", bool(missing) or plan.overloaded,
                  "CacheClusterMissing" if missing else
@@ -193,12 +200,20 @@ def external_addresses(services: dict[str, dict[str, Any] | None]) -> dict[str, 
     return out
 
 
-def dns_condition(warnings: list[str]) -> Cond:
-    """DnsRecords: True when the DNSEndpoint carries the plan as it is (per client region,
-    every region with a public address); else False with what is missing."""
-    if not warnings:
-        return Cond("DnsRecords", True, "AsPlanned", "DNS records follow the routing plan")
-    return Cond("DnsRecords", False, "Incomplete", "; ".join(warnings))
+def dns_condition(ce: ContentEdge, dns: DnsPlan, api_installed: bool = True) -> Cond:
+    """DnsRouting (with DNS output on): True when the DNSEndpoint carries the plan as it is -
+    each client region its own row, every region with a public address; else False with
+    the most urgent gap as the reason and every problem in the message."""
+    if not api_installed:
+        return Cond("DnsRouting", False, "DNSEndpointAPIMissing",
+                    f"the DNSEndpoint API ({DNS_KIND[0]}) is not installed, so no record is "
+                    "published: install ExternalDNS with its CRD (docs/dns.md)")
+    gap = dns.gap()
+    if gap is None:
+        clients = len({m.region for m in ce.spec.routing.dns.client_regions})
+        return Cond("DnsRouting", True, "FollowsPlan",
+                    f"{clients} client regions, each with its own row of the routing plan")
+    return Cond("DnsRouting", False, gap.value, "; ".join(dns.warnings))
 
 
 def _render(ce: ContentEdge, clusters: dict[str, CacheCluster], routes_json: str,

@@ -14,6 +14,7 @@ of the region's LoadBalancer Service (observed, passed in); a ``*.svc`` name nev
 
 from __future__ import annotations
 
+import enum
 import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -45,12 +46,37 @@ def _record_type(target: str) -> str:
     return "A" if address.version == 4 else "AAAA"
 
 
+class DnsGap(enum.Enum):
+    """Why the records do not carry the plan as it is (the DnsRouting condition's reason),
+    most urgent first."""
+
+    NO_TARGET = "NoTarget"  # a region has no public address and no dnsTarget
+    AWAITING_ADDRESS = "AwaitingAddress"  # its LoadBalancer Service has no address yet
+    CLIENT_UNSERVED = "ClientRegionUnserved"  # a client region got no records at all
+    FLATTENED = "Flattened"  # no clientRegions: one global weighted set
+
+
+@dataclass(frozen=True)
+class DnsProblem:
+    gap: DnsGap
+    message: str
+
+
 @dataclass
 class DnsPlan:
     """The endpoints to publish and what a user should know about them."""
 
     endpoints: list[dict[str, Any]] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
+    problems: list[DnsProblem] = field(default_factory=list)
+
+    @property
+    def warnings(self) -> list[str]:
+        return [p.message for p in self.problems]
+
+    def gap(self) -> DnsGap | None:
+        """The most urgent problem, or None when the records follow the plan as it is."""
+        order = list(DnsGap)
+        return min((p.gap for p in self.problems), key=order.index, default=None)
 
 
 def _weighted(name: str, set_prefix: str, shares: Mapping[str, float],
@@ -77,6 +103,8 @@ def dns_plan(
 ) -> DnsPlan:
     """Endpoints for ``plan`` (the routes.json model); ``addresses`` are the observed
     external addresses of each region's Service (LoadBalancer ingress), by region."""
+    from aerocdn.render.contentedge import region_name  # (it imports this module)
+
     dns = ce.spec.routing.dns
     hostname = dns.hostname or ce.spec.hosts[0]
     out = DnsPlan()
@@ -85,11 +113,17 @@ def dns_plan(
         target = region.dns_target or (addresses or {}).get(region.name)
         if target:
             targets[region.name] = target
+        elif ce.spec.service.type == "LoadBalancer":
+            out.problems.append(DnsProblem(DnsGap.AWAITING_ADDRESS, (
+                f"region {region.name}: its LoadBalancer Service "
+                f"{region_name(ce.name, region.name)} has no address yet "
+                "(status.loadBalancer.ingress): the region gets no record until it has one "
+                "(or set regions[].dnsTarget)")))
         else:
-            out.warnings.append(
-                f"region {region.name} has no address clients outside the cluster can reach: "
-                "set regions[].dnsTarget or use service.type LoadBalancer; it gets no record"
-            )
+            out.problems.append(DnsProblem(DnsGap.NO_TARGET, (
+                f"region {region.name} has no address clients outside the cluster can "
+                f"reach (spec.service.type is {ce.spec.service.type}): set "
+                "spec.service.type LoadBalancer or regions[].dnsTarget; it gets no record")))
     rows = plan.traffic_weights
     if dns.client_regions:
         clients = sorted({m.region for m in dns.client_regions})
@@ -103,8 +137,9 @@ def dns_plan(
                 served.add(client)
                 out.endpoints += records
             else:
-                out.warnings.append(f"client region {client} has no edge region with an "
-                                    "address and a share: its clients get no record")
+                out.problems.append(DnsProblem(DnsGap.CLIENT_UNSERVED, (
+                    f"client region {client} has no edge region with an address and a "
+                    "share of its traffic: its clients get no record")))
         seen: dict[str, int] = {}
         for match in dns.client_regions:
             if match.region not in served:
@@ -115,7 +150,8 @@ def dns_plan(
                 "recordType": "CNAME",
                 "targets": [f"{match.region}.{hostname}"],
                 "recordTTL": dns.ttl,
-                "setIdentifier": match.region if n == 1 else f"{match.region}-{n}",
+                # '/' is in no region name: "us/2" never collides with a region "us-2"
+                "setIdentifier": match.region if n == 1 else f"{match.region}/{n}",
                 "providerSpecific": [
                     {"name": p.name, "value": p.value} for p in match.provider_specific
                 ],
@@ -125,10 +161,10 @@ def dns_plan(
     if not any(shares.values()):  # no demand declared: spread by region
         shares = {r.name: 1.0 / len(ce.spec.regions) for r in ce.spec.regions}
     out.endpoints = _weighted(hostname, "", shares, targets, dns.ttl, dns.weight_key)
-    out.warnings.append(
-        "one weighted record set serves every client (each region's global share): set "
-        "routing.dns.clientRegions where the DNS provider can select clients by location"
-    )
+    out.problems.append(DnsProblem(DnsGap.FLATTENED, (
+        "one weighted record set serves every client (each region's global share), not "
+        "each client region's row of the plan: set routing.dns.clientRegions where the DNS "
+        "provider can select clients by location (docs/dns.md)")))
     return out
 
 
