@@ -466,13 +466,14 @@ def l1_seconds(obj: StoredObject, now: float, l1_max_ttl: int) -> int:
 def answer_headers(
     obj: StoredObject, now: float, l1_max_ttl: int, tier: str
 ) -> list[tuple[str, str]]:
-    """Headers the edge sends nginx for a stored object: Age, and ``X-Accel-Expires`` = what
-    L1 may keep it (remaining freshness capped by l1MaxTTLSeconds; nginx reads X-Accel-Expires
-    before Cache-Control and never passes it on), and ``X-Aerocdn-Born`` = when the object was
+    """Headers the edge sends nginx for a stored object: ``X-Accel-Expires`` = what L1 may
+    keep it (remaining freshness capped by l1MaxTTLSeconds; nginx reads X-Accel-Expires before
+    Cache-Control and never passes it on), and ``X-Aerocdn-Born`` = when the object was
     fetched or last validated at the origin (unix seconds): nginx stores it with the answer and
-    sends ``Age`` = its now - born on every answer, L1 hits included, and never the stamp."""
+    sends ``Age`` = its now - born on every answer, L1 hits included, and never the stamp. No
+    ``Age`` of the edge's own: nginx would hide it, and every header line nginx stores is
+    parsed again on every L1 hit (~600 instructions each, bench/edge/l1_cost.py)."""
     out = list(obj.headers)
-    out.append(("Age", str(obj.age(now))))
     out.append(("X-Aerocdn-Born", f"{obj.stored_at:.3f}"))
     out.append(("X-Accel-Expires", str(l1_seconds(obj, now, l1_max_ttl))))
     out.append(("X-Aerocdn-Tier", tier))

@@ -164,9 +164,11 @@ def test_record_ttl_covers_freshness_and_the_longest_stale_window() -> None:
     assert obj().record_ttl(NOW) == 161
 
 
-def test_answer_headers_carry_age_and_the_capped_l1_lifetime() -> None:
+def test_answer_headers_carry_the_birth_stamp_and_the_capped_l1_lifetime() -> None:
+    """nginx makes Age from X-Aerocdn-Born (on L1 hits too): the edge sends no Age itself."""
     h = dict(answer_headers(obj(fresh_for=300), NOW + 30, l1_max_ttl=60, tier="l2"))
-    assert h["Age"] == "30" and h["X-Accel-Expires"] == "60" and h["X-Aerocdn-Tier"] == "l2"
+    assert h["X-Accel-Expires"] == "60" and h["X-Aerocdn-Tier"] == "l2" and "Age" not in h
+    assert NOW + 30 - float(h["X-Aerocdn-Born"]) == 30
     h = dict(answer_headers(obj(fresh_for=300), NOW + 290, l1_max_ttl=60, tier="l2"))
     assert h["X-Accel-Expires"] == "10"
     h = dict(answer_headers(obj(fresh_for=300), NOW + 400, l1_max_ttl=60, tier="stale"))
