@@ -619,6 +619,19 @@ class RegionStatus(StatusModel):
     cache_cluster_ready: bool | None = None
 
 
+class OriginHealth(StatusModel):
+    """One origin of spec.origins as the edge pods see it (their circuit breakers)."""
+
+    name: str
+    group: str
+    priority: int = 0
+    state: str = Field(description="Healthy (every answering pod's circuit is closed), "
+                       "Degraded (some), Down (none), Unknown (no pod answered).")
+    pods_up: str = Field(default="0/0", description="Pods whose circuit is closed / pods "
+                         "that answered.")
+    last_error: str | None = None
+
+
 class ContentEdgeStatus(StatusModel):
     observed_generation: int | None = None
     phase: str | None = None
@@ -627,6 +640,9 @@ class ContentEdgeStatus(StatusModel):
     conditions: list[Condition] = Field(default_factory=list)
     routing: dict[str, Any] | None = Field(
         default=None, description="Summary of the routing plan (aerocdn.routing Plan.summary).")
+    origins: list[OriginHealth] | None = Field(
+        default=None, description="Health of each origin of spec.origins, as the edge pods' "
+        "circuit breakers see it (asked at most every --origin-health-seconds).")
 
     def condition(self, type_: str) -> Condition | None:
         return find_condition(self.conditions, type_)
