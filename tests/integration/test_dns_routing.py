@@ -136,7 +136,9 @@ def test_dns_records_follow_each_client_regions_row_of_the_plan(
         gap = wait_for("DnsRouting DNSEndpointAPIMissing", lambda: (
             c := dns_routing(kubectl, ns)).get("reason") == "DNSEndpointAPIMissing" and c)
         assert gap["status"] == "False" and "install ExternalDNS" in gap["message"]
-        assert [e["type"] for e in events(kubectl, ns, "DnsRoutingFalse")] == ["Warning"]
+        # the Event is posted right after the status is written
+        assert [e["type"] for e in wait_for("the Warning", lambda: events(
+            kubectl, ns, "DnsRoutingFalse"))] == ["Warning"]
         install_crd(kubectl, RELEASE)
     # LoadBalancer Services without an address yet: an empty DNSEndpoint (no *.svc name
     # ever), the condition names each Service it waits for
@@ -161,8 +163,10 @@ def test_dns_records_follow_each_client_regions_row_of_the_plan(
                      work / "operator.log", "--resync-seconds", "3600", "--namespace", ns
                      ).start()
     try:
-        wait_for("the first reconcile of geo", lambda: quiet.metrics().get(
-            'aerocdn_reconciles_total{kind="ContentEdge",result="ok"}', 0) >= 1)
+        wait_for("the first reconcile of geo", lambda: sum(
+            v for k, v in quiet.metrics().items()
+            if k.startswith("aerocdn_reconciles_total{") and 'kind="ContentEdge"' in k
+            and 'result="ok"' in k) >= 1)
         for region, ingress in ADDRESSES.items():  # what a cloud's LoadBalancer controller does
             kubectl.run("patch", "service", f"geo-{region}", "-n", ns, "--subresource=status",
                         "--type=merge", "-p",

@@ -43,7 +43,12 @@ BASE: dict[str, dict[str, Any]] = {
         "spec": {"contentEdgeRef": {"name": "walk"}, "urls": ["walk.example.com/a"]}},
 }
 # A valid first item for lists of objects that the base objects leave empty.
-ITEMS: dict[str, dict[str, Any]] = {"racks": {"id": 1, "zone": "a"}}
+ITEMS: dict[str, dict[str, Any]] = {"racks": {"id": 1, "zone": "a"},
+                                    "origins": {"name": "walk", "url": "http://origin.test"},
+                                    "routes": {"pathPrefix": "/walk/"}}
+# Fields that replace another of the base object (exactly one of the two may be set): walking
+# the first removes the second, so each case breaks only the value it names.
+INSTEAD_OF: dict[str, str] = {"origins": "origin"}
 # Fields whose valid value depends on the kind of storage: walked with persistent storage.
 SPECS = {"CacheCluster": CacheClusterSpec, "ContentEdge": ContentEdgeSpec,
          "ContentPurge": ContentPurgeSpec}
@@ -104,6 +109,8 @@ def _bad_values(bare: Any, constraint: Any) -> tuple[str, Any] | None:
 
 
 def _set(obj: dict[str, Any], steps: list[str | int], value: Any) -> None:
+    if len(steps) > 1 and steps[1] in INSTEAD_OF:
+        obj["spec"].pop(INSTEAD_OF[str(steps[1])], None)
     node: Any = obj
     for i, step in enumerate(steps[:-1]):
         nxt = steps[i + 1]
@@ -267,6 +274,30 @@ CROSS_FIELD: list[Case] = [
          {**_with("CacheCluster"), "metadata": {"name": "n" * 41}}),
     Case("ContentEdge", "metadata.name", "a DNS label",
          {**_with("ContentEdge"), "metadata": {"name": "a.b"}}),
+    Case("ContentEdge", "spec.origins", "not both origin and origins",
+         _with("ContentEdge", origins=[{"name": "a", "url": "http://a.test"}])),
+    Case("ContentEdge", "spec.origins", "one of origin and origins",
+         {**_with("ContentEdge"), "spec": {k: v for k, v in _with("ContentEdge")["spec"].items()
+                                           if k != "origin"}}),
+    Case("ContentEdge", "spec.origins", "unique names",
+         {**_with("ContentEdge"), "spec": {
+             **{k: v for k, v in _with("ContentEdge")["spec"].items() if k != "origin"},
+             "origins": [{"name": "a", "url": "http://a.test"},
+                         {"name": "a", "url": "http://b.test"}]}}),
+    Case("ContentEdge", "spec.origins", "an origin in the group default or a route for /",
+         {**_with("ContentEdge"), "spec": {
+             **{k: v for k, v in _with("ContentEdge")["spec"].items() if k != "origin"},
+             "origins": [{"name": "a", "url": "http://a.test", "group": "web"}],
+             "routes": [{"pathPrefix": "/a/", "origin": "web"}]}}),
+    Case("ContentEdge", "spec.routes", "unique path prefixes",
+         _with("ContentEdge", routes=[{"pathPrefix": "/a/"}, {"pathPrefix": "/a/"}])),
+    Case("ContentEdge", "spec.routes", "the origin shorthand is the group default",
+         _with("ContentEdge", routes=[{"pathPrefix": "/a/", "origin": "web"}])),
+    Case("ContentEdge", "spec.routes", "routes name a declared origin group",
+         {**_with("ContentEdge"), "spec": {
+             **{k: v for k, v in _with("ContentEdge")["spec"].items() if k != "origin"},
+             "origins": [{"name": "a", "url": "http://a.test"}],
+             "routes": [{"pathPrefix": "/a/", "origin": "a"}]}}),
     Case("ContentPurge", "spec.urls", "at least one target (urls or prefixes)",
          {**_with("ContentPurge"), "spec": {"contentEdgeRef": {"name": "walk"}}}),
     Case("ContentPurge", "spec.urls[0]", "no dot segments",

@@ -68,6 +68,83 @@ class Origin(ApiModel):
     )
 
 
+# A route's pathPrefix: a canonical path prefix of unreserved characters (the same bytes in the
+# edge's canonical path and in nginx's $uri, and safe in an nginx location): no "//", no "." or
+# ".." segment.
+_SEGMENT = r"[A-Za-z0-9._~-]*[A-Za-z0-9_~-][A-Za-z0-9._~-]*"
+PATH_PREFIX = rf"^/({_SEGMENT}/)*({_SEGMENT})?$"
+DEFAULT_ORIGIN_GROUP = "default"
+# The one origin of the spec.origin shorthand, as the edge names it (metrics, status).
+SHORTHAND_ORIGIN_NAME = "origin"
+
+
+class NamedOrigin(Origin):
+    """One of several origins (spec.origins): a member of an origin group, with a priority
+    and a weight inside it."""
+
+    name: DnsLabel = Field(description="Origin name (metrics, status); unique.")
+    group: DnsLabel = Field(
+        default=DEFAULT_ORIGIN_GROUP,
+        description="Origin group: routes name a group (routes[].origin); requests no route "
+        "matches go to the group 'default'. Within a group the edge sends each request to "
+        "the best priority that has a healthy origin, weighted among those, and fails over "
+        "to the next origin (same priority first, then the next priority) on a connect "
+        "error, a timeout or a 5xx.",
+    )
+    priority: int = Field(
+        default=0, ge=0, le=100,
+        description="Lower is preferred: origins of a higher value get requests only while "
+        "no origin of a lower value in the group is healthy, or as failover.",
+    )
+    weight: int = Field(
+        default=1, ge=1, le=1000,
+        description="Share of requests among the healthy origins of the same group and "
+        "priority (smooth weighted round robin).",
+    )
+
+
+class RouteCachePolicy(ApiModel):
+    """Per-route overrides of cachePolicy: unset fields keep spec.cachePolicy's value. The
+    cache key, slices, L1 size and tag header are the whole ContentEdge's (a purge names an
+    object the same way whatever its route)."""
+
+    default_ttl_seconds: int | None = Field(
+        default=None, ge=0, description="Freshness of responses without caching headers.")
+    max_object_size_bytes: int | None = Field(
+        default=None, ge=1, description="Larger responses are streamed, never stored.")
+    honour_cache_control: bool | None = Field(
+        default=None, description="Follow the origin's Cache-Control and Expires.")
+    stale_while_revalidate_seconds: int | None = Field(
+        default=None, ge=0, description="Serve stale while refreshing in the background.")
+    stale_if_error_seconds: int | None = Field(
+        default=None, ge=0, description="Serve stale when the origin fails.")
+    l1_max_ttl_seconds: int | None = Field(
+        default=None, ge=0, description="Cap on freshness in each pod's nginx cache.")
+    cookies: Literal["strip", "bypass", "forward"] | None = Field(
+        default=None, description="Requests with Cookie: strip, bypass or forward.")
+    authorization: Literal["rfc9111", "bypass"] | None = Field(
+        default=None, description="Requests with Authorization: rfc9111 or bypass.")
+
+
+class Route(ApiModel):
+    """Requests whose canonical path starts with pathPrefix (the longest matching prefix
+    wins) go to an origin group, with optional cache policy overrides."""
+
+    path_prefix: str = Field(
+        pattern=PATH_PREFIX, min_length=1, max_length=256,
+        description="Path prefix, matched on the canonical path as a plain string prefix "
+        "(/api matches /api/x and /apix; end it with / for a directory): letters, digits, "
+        "'-', '.', '_', '~' and '/', no '//', '.' or '..' segment.",
+    )
+    origin: DnsLabel = Field(
+        default=DEFAULT_ORIGIN_GROUP,
+        description="Origin group (origins[].group) serving this route; with the "
+        "spec.origin shorthand only 'default'.",
+    )
+    cache_policy: RouteCachePolicy | None = Field(
+        default=None, description="Overrides of spec.cachePolicy for this route.")
+
+
 class CacheKey(ApiModel):
     """What distinguishes two cached objects."""
 
@@ -374,7 +451,25 @@ class ContentEdgeSpec(ImagePull):
         "for other hosts are refused.",
         json_schema_extra={"x-kubernetes-list-type": "set"},
     )
-    origin: Origin = Field(description="Where misses are fetched from.")
+    origin: Origin | None = Field(
+        default=None,
+        description="The one origin misses are fetched from (shorthand for one entry of "
+        "origins); set exactly one of origin and origins.")
+    origins: list[NamedOrigin] | None = Field(
+        default=None, min_length=1, max_length=16,
+        description="Several origins, in groups with priorities and weights, with failover "
+        "(each origin behind its own circuit breaker); set exactly one of origin and "
+        "origins.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    routes: list[Route] = Field(
+        default_factory=list, max_length=64,
+        description="Path routes: the longest pathPrefix matching a request's canonical path "
+        "chooses its origin group and cache policy overrides; requests no route matches use "
+        "the group 'default' and spec.cachePolicy.",
+        json_schema_extra={"x-kubernetes-list-type": "map",
+                           "x-kubernetes-list-map-keys": ["pathPrefix"]},
+    )
     cache_policy: CachePolicy = Field(default_factory=CachePolicy, description="Cache policy.")
     regions: list[EdgeRegion] = Field(
         min_length=1,
@@ -453,7 +548,36 @@ class ContentEdgeSpec(ImagePull):
             for h in t.hosts:
                 if h not in self.hosts:
                     raise ValueError(f"tls: host {h!r} is not one of spec.hosts")
+        self._check_origins()
         return self
+
+    def _check_origins(self) -> None:
+        if (self.origin is None) == (self.origins is None):
+            raise ValueError("origin, origins: set exactly one (origin: one origin; origins: "
+                             "several, with groups, priorities and weights)")
+        names = [o.name for o in self.origins or ()]
+        for i, n in enumerate(names):
+            if n in names[:i]:
+                raise ValueError(f"origins[{i}].name: {n!r} is used twice; names are unique")
+        groups = self.origin_groups()
+        prefixes = [r.path_prefix for r in self.routes]
+        for i, r in enumerate(self.routes):
+            if r.path_prefix in prefixes[:i]:
+                raise ValueError(f"routes[{i}].pathPrefix: {r.path_prefix!r} is used twice")
+            if r.origin not in groups:
+                raise ValueError(
+                    f"routes[{i}].origin: {r.origin!r} is not an origin group of this "
+                    f"ContentEdge (groups: {', '.join(sorted(groups))}; origins[].group)")
+        if DEFAULT_ORIGIN_GROUP not in groups and "/" not in prefixes:
+            raise ValueError(
+                "origins: no origin is in the group 'default', which serves requests no route "
+                "matches: put one there (origins[].group) or add a route with pathPrefix /")
+
+    def origin_groups(self) -> set[str]:
+        """The origin groups: 'default' for the shorthand, else the origins' groups."""
+        if self.origins is None:
+            return {DEFAULT_ORIGIN_GROUP}
+        return {o.group for o in self.origins}
 
 
 # A DNS name a record may point to (a load balancer's host name); else an IP address.
@@ -513,6 +637,30 @@ CEL_RULES += [
         "message": "regions[].dnsTarget must be an IP address or a DNS name",
         "fieldPath": ".regions",
     },
+    {
+        "rule": "has(self.origin) != has(self.origins)",
+        "message": "origin, origins: set exactly one",
+        "fieldPath": ".origins",
+    },
+    {
+        # route groups as pydantic checks them: defaults (group, origin: 'default') are
+        # applied before CEL runs, the has() guards are for objects written without them
+        "rule": "!has(self.routes) || self.routes.all(r, "
+        "(has(r.origin) ? r.origin : 'default') == 'default' && has(self.origin) || "
+        "has(self.origins) && self.origins.exists(o, (has(o.group) ? o.group : 'default') "
+        "== (has(r.origin) ? r.origin : 'default')))",
+        "message": "routes[].origin must be an origin group (origins[].group; 'default' with "
+        "the origin shorthand)",
+        "fieldPath": ".routes",
+    },
+    {
+        "rule": "!has(self.origins) || "
+        "self.origins.exists(o, (has(o.group) ? o.group : 'default') == 'default') || "
+        "(has(self.routes) && self.routes.exists(r, r.pathPrefix == '/'))",
+        "message": "origins: one origin must be in the group 'default' (requests no route "
+        "matches go there), or a route must have pathPrefix /",
+        "fieldPath": ".origins",
+    },
 ]
 CEL_RULES.append({
     "rule": "!has(self.tls) || self.tls.all(t, t.hosts.all(h, h in self.hosts))",
@@ -536,6 +684,19 @@ class RegionStatus(StatusModel):
     cache_cluster_ready: bool | None = None
 
 
+class OriginHealth(StatusModel):
+    """One origin of spec.origins as the edge pods see it (their circuit breakers)."""
+
+    name: str
+    group: str
+    priority: int = 0
+    state: str = Field(description="Healthy (every answering pod's circuit is closed), "
+                       "Degraded (some), Down (none), Unknown (no pod answered).")
+    pods_up: str = Field(default="0/0", description="Pods whose circuit is closed / pods "
+                         "that answered.")
+    last_error: str | None = None
+
+
 class ContentEdgeStatus(StatusModel):
     observed_generation: int | None = None
     phase: str | None = None
@@ -544,6 +705,9 @@ class ContentEdgeStatus(StatusModel):
     conditions: list[Condition] = Field(default_factory=list)
     routing: dict[str, Any] | None = Field(
         default=None, description="Summary of the routing plan (aerocdn.routing Plan.summary).")
+    origins: list[OriginHealth] | None = Field(
+        default=None, description="Health of each origin of spec.origins, as the edge pods' "
+        "circuit breakers see it (asked at most every --origin-health-seconds).")
 
     def condition(self, type_: str) -> Condition | None:
         return find_condition(self.conditions, type_)

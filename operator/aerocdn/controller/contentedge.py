@@ -10,7 +10,8 @@ from aerocdn.api.common import Condition
 from aerocdn.api.contentedge import KIND as CE_API_KIND
 from aerocdn.api.contentedge import ContentEdgeStatus, RegionStatus
 from aerocdn.constants import LABEL_CONTENTEDGE
-from aerocdn.controller.cache import parse_cached
+from aerocdn.controller import originhealth, purgeplan
+from aerocdn.controller.cache import CachedKube, parse_cached
 from aerocdn.controller.children import list_children, sync_children
 from aerocdn.controller.conditions import Cond, condition_events, merge_conditions
 from aerocdn.controller.context import API_VERSION, CC_KIND, CE_KIND, Context, timestamp
@@ -151,12 +152,14 @@ async def reconcile_contentedge(ctx: Context, namespace: str, name: str) -> floa
                             for s in regions_status if s["ready"] < s["desired"])
         ready_cond = Cond("Ready", False, "EdgesNotReady", f"waiting for edges: {waiting}")
     progressing = not all_ready and not missing
+    origins = await _origin_health(ctx, ce) if ce.spec.origins is not None else None
     new_status = ContentEdgeStatus(
         observed_generation=generation,
         phase="Ready" if all_ready else ("Degraded" if missing else "Progressing"),
         ready=f"{ready_regions}/{len(regions_status)}",
         regions=[RegionStatus.model_validate(r) for r in regions_status],
         routing=plan.summary(),
+        origins=origins,
         conditions=[Condition.model_validate(c) for c in merge_conditions(
             status.get("conditions", []), [
             ready_cond,
@@ -165,6 +168,7 @@ async def reconcile_contentedge(ctx: Context, namespace: str, name: str) -> floa
                  else "children match the spec"),
             *([dns_condition(ce, dns_plan(ce, plan, addresses), dns_api)]
               if ce.spec.routing.dns.enabled else []),
+            *([originhealth.condition(origins)] if origins is not None else []),
             Cond("Degraded", bool(missing) or plan.overloaded,
                  "CacheClusterMissing" if missing else
                  ("Overloaded" if plan.overloaded else "AsExpected"),
@@ -179,9 +183,32 @@ async def reconcile_contentedge(ctx: Context, namespace: str, name: str) -> floa
     for type_, reason, message in events:
         await kube.event(raw, type_, reason, message)
 
+    # with spec.origins: come back to ask the pods again
+    health_wait = ctx.origin_health_seconds if origins is not None else None
     if plan.next_change_at is not None:
-        return max(0.5, (plan.next_change_at - now_dt).total_seconds())
-    return None if all_ready else ctx.poll_seconds * 2
+        return _sooner(max(0.5, (plan.next_change_at - now_dt).total_seconds()), health_wait)
+    return _sooner(None if all_ready else ctx.poll_seconds * 2, health_wait)
+
+
+def _sooner(a: float | None, b: float | None) -> float | None:
+    return min(x for x in (a, b) if x is not None) if a is not None or b is not None else None
+
+
+async def _origin_health(ctx: Context, ce: ContentEdge) -> list[Any]:
+    """status.origins: the edge pods' view of each origin, asked at most every
+    origin_health_seconds (one Pod list and one call per pod), else the last answers."""
+    key = (ce.namespace, ce.name)
+    last = ctx.origin_health.get(key)
+    now = ctx.monotonic()
+    if originhealth.due(last, now, ctx.origin_health_seconds):
+        api = ctx.kube.api if isinstance(ctx.kube, CachedKube) else ctx.kube
+        pods = purgeplan.edge_pods(await api.list(
+            "v1", "Pod", ce.namespace, {"app.kubernetes.io/name": "aerocdn-edge",
+                                        LABEL_CONTENTEDGE: ce.name}))
+        last = originhealth.Polled(now, await originhealth.poll(pods, ctx.edge_admin_addresses))
+        ctx.origin_health[key] = last
+    assert last is not None
+    return originhealth.summarize(ce.spec.origins or [], last.reports)
 
 
 _RENDERED: dict[tuple[Any, ...], list[dict[str, Any]]] = {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,6 +15,7 @@ from aerocdn.constants import CE_KIND as CE_KIND
 from aerocdn.constants import CP_KIND as CP_KIND
 from aerocdn.controller.cache import CachedKube
 from aerocdn.controller.kube import Kube
+from aerocdn.controller.originhealth import Polled
 from aerocdn.controller.queue import WorkQueue
 
 
@@ -45,3 +47,8 @@ class Context:
     # ContentEdges whose DNSEndpoints were listed since the start (DNSEndpoints are not
     # watched: an optional API; listed while DNS output is on, and once after a start)
     dns_checked: set[tuple[str, str]] = field(default_factory=set)
+    # ContentEdges with spec.origins: their edge pods' origin reports, asked at most every
+    # origin_health_seconds (controller/originhealth.py)
+    origin_health: dict[tuple[str, str], Polled] = field(default_factory=dict)
+    origin_health_seconds: float = 30.0
+    monotonic: Callable[[], float] = time.monotonic

@@ -19,6 +19,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                    metavar="POD=HOST:PORT",
                    help="reach an edge pod's admin port (ContentPurge) at another address "
                         "(out-of-cluster runs)")
+    p.add_argument("--origin-health-seconds", type=float, default=30.0,
+                   help="how often the edge pods of a ContentEdge with spec.origins are asked "
+                        "for their origins' health (status.origins)")
     p.add_argument("--resync-seconds", type=float, default=60.0,
                    help="periodic reconcile of every object")
     p.add_argument("--metrics-port", type=int, default=8080,

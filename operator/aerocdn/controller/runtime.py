@@ -62,7 +62,9 @@ class Runtime:
         self.ctx = Context(kube=CachedKube(self.store, api), queue=self.queue,
                            probe=self.options.aerospike_probe, address_overrides=overrides,
                            edge_admin_addresses=parse_edge_admin_addresses(
-                               getattr(self.options, "edge_admin_address", [])))
+                               getattr(self.options, "edge_admin_address", [])),
+                           origin_health_seconds=getattr(self.options,
+                                                         "origin_health_seconds", 30.0))
         # children: our own list + watch (watch.py); CacheClusters/ContentEdges: kopf
         self.watcher = Watcher(api.api, CHILDREN, self._namespaces(), self.child_list,
                                self.child_event)

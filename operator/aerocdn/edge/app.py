@@ -20,6 +20,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -94,8 +95,9 @@ class Edge:
         self.purger = Purger(cfg, self.m, l2, self.l1, self.peers)
         # an object served in slices changed at the origin: this pod's nginx forgets its
         # slices (the local part of a purge of its URL)
-        self.request_path.slices.on_change = (
-            lambda url, host, pq: self.purger._purge_nginx(url, False, host, pq))
+        for sp in self.request_path.slice_paths:
+            sp.on_change = (
+                lambda url, host, pq: self.purger._purge_nginx(url, False, host, pq))
         self._tasks: list[asyncio.Task[Any]] = []
         self._runners: list[web.BaseRunner] = []
         self.control: aiohttp.ClientSession | None = None
@@ -111,6 +113,12 @@ class Edge:
             self.m.budget_limit.labels("memory-tier").set(memory.max_bytes)
         self.m.budget_limit.labels("l1-index").set(b.l1_index)
         self.m.budget_limit.labels("fills").set(b.fills)
+        for name in self.filler.origins.origins:
+            self.m.origin_up.labels(name).set_function(self._origin_up(name))
+
+    def _origin_up(self, name: str) -> Callable[[], float]:
+        breaker = self.filler.origins.breaker(name)
+        return lambda: 1.0 if breaker.state(time.monotonic()) == "closed" else 0.0
 
     def _configured_l2(self) -> TierSet:
         cfg = self.cfg
@@ -174,6 +182,7 @@ class Edge:
         admin_app.router.add_get("/healthz", self.healthz)
         admin_app.router.add_get("/readyz", self.readyz)
         admin_app.router.add_get("/metrics", self.metrics)
+        admin_app.router.add_get("/origins", self.origins)
         admin_app.router.add_post("/purge", self.purger.handle)
         # Reachable through the peers Service: aiohttp (3.14) arms keepalive_timeout when a
         # connection opens and after each answer, and closes a connection still waiting for a
@@ -204,7 +213,8 @@ class Edge:
         for runner in self._runners:
             await runner.cleanup()
         await stop_tasks(self._tasks)
-        await self.request_path.slices.close()
+        for sp in self.request_path.slice_paths:
+            await sp.close()
         await self.filler.close()
         if self.control is not None:
             await self.control.close()
@@ -300,6 +310,7 @@ class Edge:
                         "clusters": list(snap.order), **({"error": snap.error} if snap.error
                                                          else {})},
             "l2": l2,
+            "origins": self.filler.origins.status(time.monotonic()),
             "l1": {None: "not configured", True: "ok", False: "unreachable"}[self.l1_ok],
             "degraded": not l2_up,
             **({"reason": "no L2 cluster answers: serving L1 + origin"} if not l2_up else {}),
@@ -308,6 +319,13 @@ class Edge:
     async def readyz(self, request: web.Request) -> web.Response:
         detail = self.ready_detail()
         return web.json_response(detail, status=200 if detail["ready"] else 503)
+
+    async def origins(self, request: web.Request) -> web.Response:
+        """Each origin's circuit (closed, open, half-open) and last error: what the operator
+        polls for the ContentEdge's status.origins."""
+        return web.json_response({"contentEdge": f"{self.cfg.namespace}/{self.cfg.content_edge}",
+                                  "region": self.cfg.region,
+                                  "origins": self.filler.origins.status(time.monotonic())})
 
     async def metrics(self, request: web.Request) -> web.Response:
         body = generate_latest(self.m.registry)

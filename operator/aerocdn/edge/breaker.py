@@ -1,4 +1,5 @@
-"""Circuit breaker for one cache cluster: pure state, the caller passes the time."""
+"""Circuit breaker for one cache cluster or one origin: pure state, the caller passes the
+time."""
 
 from __future__ import annotations
 
@@ -44,4 +45,9 @@ class CircuitBreaker:
         self.last_error = error
         if self.trial_running or self.failures >= self.failures_to_open:
             self.opened_at = now
+        self.trial_running = False
+
+    def abandon(self) -> None:
+        """A call allowed by ``allow`` ended without a verdict (cancelled): a half-open
+        trial may run again."""
         self.trial_running = False

@@ -16,7 +16,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from aerocdn.api.common import HEADER_NAME, HOSTNAME, QUERY_PARAM, camel
 from aerocdn.api.common import parse_quantity as api_parse_quantity
-from aerocdn.api.contentedge import SLICE_DEFAULT_BYTES, SLICE_MAX_BYTES, SLICE_MIN_BYTES
+from aerocdn.api.contentedge import (
+    DEFAULT_ORIGIN_GROUP,
+    PATH_PREFIX,
+    SHORTHAND_ORIGIN_NAME,
+    SLICE_DEFAULT_BYTES,
+    SLICE_MAX_BYTES,
+    SLICE_MIN_BYTES,
+)
 
 # The API's own patterns (so nothing a ContentEdge admits fails here): nginx variable names
 # ($arg_x, $http_x) only take these characters, and the key must be the same in nginx (L1) and
@@ -25,6 +32,7 @@ from aerocdn.api.contentedge import SLICE_DEFAULT_BYTES, SLICE_MAX_BYTES, SLICE_
 _HOST_RE = re.compile(HOSTNAME)
 _QUERY_PARAM_RE = re.compile(QUERY_PARAM)
 _HEADER_RE = re.compile(HEADER_NAME)
+_PATH_PREFIX_RE = re.compile(PATH_PREFIX)
 
 
 # Tag headers of the usual CDNs: always stripped (they are meant for a surrogate, not a client).
@@ -45,6 +53,12 @@ class _Model(BaseModel):
 
 
 class OriginConfig(_Model):
+    # name, group, priority, weight: spec.origins (aerocdn.edge.origins chooses among them);
+    # the spec.origin shorthand is one origin named "origin" in the group "default"
+    name: str = SHORTHAND_ORIGIN_NAME
+    group: str = DEFAULT_ORIGIN_GROUP
+    priority: int = Field(default=0, ge=0)
+    weight: int = Field(default=1, ge=1)
     url: str
     host_header: str | None = None
     connect_timeout_seconds: float = Field(default=5.0, gt=0)
@@ -70,6 +84,35 @@ class OriginConfig(_Model):
         if not (v.startswith("http://") or v.startswith("https://")):
             raise ValueError(f"origin.url {v!r} must start with http:// or https://")
         return v.rstrip("/")
+
+
+class RoutePolicyConfig(_Model):
+    """A route's overrides of cachePolicy (ContentEdge spec.routes[].cachePolicy): unset
+    fields keep the ContentEdge's value; the key, slices, L1 size and tag header are never
+    per route (a purge names an object the same way whatever its route)."""
+
+    default_ttl_seconds: int | None = Field(default=None, ge=0)
+    max_object_size_bytes: int | None = Field(default=None, gt=0)
+    honour_cache_control: bool | None = None
+    stale_while_revalidate_seconds: int | None = Field(default=None, ge=0)
+    stale_if_error_seconds: int | None = Field(default=None, ge=0)
+    l1_max_ttl_seconds: int | None = Field(default=None, ge=0)
+    cookies: Literal["strip", "bypass", "forward"] | None = None
+    authorization: Literal["rfc9111", "bypass"] | None = None
+
+
+class RouteConfig(_Model):
+    path_prefix: str
+    origin: str = DEFAULT_ORIGIN_GROUP  # the origin group
+    cache_policy: RoutePolicyConfig = RoutePolicyConfig()
+
+    @field_validator("path_prefix")
+    @classmethod
+    def _prefix(cls, v: str) -> str:
+        if not _PATH_PREFIX_RE.fullmatch(v):
+            raise ValueError(f"routes[].pathPrefix {v!r}: a canonical path prefix of letters, "
+                             "digits, '-', '.', '_', '~' and '/' (no '//', '.' or '..')")
+        return v
 
 
 class CacheKeyConfig(_Model):
@@ -129,6 +172,9 @@ class CachePolicyConfig(_Model):
     # separated by spaces or commas (Surrogate-Key: "a b", Cache-Tag: "a,b"). It, and the
     # other usual names (surrogate-key, cache-tag), never reach nginx or a client.
     tag_header: str = "Surrogate-Key"
+    # set by EdgeConfig.route_policy, not by a ContentEdge: with routes, nginx's inactive=
+    # and the L1 index keep objects as long as the longest route's window
+    l1_keep_min_seconds: int = Field(default=0, ge=0)
 
     @field_validator("tag_header")
     @classmethod
@@ -160,7 +206,8 @@ class CachePolicyConfig(_Model):
         """How long nginx may keep an object (fresh or stale) in L1: the L1 freshness cap plus
         the stale window.  nginx's ``inactive=`` and the edge's index of what L1 holds (for
         prefix purge) both use it."""
-        return max(60, self.l1_max_ttl_seconds + self.stale_if_error_seconds)
+        return max(60, self.l1_max_ttl_seconds + self.stale_if_error_seconds,
+                   self.l1_keep_min_seconds)
 
 
 class CacheClusterRef(_Model):
@@ -278,7 +325,13 @@ class EdgeConfig(_Model):
     namespace: str = "default"
     region: str
     hosts: tuple[str, ...]
-    origin: OriginConfig
+    # exactly one: origin (the shorthand) or origins (groups, priorities, weights)
+    origin: OriginConfig | None = None
+    origins: tuple[OriginConfig, ...] = ()
+    routes: tuple[RouteConfig, ...] = ()
+    # origins one request may try (failover on connect errors, timeouts, 5xx), within the
+    # largest fetchTimeoutSeconds of its group
+    origin_attempts: int = Field(default=3, ge=1)
     cache_policy: CachePolicyConfig = CachePolicyConfig()
     limits: LimitsConfig = LimitsConfig()
     nginx: NginxConfig = NginxConfig()
@@ -343,6 +396,59 @@ class EdgeConfig(_Model):
                 f"({self.lock_ttl_seconds}): a waiter would outlive the lock it waits on"
             )
         return self
+
+    @model_validator(mode="after")
+    def _origins(self) -> EdgeConfig:
+        if (self.origin is None) == (not self.origins):
+            raise ValueError("origin, origins: set exactly one")
+        names = [o.name for o in self.origin_list]
+        for i, n in enumerate(names):
+            if n in names[:i]:
+                raise ValueError(f"origins[{i}].name: {n!r} is used twice")
+        groups = {o.group for o in self.origin_list}
+        prefixes = [r.path_prefix for r in self.routes]
+        for i, r in enumerate(self.routes):
+            if r.path_prefix in prefixes[:i]:
+                raise ValueError(f"routes[{i}].pathPrefix: {r.path_prefix!r} is used twice")
+            if r.origin not in groups:
+                raise ValueError(f"routes[{i}].origin: {r.origin!r} is not an origin group "
+                                 f"({', '.join(sorted(groups))})")
+        if DEFAULT_ORIGIN_GROUP not in groups and "/" not in prefixes:
+            raise ValueError("origins: no origin in the group 'default' and no route for /")
+        return self
+
+    @property
+    def origin_list(self) -> tuple[OriginConfig, ...]:
+        """Every origin: the shorthand's one, or spec.origins."""
+        return (self.origin,) if self.origin is not None else self.origins
+
+    def group(self, name: str) -> tuple[OriginConfig, ...]:
+        return tuple(o for o in self.origin_list if o.group == name)
+
+    def _merged(self, route: RouteConfig | None) -> CachePolicyConfig:
+        over = route.cache_policy.model_dump(exclude_none=True) if route is not None else {}
+        return self.cache_policy.model_copy(update=over) if over else self.cache_policy
+
+    def route_policy(self, route: RouteConfig | None) -> CachePolicyConfig:
+        """cachePolicy with the route's overrides applied (None: requests no route
+        matches), keeping objects in L1 as long as the longest route does."""
+        policy = self._merged(route)
+        keep = self.l1_keep_seconds
+        if keep > policy.l1_keep_seconds:
+            policy = policy.model_copy(update={"l1_keep_min_seconds": keep})
+        return policy
+
+    def for_route(self, route: RouteConfig | None) -> EdgeConfig:
+        """This config as one route's requests see it: its cache policy."""
+        policy = self.route_policy(route)
+        return self if policy is self.cache_policy else self.model_copy(
+            update={"cache_policy": policy})
+
+    @property
+    def l1_keep_seconds(self) -> int:
+        """How long nginx may keep an object in L1 (its ``inactive=``) and the L1 index
+        remembers one: the longest of every route's."""
+        return max(self._merged(r).l1_keep_seconds for r in (None, *self.routes))
 
     @field_validator("memory_limit")
     @classmethod

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import dataclasses
 import logging
 import socket
-import ssl
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,9 +26,10 @@ import yarl
 from aiohttp import web
 from multidict import CIMultiDict
 
-from aerocdn.edge.config import EdgeConfig
+from aerocdn.edge.config import EdgeConfig, OriginConfig
 from aerocdn.edge.l2 import LockResult, TierSet
 from aerocdn.edge.metrics import EdgeMetrics
+from aerocdn.edge.origins import OriginSet
 from aerocdn.edge.policy import (
     CacheKey,
     StoreDecision,
@@ -117,40 +118,67 @@ class FillOutcome:
 
 class Filler:
     """The origin side of the request path: one origin client session (opened by ``start``),
-    the fills in flight (``inflight``: key -> task) and the pod's fill byte budget."""
+    the origins with their breakers (``origins``), the fills in flight (``inflight``: key ->
+    task) and the pod's fill byte budget.  ``view`` makes the Filler of one route (its cache
+    policy, its origin group), sharing all of these."""
 
-    def __init__(self, cfg: EdgeConfig, m: EdgeMetrics, l2: TierSet, *, shared: bool):
+    def __init__(self, cfg: EdgeConfig, m: EdgeMetrics, l2: TierSet, *, shared: bool,
+                 origins: OriginSet | None = None, group: str = "default"):
         self.cfg = cfg
         self.m = m
         self.l2 = l2
         self.shared_l2 = shared  # one fill per region: an L2 lock while fetching
         self.owner = f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
         self.budget = ByteBudget(cfg.budgets.fills)
-        policy = cfg.cache_policy
+        self.origins = origins or OriginSet(cfg)
+        self.group = group
+        self._forwarding()
+        self.inflight: dict[str, asyncio.Task[FillOutcome]] = {}
+        self._background: set[asyncio.Task[Any]] = set()
+        self._client: list[aiohttp.ClientSession] = []  # one session, shared with views
+
+    @property
+    def session(self) -> aiohttp.ClientSession | None:
+        return self._client[0] if self._client else None
+
+    def _forwarding(self) -> None:
+        """What goes to the origins of the group: the key's headers, Authorization, the
+        origins' forwardHeaders (each origin gets only its own: ``_drop``), Cookie when the
+        policy forwards it.  An answer is stored only if its Vary names every forwarded
+        header outside the key the request carried - of any origin of the group, so the
+        decision does not depend on which origin answered."""
+        policy = self.cfg.cache_policy
         key_headers = frozenset(policy.cache_key.vary_headers)
-        extra = set(cfg.origin.forward_headers) - key_headers
+        members = self.cfg.group(self.group)
+        union = frozenset(h for o in members for h in o.forward_headers)
+        extra = set(union) - key_headers
         if policy.cookies == "forward":
             extra.add("cookie")
         extra.discard("authorization")
         self._unkeyed = tuple(sorted(extra))  # forwarded, not keyed: must be named by Vary
         self._forward = key_headers | extra | {"authorization"}
+        exempt = key_headers | {"authorization"} | (
+            {"cookie"} if policy.cookies == "forward" else set())
+        self._drop = {o.name: union - frozenset(o.forward_headers) - exempt for o in members}
+        self._fetch_seconds = max((o.fetch_timeout_seconds for o in members), default=60.0)
         self._tags = policy.tag_headers  # kept as the object's tags, never passed on
-        self.inflight: dict[str, asyncio.Task[FillOutcome]] = {}
-        self._background: set[asyncio.Task[Any]] = set()
-        self.session: aiohttp.ClientSession | None = None
+
+    def view(self, cfg: EdgeConfig, group: str) -> Filler:
+        """The Filler of one route: ``cfg`` carries the route's cache policy, ``group`` its
+        origin group; session, origins, budget, fills in flight are this one's (keys name
+        the path, so two routes never share one)."""
+        f = copy.copy(self)
+        f.cfg, f.group = cfg, group
+        f._forwarding()
+        return f
 
     def start(self) -> None:
-        origin = self.cfg.origin
-        ssl_ctx: ssl.SSLContext | bool = bool(origin.tls_verify)
-        self.session = aiohttp.ClientSession(
+        self._client[:] = [aiohttp.ClientSession(
             auto_decompress=False,
-            connector=aiohttp.TCPConnector(limit=512, ssl=ssl_ctx, ttl_dns_cache=30),
-            timeout=aiohttp.ClientTimeout(
-                total=None, sock_connect=origin.connect_timeout_seconds,
-                sock_read=origin.read_timeout_seconds,
-            ),
+            connector=aiohttp.TCPConnector(limit=512, ttl_dns_cache=30),
+            timeout=aiohttp.ClientTimeout(total=None),  # per origin: origin_request
             skip_auto_headers=("User-Agent", "Accept-Encoding"),
-        )
+        )]
 
     async def close(self) -> None:
         """Let background refreshes finish (5 s each at most), then close the session."""
@@ -253,34 +281,36 @@ class Filler:
         return None
 
     def _origin_request(self, path: str, query: str, hdrs: Mapping[str, str], *,
-                        extra: frozenset[str] = frozenset()) -> tuple[yarl.URL, CIMultiDict[str]]:
-        """The origin request for the canonical target: only the allow-list (key headers,
-        origin.forwardHeaders, Authorization, Cookie when the policy forwards it) goes out."""
+                        extra: frozenset[str] = frozenset()) -> tuple[str, CIMultiDict[str]]:
+        """The origin request for the canonical target (path + the query the key keeps):
+        only the allow-list (key headers, the group's forwardHeaders, Authorization, Cookie
+        when the policy forwards it) goes out; ``origin_request`` adds the origin's URL and
+        Host."""
         q = normalize_query(self.cfg.cache_policy.cache_key, query)
-        url = self._origin_url(path, q)
         allowed = self._forward | extra
         out: CIMultiDict[str] = CIMultiDict(
             (k, v) for k, v in hdrs.items() if k.lower() in allowed
         )
-        out["Host"] = self.cfg.origin.host_header or hdrs.get("host", "")
+        out["Host"] = hdrs.get("host", "")
         via = hdrs.get("via")
         out["Via"] = (via + ", " if via else "") + self.cfg.nginx.via
-        return url, out
+        return path + ("?" + q if q else ""), out
 
-    def _origin_url(self, path: str, query: str) -> yarl.URL:
+    @staticmethod
+    def _origin_url(origin: OriginConfig, target: str) -> yarl.URL:
         """Exactly the keyed bytes (``encoded=True``: no client-side re-quoting, which could
         make the origin answer a different target than the key names)."""
-        return yarl.URL(self.cfg.origin.url + path + ("?" + query if query else ""),
-                        encoded=True)
+        return yarl.URL(origin.url + target, encoded=True)
 
     def _deadline(self) -> float:
-        return asyncio.get_running_loop().time() + self.cfg.origin.fetch_timeout_seconds
+        """The whole fetch, failovers included: the group's longest fetchTimeoutSeconds."""
+        return asyncio.get_running_loop().time() + self._fetch_seconds
 
     async def _fetch_and_store(self, ck: CacheKey, path: str, query: str,
                                hdrs: Mapping[str, str], lock: LockResult,
                                base: StoredObject | None = None) -> FillOutcome:
         assert self.session is not None
-        url, headers = self._origin_request(path, query, hdrs)
+        target, headers = self._origin_request(path, query, hdrs)
         if base is not None:  # revalidate what we hold (no-cache, expired) when we can
             etag = next((v for k, v in base.headers if k.lower() == "etag"), None)
             lm = next((v for k, v in base.headers if k.lower() == "last-modified"), None)
@@ -292,7 +322,7 @@ class Filler:
                 base = None
         policy = self.cfg.cache_policy
         deadline = self._deadline()
-        resp = await self.origin_request(url, headers, deadline)
+        resp = await self.origin_request(target, headers, deadline)
         if isinstance(resp, OriginFailure):
             return FillOutcome("error", status=resp.status, reason=resp.reason)
         rheaders = tuple((k, v) for k, v in resp.headers.items())
@@ -426,32 +456,99 @@ class Filler:
         finally:
             s.discard()
 
-    async def origin_request(self, url: yarl.URL, headers: CIMultiDict[str], deadline: float, *,
+    async def origin_request(self, target: str, headers: CIMultiDict[str], deadline: float, *,
                              method: str = "GET", data: Any = None,
                              refuse_5xx: bool = True) -> aiohttp.ClientResponse | OriginFailure:
-        """One request to the origin, answered by ``deadline`` (loop time): its response, or
-        why there is none - no answer in time (504), unreachable (502) and, with
-        ``refuse_5xx``, a 5xx (502: a cache hands on neither an origin's error page nor its
-        Cache-Control). Counted in the origin metrics."""
+        """One request to the route's origin group, answered by ``deadline`` (loop time):
+        its response, or why there is none - no answer in time (504), unreachable (502) and,
+        with ``refuse_5xx``, a 5xx (502: a cache hands on neither an origin's error page nor
+        its Cache-Control).
+
+        Origins are tried in ``OriginSet.plan``'s order, each behind its breaker: a connect
+        error, a timeout or a 5xx counts against the origin and the request moves on to the
+        next one (GET and HEAD; other methods only when the connection was never made, so
+        nothing is sent twice), within ``deadline``.  Counted per origin in the metrics."""
         assert self.session is not None
-        t0 = time.perf_counter()
-        try:
-            async with asyncio.timeout_at(deadline):
-                resp = await self.session.request(method, url, headers=headers, data=data,
-                                                  allow_redirects=False)
-        except TimeoutError:
-            self.m.origin_fetches.labels("timeout").inc()
-            return OriginFailure(504, "Gateway Timeout: origin did not answer")
-        except aiohttp.ClientError as e:
-            self.m.origin_fetches.labels("error").inc()
-            log.warning("origin %s: %s", url, e)
-            return OriginFailure(502, "Bad Gateway: origin unreachable")
-        self.m.origin_latency.observe(time.perf_counter() - t0)
-        if refuse_5xx and resp.status >= 500:
-            self.m.origin_fetches.labels("5xx").inc()
-            resp.release()
-            return OriginFailure(502, f"Bad Gateway: origin answered {resp.status}")
-        return resp
+        loop = asyncio.get_running_loop()
+        idempotent = method in ("GET", "HEAD")
+        plan = self.origins.plan(self.group, time.monotonic())
+
+        def candidates() -> Iterator[OriginConfig]:
+            # asked one at a time, right before the attempt: allow() starts a half-open
+            # trial, which must then have an outcome
+            allowed = 0
+            for o in plan:
+                if self.origins.breaker(o.name).allow(time.monotonic()):
+                    allowed += 1
+                    yield o
+            if not allowed:
+                yield plan[0]  # every circuit open: the preferred origin, all the same
+
+        failure = OriginFailure(502, "Bad Gateway: origin unreachable")
+        held: aiohttp.ClientResponse | None = None  # a 5xx kept for the caller if none is better
+        tried = 0
+        for o in candidates():
+            breaker = self.origins.breaker(o.name)
+            if held is not None:
+                held.release()
+                held = None
+            if tried:
+                self.m.origin_failovers.inc()
+            tried += 1
+            h = headers
+            drop = self._drop.get(o.name)
+            if drop or o.host_header:
+                h = CIMultiDict(headers)
+                for name in drop or ():
+                    h.popall(name, None)
+                if o.host_header:
+                    h["Host"] = o.host_header
+            t0 = time.perf_counter()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    resp = await self.session.request(
+                        method, self._origin_url(o, target), headers=h, data=data,
+                        allow_redirects=False, ssl=bool(o.tls_verify),
+                        timeout=aiohttp.ClientTimeout(
+                            total=None, sock_connect=o.connect_timeout_seconds,
+                            sock_read=o.read_timeout_seconds))
+            except (TimeoutError, aiohttp.ClientError) as e:
+                timed_out = isinstance(e, TimeoutError)
+                outcome = "timeout" if timed_out else "error"
+                breaker.failure(time.monotonic(), f"{type(e).__name__}: {e}"[:200])
+                self.m.origin_fetches.labels(outcome).inc()
+                self.m.origin_requests.labels(o.name, outcome).inc()
+                if not timed_out:
+                    log.warning("origin %s (%s%s): %s", o.name, o.url, target[:200], e)
+                failure = (OriginFailure(504, "Gateway Timeout: origin did not answer")
+                           if timed_out else failure)
+                never_sent = isinstance(e, aiohttp.ClientConnectorError
+                                        | aiohttp.ConnectionTimeoutError)
+                if loop.time() >= deadline or not (idempotent or never_sent):
+                    break
+                continue
+            except BaseException:
+                breaker.abandon()  # cancelled (the client left): no verdict on the origin
+                raise
+            self.m.origin_latency.observe(time.perf_counter() - t0)
+            if resp.status >= 500:
+                breaker.failure(time.monotonic(), f"answered {resp.status}")
+                self.m.origin_fetches.labels("5xx").inc()
+                self.m.origin_requests.labels(o.name, "5xx").inc()
+                failure = OriginFailure(502, f"Bad Gateway: origin answered {resp.status}")
+                if refuse_5xx:
+                    resp.release()
+                else:
+                    held = resp
+                if idempotent:
+                    continue
+                break
+            breaker.success()
+            self.m.origin_requests.labels(o.name, "ok").inc()
+            return resp
+        if held is not None:
+            return held
+        return failure
 
     async def direct(self, request: web.BaseRequest, path: str, query: str,
                      hdrs: Mapping[str, str], personal: bool = False) -> web.StreamResponse:
@@ -459,12 +556,12 @@ class Filler:
         ``personal``: a Cookie/Authorization request the policy sends past the cache)."""
         assert self.session is not None
         extra = frozenset({"cookie"}) if personal else frozenset()
-        url, headers = self._origin_request(path, query, hdrs, extra=extra)
+        target, headers = self._origin_request(path, query, hdrs, extra=extra)
         deadline = self._deadline()
         # a 5xx as a fill answers it: a hit-for-pass marker (shared L2) must not change what a
         # request gets from a failing origin (pods without one answer 502, not the origin's
         # error page with its Cache-Control)
-        resp = await self.origin_request(url, headers, deadline, refuse_5xx=not personal)
+        resp = await self.origin_request(target, headers, deadline, refuse_5xx=not personal)
         if isinstance(resp, OriginFailure):
             return resp.answer()
         self.m.origin_fetches.labels("pass").inc()
@@ -478,9 +575,9 @@ class Filler:
         extra = _BODY_HEADERS | (frozenset({"cookie"}) if self.cfg.cache_policy.cookies != "strip"
                                  else frozenset())
         _, headers = self._origin_request(path, query, hdrs, extra=extra)
-        url = self._origin_url(path, query)  # the full query
+        target = path + ("?" + query if query else "")  # the full query
         deadline = self._deadline()
-        resp = await self.origin_request(url, headers, deadline, method=request.method,
+        resp = await self.origin_request(target, headers, deadline, method=request.method,
                                          data=request.content if request.body_exists else None,
                                          refuse_5xx=False)
         if isinstance(resp, OriginFailure):

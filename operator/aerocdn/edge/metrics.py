@@ -53,6 +53,18 @@ class EdgeMetrics:
             "aerocdn_origin_fetches", "Requests sent to the origin, by outcome", ["outcome"],
             registry=r,
         )
+        self.origin_requests = Counter(
+            "aerocdn_origin_requests", "Requests sent to each origin, by outcome (ok, 5xx, "
+            "error, timeout)", ["origin", "outcome"], registry=r,
+        )
+        self.origin_up = Gauge(
+            "aerocdn_origin_up", "1 while the origin's circuit is closed, 0 while open or "
+            "half-open", ["origin"], registry=r,
+        )
+        self.origin_failovers = Counter(
+            "aerocdn_origin_failovers", "Origin requests retried on another origin after a "
+            "connect error, timeout or 5xx", registry=r,
+        )
         self.collapsed = Counter(
             "aerocdn_collapsed_waits",
             "Misses that waited for another fetch instead of asking the origin",

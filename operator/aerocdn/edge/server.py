@@ -11,6 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -20,6 +21,7 @@ from aerocdn.edge.config import EdgeConfig
 from aerocdn.edge.fill import Filler, short_answer
 from aerocdn.edge.l2 import TierSet
 from aerocdn.edge.metrics import EdgeMetrics
+from aerocdn.edge.origins import choose_route
 from aerocdn.edge.policy import (
     BadTarget,
     CacheKey,
@@ -38,11 +40,30 @@ from aerocdn.edge.tiers import PassMarker
 
 log = logging.getLogger("aerocdn.edge")
 
+# nginx names the location (route) a request went through: "-" for requests no route matches,
+# else the index in routes[] (render/templates/nginx.conf.j2)
+ROUTE_HEADER = "X-Aerocdn-Route"
+
+
+def route_id(index: int | None) -> str:
+    return "-" if index is None else str(index)
+
+
+@dataclass
+class RoutePath:
+    """The request path of one route: its config (cache policy), fills (origin group) and
+    slices."""
+
+    index: int | None  # routes[index]; None: requests no route matches
+    cfg: EdgeConfig
+    filler: Filler
+    slices: SlicePath
+
 
 class RequestPath:
     """``handle``: one request from nginx - the Host and target checked and made canonical,
-    then an L2 answer (fresh, or stale while a refresh runs), else a fill; ``inflight`` counts
-    the requests being answered."""
+    its route chosen (longest pathPrefix), then an L2 answer (fresh, or stale while a refresh
+    runs), else a fill; ``inflight`` counts the requests being answered."""
 
     def __init__(self, cfg: EdgeConfig, m: EdgeMetrics, l2: TierSet, l1: L1Index,
                  filler: Filler):
@@ -51,9 +72,23 @@ class RequestPath:
         self.l2 = l2
         self.l1 = l1
         self.filler = filler
-        self.slices = SlicePath(cfg, m, l2, l1, filler)
+        groups = {o.group for o in cfg.origin_list}
+        self.default = self._route(None) if filler.group in groups else None
+        self.routes = [self._route(i) for i in range(len(cfg.routes))]
         self.inflight = 0
         self._hosts_seen: dict[str, bool] = {}
+
+    def _route(self, index: int | None) -> RoutePath:
+        route = self.cfg.routes[index] if index is not None else None
+        rcfg = self.cfg.for_route(route)
+        group = route.origin if route is not None else self.filler.group
+        f = self.filler if rcfg is self.cfg and group == self.filler.group else \
+            self.filler.view(rcfg, group)
+        return RoutePath(index, rcfg, f, SlicePath(rcfg, self.m, self.l2, self.l1, f))
+
+    @property
+    def slice_paths(self) -> list[SlicePath]:
+        return [r.slices for r in ([self.default] if self.default else []) + self.routes]
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         t0 = time.perf_counter()
@@ -94,15 +129,33 @@ class RequestPath:
         # ("/a?" is not: its key would differ from the one a purge of "/a" names)
         l1_ok = request.raw_path == path + ("?" + query if query else "")
         hdrs = request.headers  # case-insensitive: lower-case lookups work
+        rp = self.default
+        if self.routes:
+            index = choose_route(self.cfg.routes, path)
+            if index is not None:
+                rp = self.routes[index]
+            # nginx chose its location on its own reading of the path ($uri, decoded): it
+            # may keep an answer only when that is the route chosen here, so an L1 entry
+            # always has its route's L1 settings
+            sent = hdrs.get(ROUTE_HEADER)
+            if sent is not None and sent != route_id(index):
+                l1_ok = False
+        assert rp is not None  # without a 'default' group a route for / matches every path
+        return await self._serve(request, rp, host, path, query, hdrs, l1_ok)
+
+    async def _serve(self, request: web.BaseRequest, rp: RoutePath, host: str, path: str,
+                     query: str, hdrs: Mapping[str, str],
+                     l1_ok: bool) -> tuple[web.StreamResponse, str]:
+        filler = rp.filler
         if request.method not in ("GET", "HEAD"):
-            return await self.filler.pass_through(request, path, query, hdrs), "pass"
-        policy = self.cfg.cache_policy
+            return await filler.pass_through(request, path, query, hdrs), "pass"
+        policy = rp.cfg.cache_policy
         if (policy.cookies == "bypass" and "cookie" in hdrs) or (
                 policy.authorization == "bypass" and "authorization" in hdrs):
-            return await self.filler.direct(request, path, query, hdrs, personal=True), "pass"
+            return await filler.direct(request, path, query, hdrs, personal=True), "pass"
         ck = cache_key(policy.cache_key, host, path, query, hdrs)
         if policy.slices.enabled:
-            return await self.slices.handle(request, ck, path, query, hdrs, l1_ok)
+            return await rp.slices.handle(request, ck, path, query, hdrs, l1_ok)
         now = time.time()
         entry, _ = await self._lookup(ck, hdrs)
         stale: StoredObject | None = None
@@ -111,33 +164,34 @@ class RequestPath:
             state = entry.state(now)
             if state == "fresh":
                 self.m.hit("l2")
-                return self._answer(request, entry, "l2", now, ck, hdrs, l1_ok), "l2-hit"
+                return self._answer(rp.cfg, request, entry, "l2", now, ck, hdrs, l1_ok), "l2-hit"
             if state == "stale-revalidate":
                 self.m.hit("l2-stale")
-                self.filler.refresh_in_background(ck, path, query, hdrs, entry)
-                return self._answer(request, entry, "l2-stale", now, ck, hdrs, l1_ok), \
+                filler.refresh_in_background(ck, path, query, hdrs, entry)
+                return self._answer(rp.cfg, request, entry, "l2-stale", now, ck, hdrs, l1_ok), \
                     "l2-stale"
             if state == "stale":
                 stale = entry
             base = entry
         if isinstance(entry, PassMarker):
-            return await self.filler.direct(request, path, query, hdrs), "pass"
+            return await filler.direct(request, path, query, hdrs), "pass"
 
-        outcome = await self.filler.fill(ck, path, query, hdrs, base)
+        outcome = await filler.fill(ck, path, query, hdrs, base)
         now = time.time()
         if outcome.kind == "stored" and outcome.obj is not None:
             tier = outcome.tier
-            return self._answer(request, outcome.obj, tier, now, ck, hdrs, l1_ok), tier
+            return self._answer(rp.cfg, request, outcome.obj, tier, now, ck, hdrs, l1_ok), tier
         if outcome.kind == "pass":
             s = outcome.stream
             if s is not None and not s.taken:
                 s.taken = True
-                return await self.filler.stream(request, s), "pass"
-            return await self.filler.direct(request, path, query, hdrs), "pass"
+                return await filler.stream(request, s), "pass"
+            return await filler.direct(request, path, query, hdrs), "pass"
         # origin failed
         if stale is not None:
             self.m.hit("l2-stale-if-error")
-            return self._answer(request, stale, "stale-if-error", now, ck, hdrs, False), "stale"
+            return self._answer(rp.cfg, request, stale, "stale-if-error", now, ck, hdrs,
+                                False), "stale"
         return short_answer(outcome.status, f"{outcome.status} {outcome.reason}"), "error"
 
     async def _lookup(self, ck: CacheKey, hdrs: Mapping[str, str]) -> tuple[Any, str]:
@@ -155,18 +209,20 @@ class RequestPath:
             return None, key  # never hand a request another request's variant
         return entry, key
 
-    def _answer(self, request: web.BaseRequest, obj: StoredObject, tier: str, now: float,
-                ck: CacheKey, hdrs: Mapping[str, str], l1_ok: bool) -> web.Response:
-        headers = answer_headers(obj, now, self.cfg.cache_policy.l1_max_ttl_seconds, tier)
-        l1_ttl = l1_seconds(obj, now, self.cfg.cache_policy.l1_max_ttl_seconds) if l1_ok else 0
-        if l1_ttl > 0 and self.cfg.nginx_control_url:
+    def _answer(self, cfg: EdgeConfig, request: web.BaseRequest, obj: StoredObject, tier: str,
+                now: float, ck: CacheKey, hdrs: Mapping[str, str], l1_ok: bool) -> web.Response:
+        """``cfg``: the route's (its L1 freshness cap)."""
+        policy = cfg.cache_policy
+        headers = answer_headers(obj, now, policy.l1_max_ttl_seconds, tier)
+        l1_ttl = l1_seconds(obj, now, policy.l1_max_ttl_seconds) if l1_ok else 0
+        if l1_ttl > 0 and cfg.nginx_control_url:
             # nginx will keep this answer: remember how to name it in a purge; past the index's
             # byte budget nginx is told not to keep it (it could not be purged)
-            names = (*self.cfg.cache_policy.cache_key.vary_headers, *obj.vary)
+            names = (*policy.cache_key.vary_headers, *obj.vary)
             kh = tuple((n, hdrs[n]) for n in names if n in hdrs)
             path, _, q = request.raw_path.partition("?")
             if not self.l1.record(ck.url, repr(kh), L1Entry(
-                    path, q, kh, now + l1_ttl + self.cfg.cache_policy.l1_keep_seconds,
+                    path, q, kh, now + l1_ttl + policy.l1_keep_seconds,
                     obj.tags)):
                 l1_ttl = 0
         if l1_ttl == 0:

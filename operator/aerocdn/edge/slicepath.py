@@ -302,10 +302,10 @@ class SlicePath:
         its answer streamed back as it is."""
         f = self.filler
         assert f.session is not None
-        url, headers = f._origin_request(path, query, hdrs, extra=frozenset({"range",
-                                                                            "if-range"}))
+        target, headers = f._origin_request(path, query, hdrs,
+                                            extra=frozenset({"range", "if-range"}))
         deadline = f._deadline()
-        resp = await f.origin_request(url, headers, deadline)
+        resp = await f.origin_request(target, headers, deadline)
         if isinstance(resp, OriginFailure):
             return resp.answer()
         self.m.origin_fetches.labels("pass").inc()
@@ -494,10 +494,10 @@ class SlicePath:
         metadata names (None: a metadata fill - store the metadata too)."""
         f = self.filler
         assert f.session is not None
-        url, headers = f._origin_request(path, query, hdrs)
+        target, headers = f._origin_request(path, query, hdrs)
         headers["Range"] = slice_request_range(index, self.size)
         deadline = f._deadline()
-        resp = await f.origin_request(url, headers, deadline)
+        resp = await f.origin_request(target, headers, deadline)
         if isinstance(resp, OriginFailure):
             return SliceFill("error", status=resp.status, reason=resp.reason)
         rheaders = tuple((k, v) for k, v in resp.headers.items())

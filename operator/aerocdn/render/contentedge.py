@@ -73,7 +73,11 @@ def edge_config(
             "namespace": ce.namespace,
             "region": region.name,
             "hosts": list(spec.hosts),
-            "origin": spec.origin.model_dump(by_alias=True, exclude_none=True),
+            **({"origin": spec.origin.model_dump(by_alias=True, exclude_none=True)}
+               if spec.origin is not None else
+               {"origins": [o.model_dump(by_alias=True, exclude_none=True)
+                            for o in spec.origins or ()]}),
+            "routes": [r.model_dump(by_alias=True, exclude_none=True) for r in spec.routes],
             "cachePolicy": spec.cache_policy.model_dump(by_alias=True, exclude_none=True),
             "cacheClusters": {k: v.model_dump(by_alias=True) for k, v in sorted(refs.items())},
             "peers": {"dnsName": f"{region_name(ce.name, region.name)}-peers.{ce.namespace}.svc"},

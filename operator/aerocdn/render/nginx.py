@@ -7,11 +7,12 @@ Pure: EdgeConfig in, text out.  Production paths and ports are EdgeConfig defaul
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import jinja2
 
-from aerocdn.edge.config import CacheKeyConfig, EdgeConfig
+from aerocdn.edge.config import CacheKeyConfig, CachePolicyConfig, EdgeConfig
 
 _TEMPLATES = Path(__file__).parent / "templates"
 _ENV = jinja2.Environment(
@@ -55,6 +56,44 @@ def nginx_cache_key(policy: CacheKeyConfig, purge: bool = False,
     return key + f"|{slice_var}" if slice_var else key
 
 
+@dataclass(frozen=True)
+class Location:
+    """One nginx ``location`` to the edge: ``route_id`` is what nginx tells the edge about
+    its choice (None without routes), ``policy`` the route's cache policy."""
+
+    match: str
+    route_id: str | None
+    policy: CachePolicyConfig
+    comment: str = ""
+
+
+def locations(cfg: EdgeConfig) -> list[Location]:
+    """One location per route (prefix match, ``^~``: the longest prefix wins, as in the
+    edge's choice) and ``/`` for requests no route matches (unless a route is ``/``)."""
+    if not cfg.routes:
+        return [Location("/", None, cfg.cache_policy)]
+    out = []
+    if all(r.path_prefix != "/" for r in cfg.routes):
+        out.append(Location("/", "-", cfg.route_policy(None),
+                            "requests no route matches: origin group default"))
+    for i, r in enumerate(cfg.routes):
+        out.append(Location("/" if r.path_prefix == "/" else f"^~ {r.path_prefix}", str(i),
+                            cfg.route_policy(r),
+                            f"routes[{i}] {r.path_prefix}: origin group {r.origin}"))
+    return out
+
+
+def upstream_read_timeout(cfg: EdgeConfig) -> int:
+    """nginx's wait for the edge's answer: the longest origin attempts one request can make
+    (connect + read each, originAttempts of them, at most the longest fetch deadline), plus
+    the wait for another pod's fill."""
+    spans = sorted((o.connect_timeout_seconds + o.read_timeout_seconds
+                    for o in cfg.origin_list), reverse=True)
+    fetch = max(o.fetch_timeout_seconds for o in cfg.origin_list)
+    origin = spans[0] if len(spans) == 1 else min(fetch, sum(spans[:cfg.origin_attempts]))
+    return int(origin + cfg.lock_wait_seconds) + 5
+
+
 def _nginx_size(n: int) -> str:
     mib = 1024 * 1024
     return f"{max(1, n // mib)}m"
@@ -63,9 +102,6 @@ def _nginx_size(n: int) -> str:
 def render_nginx_conf(cfg: EdgeConfig) -> str:
     policy = cfg.cache_policy
     slices = policy.slices.enabled
-    upstream_read = int(
-        cfg.origin.connect_timeout_seconds + cfg.origin.read_timeout_seconds + cfg.lock_wait_seconds
-    ) + 5
     return _ENV.get_template("nginx.conf.j2").render(
         cfg=cfg,
         ngx=cfg.nginx,
@@ -78,5 +114,6 @@ def render_nginx_conf(cfg: EdgeConfig) -> str:
         l1_max_size=_nginx_size(policy.l1_cache_bytes),
         rl=cfg.rate_limits,
         tls=cfg.tls if cfg.tls is not None and cfg.tls.certificates else None,
-        upstream_read_timeout=upstream_read,
+        upstream_read_timeout=upstream_read_timeout(cfg),
+        locations=locations(cfg),
     )
