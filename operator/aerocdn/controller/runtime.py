@@ -191,6 +191,9 @@ class Runtime:
             self.known.discard(key)
             self.queue.forget(key)
             self.unchanged.forget(key)
+            if self.ctx is not None:  # per-object memory of the reconciles goes with it
+                self.ctx.origin_health.pop((namespace, name), None)
+                self.ctx.dns_checked.discard((namespace, name))
             return
         self.known.add(key)
         if enqueue:
