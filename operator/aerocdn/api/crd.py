@@ -225,6 +225,9 @@ def contentedge_crd() -> dict[str, Any]:
             {"name": "Regions", "type": "string", "jsonPath": ".status.ready"},
             _PHASE,
             {"name": "Origin", "type": "string", "jsonPath": ".spec.origin.url", "priority": 1},
+            # spec.origins (several origins): their names, as kubectl shows a list
+            {"name": "Origins", "type": "string", "jsonPath": ".spec.origins[*].name",
+             "priority": 1},
             _AGE,
         ],
     )
