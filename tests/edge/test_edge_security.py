@@ -542,6 +542,18 @@ async def test_l1_hit_age_grows(pods: PodFactory, origin: Origin) -> None:
     assert int(later.headers["age"]) >= int(first.headers.get("age", "0")) + 2
 
 
+async def test_the_origins_age_counts_on_misses_and_l1_hits(
+        pods: PodFactory, origin: Origin) -> None:
+    """An answer 100 s old at the origin (Age: 100) is at least that old in every answer of
+    ours (RFC 9111 4.2.3); an Age counted from our fetch told downstream caches 100 s less."""
+    origin.set("/aged", body=b"o", headers={"Cache-Control": "max-age=300", "Age": "100"})
+    pod = await pods()
+    for expect in ("MISS", "HIT"):
+        r = await raw_get(pod.url, "/aged")
+        assert (r.status, r.headers["x-cache"]) == (200, expect)
+        assert 100 <= _one_age(r) <= 110
+
+
 def _one_age(r: RawAnswer) -> int:
     """The answer's Age, checked to be the only one and the internal stamp to be absent."""
     assert r.raw.split(b"\r\n\r\n")[0].lower().count(b"\r\nage:") == 1, r.raw[:500]

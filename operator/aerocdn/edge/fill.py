@@ -340,7 +340,7 @@ class Filler:
                 await self._mark_pass(ck, lock)
                 return FillOutcome("stored", dataclasses.replace(
                     base, headers=merged, stored_at=now, fresh_until=now, revalidate=True,
-                    no_stale=True), tier="origin")
+                    no_stale=True, initial_age=0.0), tier="origin")
             return await self._store(ck, hdrs, lock, decision, base.status, merged,
                                      base.body, now, tags)
         decision = decide_storage("GET", hdrs, resp.status, rheaders, policy, now, self._unkeyed)
@@ -403,6 +403,7 @@ class Filler:
             no_stale=decision.no_stale,
             revalidate=decision.revalidate,
             tags=tags,
+            initial_age=decision.age,
         )
         # an object revalidated on each use is kept like an unlabelled one (defaultTTL)
         ttl = (max(1, self.cfg.cache_policy.default_ttl_seconds) if obj.revalidate

@@ -206,6 +206,9 @@ class StoreDecision:
     vary: tuple[str, ...] = ()  # response Vary names (lower-case) outside the key policy
     no_stale: bool = False  # must-revalidate, proxy-revalidate, s-maxage: never served stale
     revalidate: bool = False  # no-cache: stored, revalidated with the origin on every use
+    # the origin's Age (RFC 9111 5.1): how old the answer already was when it arrived; the
+    # Age the edge's answers carry counts from there (4.2.3), as freshness above does
+    age: float = 0.0
 
 
 def _first(headers: Headers, name: str) -> str | None:
@@ -355,6 +358,7 @@ def decide_storage(
         stale_if_error=sie_s,
         vary=tuple(vary_names),
         no_stale=no_stale,
+        age=float(age),
     )
 
 
@@ -381,6 +385,9 @@ class StoredObject:
     slice_total: int = -1
     # the origin's tags (surrogate keys): purge by tag removes every object carrying one
     tags: tuple[str, ...] = ()
+    # the origin's Age when it was fetched (StoreDecision.age): the object is that much
+    # older than stored_at (which purges compare with) says
+    initial_age: float = 0.0
 
     def matches(self, request_headers: Mapping[str, str]) -> bool:
         """Is this the variant the request selects (RFC 9111 4.1)?  The one check before any
@@ -405,7 +412,12 @@ class StoredObject:
         return max(1, int(self.fresh_until + extra - now) + 1)
 
     def age(self, now: float) -> int:
-        return max(0, int(now - self.stored_at))
+        """RFC 9111 4.2.3: the Age it arrived with plus the time it has been kept since."""
+        return max(0, int(now - self.stored_at + self.initial_age))
+
+    def born(self) -> float:
+        """When it was new at the origin, as far as its Age says (X-Aerocdn-Born)."""
+        return self.stored_at - self.initial_age
 
 
 @dataclass(frozen=True)
@@ -474,7 +486,7 @@ def answer_headers(
     ``Age`` of the edge's own: nginx would hide it, and every header line nginx stores is
     parsed again on every L1 hit (~600 instructions each, bench/edge/l1_cost.py)."""
     out = list(obj.headers)
-    out.append(("X-Aerocdn-Born", f"{obj.stored_at:.3f}"))
+    out.append(("X-Aerocdn-Born", f"{obj.born():.3f}"))
     out.append(("X-Accel-Expires", str(l1_seconds(obj, now, l1_max_ttl))))
     out.append(("X-Aerocdn-Tier", tier))
     return out

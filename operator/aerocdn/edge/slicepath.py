@@ -535,7 +535,8 @@ class SlicePath:
             fresh_until=now + decision.freshness_seconds,
             stale_while_revalidate=decision.stale_while_revalidate,
             stale_if_error=decision.stale_if_error, vary=(), selected=selected_headers((), hdrs),
-            no_stale=decision.no_stale, revalidate=decision.revalidate, slice_total=total)
+            no_stale=decision.no_stale, revalidate=decision.revalidate, slice_total=total,
+            initial_age=decision.age)
         ttl = max(1, policy.default_ttl_seconds) if meta.revalidate else meta.record_ttl(now)
         changed = expect is not None and ver != expect
         if resp.status == 200:
@@ -601,7 +602,7 @@ class SlicePath:
             stored_at=now, fresh_until=now + decision.freshness_seconds,
             stale_while_revalidate=decision.stale_while_revalidate,
             stale_if_error=decision.stale_if_error, no_stale=decision.no_stale,
-            revalidate=decision.revalidate)
+            revalidate=decision.revalidate, initial_age=decision.age)
         ttl = max(1, policy.default_ttl_seconds) if obj.revalidate else obj.record_ttl(now)
         await self.l2.put(meta_key(ck.key, self.size), obj, ttl, lock.tier)
         changed = expect is not None

@@ -212,6 +212,7 @@ def to_bins(e: Entry) -> dict[str, Any]:
             "fl": (1 if e.no_stale else 0) | (2 if e.revalidate else 0),
             **({"tot": e.slice_total} if e.slice_total >= 0 else {}),
             **({"tg": list(e.tags)} if e.tags else {}),
+            **({"ia": e.initial_age} if e.initial_age else {}),
         }
     if isinstance(e, VaryMarker):
         return {"k": "v", "u": e.url, "vy": list(e.vary), "sa": e.stored_at, "fu": e.expires_at}
@@ -236,6 +237,7 @@ def from_bins(b: dict[str, Any]) -> Entry | None:
             revalidate=bool(int(b.get("fl") or 0) & 2),
             slice_total=int(b.get("tot", -1)),
             tags=tuple(str(t) for t in (b.get("tg") or ())),
+            initial_age=float(b.get("ia") or 0.0),  # records written before: none
         )
     if kind == "v":
         return VaryMarker(

@@ -45,6 +45,23 @@ def test_age_from_upstream_is_subtracted() -> None:
     assert decide("max-age=100", Age="30")[2] == 70
 
 
+def test_the_age_an_answer_arrives_with_counts_in_the_age_the_edge_sends() -> None:
+    """RFC 9111 4.2.3: Age = the Age it came with + the time kept since. An Age that left the
+    origin's out told a downstream cache the object was younger than it is."""
+    d = decide_storage("GET", {}, 200, (("Cache-Control", "max-age=100"), ("Age", "30")),
+                       POLICY, NOW)
+    assert d.age == 30
+    o = obj(fresh_for=d.freshness_seconds, initial_age=d.age)
+    assert o.age(NOW + 5) == 35
+    h = dict(answer_headers(o, NOW + 5, l1_max_ttl=600, tier="l2"))
+    assert float(h["X-Aerocdn-Born"]) == NOW - 30  # nginx: Age = now - born
+    assert int(h["X-Accel-Expires"]) == 65  # what is left of max-age 100 at age 35
+    from aerocdn.edge.tiers import from_bins, to_bins
+    back = from_bins(to_bins(o))
+    assert back is not None and back.age(NOW + 5) == 35  # kept in the L2 record
+    assert obj().age(NOW + 5) == 5 and "ia" not in to_bins(obj())  # none: as before
+
+
 def test_expires_minus_date_is_the_lifetime() -> None:
     d = decide(None, Date="Mon, 01 Jan 2024 00:00:00 GMT", Expires="Mon, 01 Jan 2024 00:05:00 GMT")
     assert d[:1] == (True,) and d[2] == 300
