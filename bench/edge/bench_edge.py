@@ -45,6 +45,7 @@ from tests.edge.edgeharness import (  # noqa: E402
     write_config_file,
 )
 
+from aerocdn.edge.policy import tier_of  # noqa: E402
 from aerocdn.render.nginx import render_nginx_conf  # noqa: E402
 
 PY = sys.executable
@@ -263,7 +264,7 @@ def warm(port: int, path: str, n: int = 3) -> list[str]:
                                      headers={"Host": HOST, "Accept-Encoding": "gzip"})
         with urllib.request.urlopen(req, timeout=10) as r:
             r.read()
-            seen.append(r.headers.get("X-Cache") or r.headers.get("X-Aerocdn-Tier") or "")
+            seen.append(r.headers.get("X-Cache") or tier_of(r.headers))
     return seen
 
 

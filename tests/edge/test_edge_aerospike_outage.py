@@ -26,6 +26,8 @@ import pytest
 from bench.aerospike_clients.bench_clients import ASD_CONF, free_ports
 from tests.edge.edgeharness import HOST, Origin, Pod, PodFactory, edge_config
 
+from aerocdn.edge.policy import tier_of
+
 ASD = os.environ.get("AEROCDN_TEST_ASD", "")
 pytestmark = [
     pytest.mark.aerospike,
@@ -144,7 +146,7 @@ class Load:
                                            timeout=aiohttp.ClientTimeout(total=30)) as r:
                     body = await r.read()
                     ok = r.status == 200 and body == path.encode() * 64
-                    tier = r.headers.get("X-Aerocdn-Tier", "")
+                    tier = tier_of(r.headers)
             except (aiohttp.ClientError, TimeoutError):
                 ok, tier = False, ""
             served = ("l2" if tier.startswith("l2") else "origin") if ok else "lost"

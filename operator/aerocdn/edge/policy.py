@@ -480,15 +480,16 @@ def answer_headers(
 ) -> list[tuple[str, str]]:
     """Headers the edge sends nginx for a stored object: ``X-Accel-Expires`` = what L1 may
     keep it (remaining freshness capped by l1MaxTTLSeconds; nginx reads X-Accel-Expires before
-    Cache-Control and never passes it on), and ``X-Aerocdn-Born`` = when the object was
-    fetched or last validated at the origin (unix seconds): nginx stores it with the answer and
-    sends ``Age`` = its now - born on every answer, L1 hits included, and never the stamp. No
-    ``Age`` of the edge's own: nginx would hide it, and every header line nginx stores is
-    parsed again on every L1 hit (~600 instructions each, bench/edge/l1_cost.py)."""
+    Cache-Control and never passes it on), and ``X-Aerocdn-Born: <born> <tier>`` = when the
+    object was fetched or last validated at the origin (unix seconds, less the Age it came
+    with) and the tier that answered: nginx stores it with the answer, sends ``Age`` = its
+    now - born on every answer, L1 hits included, and logs the tier of misses (aerocdn's
+    module, nginx-modules/aerocdn_age), and never passes the header on. No ``Age`` of the
+    edge's own and no separate tier header: every header line nginx stores is parsed again on
+    every L1 hit (~600 instructions each, bench/edge/l1_cost.py)."""
     out = list(obj.headers)
-    out.append(("X-Aerocdn-Born", f"{obj.born():.3f}"))
+    out.append(("X-Aerocdn-Born", f"{obj.born():.3f} {tier}"))
     out.append(("X-Accel-Expires", str(l1_seconds(obj, now, l1_max_ttl))))
-    out.append(("X-Aerocdn-Tier", tier))
     return out
 
 
@@ -498,8 +499,15 @@ def pass_headers(headers: Headers, tier: str = "pass",
     too big, other methods): not in L2, so not in L1 either (``X-Accel-Expires: 0``)."""
     out = list(store_headers(headers, drop))
     out.append(("X-Accel-Expires", "0"))
-    out.append(("X-Aerocdn-Tier", tier))
+    out.append(("X-Aerocdn-Born", f"- {tier}"))  # no stamp (so no Age), and the tier
     return out
+
+
+def tier_of(headers: Mapping[str, str]) -> str:
+    """The tier an answer of the edge names (``X-Aerocdn-Born: <stamp|-> <tier>``); the
+    header looked up as sent or in lower case."""
+    born = headers.get("X-Aerocdn-Born") or headers.get("x-aerocdn-born") or ""
+    return born.partition(" ")[2]
 
 
 def not_modified(obj: StoredObject, request_headers: Mapping[str, str]) -> bool:

@@ -230,7 +230,7 @@ class RequestPath:
         if not_modified(obj, hdrs):
             keep = {"etag", "cache-control", "expires", "last-modified", "vary", "date"}
             h304 = [(k, v) for k, v in headers if k.lower() in keep or k in
-                    ("Age", "X-Accel-Expires", "X-Aerocdn-Tier", "X-Aerocdn-Born")]
+                    ("X-Accel-Expires", "X-Aerocdn-Born")]
             return web.Response(status=304, headers=CIMultiDict(h304))
         self.m.sent(tier, len(obj.body))
         return web.Response(status=obj.status, body=obj.body, headers=CIMultiDict(headers))
