@@ -8,9 +8,10 @@ planned nothing, running it again decides the same: the resync round and events 
 objects it does not read cost a store lookup instead of a plan, a render and a diff.
 
 Not for CacheClusters: their reconcile also reads what Aerospike says (migrations, cluster
-size), which no watch brings. And never for longer than ``FULL_EVERY_SECONDS``: a full
-reconcile still runs that often, so what no watch reports (a DNSEndpoint edited by hand, a
-watch that silently lost an event) is repaired as before.
+size), which no watch brings; nor for ContentEdges with DNS output (their DNSEndpoints are
+listed from the API, not watched). And never for longer than ``FULL_EVERY_SECONDS``: a full
+reconcile still runs that often, so what no watch reports (a watch that silently lost an
+event) is repaired as before.
 """
 
 from __future__ import annotations
@@ -34,12 +35,16 @@ def _versions(objs: Iterable[dict[str, Any]]) -> tuple[tuple[str, str | None], .
 def contentedge_inputs(store: Store, namespace: str, name: str,
                        child_kinds: Iterable[tuple[str, str]]) -> Inputs | None:
     """The versions of everything a ContentEdge's reconcile reads from the store; None when
-    the store cannot tell (a kind not listed yet, the ContentEdge unknown)."""
+    the store cannot tell (a kind not listed yet, the ContentEdge unknown) or the reconcile
+    also reads what no watch brings: its DNSEndpoints while DNS output is on (an ExternalDNS
+    installed later, a record edited by hand are seen at the next resync, as before)."""
     kinds = [(API_VERSION, CE_KIND), (API_VERSION, CC_KIND), *child_kinds]
     if not all(store.ready(k) for k in kinds):
         return None
     ce = store.get(API_VERSION, CE_KIND, namespace, name)
     if ce is None:
+        return None
+    if (((ce.get("spec") or {}).get("routing") or {}).get("dns") or {}).get("enabled"):
         return None
     return (ce["metadata"].get("resourceVersion"),
             _versions(store.list(API_VERSION, CC_KIND, namespace)),

@@ -156,3 +156,8 @@ def test_inputs_need_every_kind_listed_and_the_contentedge_known() -> None:
         "name": "site-routes", "namespace": NS, "resourceVersion": "5",
         "labels": {"aerocdn.dev/contentedge": "site"}}})
     assert contentedge_inputs(store, NS, "site", CHILD_KINDS) != first
+    # DNS output on: the DNSEndpoints are read from the API, so never skipped
+    store.upsert("aerocdn.dev/v1alpha1", "ContentEdge",
+                 {"metadata": {"name": "site", "namespace": NS, "resourceVersion": "6"},
+                  "spec": {"routing": {"dns": {"enabled": True}}}})
+    assert contentedge_inputs(store, NS, "site", CHILD_KINDS) is None
