@@ -428,3 +428,25 @@ def test_work_queue_tells_each_run_why_it_was_asked_for() -> None:
     assert sorted(seen) == sorted([("a", "resync"), ("later", "cachecluster"),
                                    ("flaky", "object"), ("flaky", "retry"),
                                    ("poll", "start"), ("poll", "requeue")])
+
+
+def test_a_run_drops_the_later_run_a_timer_asked_for() -> None:
+    """A key asked for in 60 s (a fan-out window, a requeue) and run now for another reason
+    does not run again when the timer would have fired: this run saw what that one would."""
+    runs: list[Any] = []
+
+    async def reconcile(key: Any) -> float | None:
+        runs.append(key)
+        return None
+
+    async def scenario() -> None:
+        queue = WorkQueue(reconcile, workers=1, min_interval=0)
+        queue.start()
+        queue.add("ce", delay=60, cause="cachecluster")
+        queue.add("ce", cause="child")
+        await queue.idle.wait()
+        assert not queue._timers  # the 60 s run is gone
+        await queue.stop()
+
+    asyncio.run(asyncio.wait_for(scenario(), timeout=30))
+    assert runs == ["ce"]

@@ -187,7 +187,11 @@ async def reconcile_contentedge(ctx: Context, namespace: str, name: str) -> floa
     health_wait = ctx.origin_health_seconds if origins is not None else None
     if plan.next_change_at is not None:
         return _sooner(max(0.5, (plan.next_change_at - now_dt).total_seconds()), health_wait)
-    return _sooner(None if all_ready else ctx.poll_seconds * 2, health_wait)
+    # Waiting for edges needs no polling: their Deployments' readiness comes by the watch
+    # (runtime.child_news) and a CacheCluster's by the fan-out; a lost event is what the
+    # resync is for. (The poll ran each waiting ContentEdge every 6 s: 600 of 1,575 runs
+    # while 200 became Ready.)
+    return health_wait
 
 
 def _sooner(a: float | None, b: float | None) -> float | None:

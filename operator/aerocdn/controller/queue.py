@@ -101,6 +101,11 @@ class WorkQueue:
         while True:
             key = await self._queue.get()
             self._queued.discard(key)
+            # a run now makes a later one a timer asked for needless: what that one would
+            # see, this one sees (and it asks again for what is still due)
+            timer = self._timers.pop(key, None)
+            if timer is not None:
+                timer.cancel()
             self._running.add(key)
             self._running_cause[key] = self._causes.pop(key, "other")
             self._started[key] = asyncio.get_running_loop().time()
