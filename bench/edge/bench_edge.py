@@ -253,7 +253,7 @@ def wrk(port: int, path: str, duration: int, connections: int, cpu: str | None,
         lat[pct] = float(val) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors = re.search(r"Socket errors: (.*)", out)
-    return {"rps": rps, "p50_ms": lat.get("50"), "p99_ms": lat.get("99"),
+    return {"rps": rps, "p50_ms": lat.get("50"), "p99_ms": lat.get("99"), "requests": total,
             "per_cpu_s": total / cpu_used if cpu_used > 0 else 0.0,
             "non2xx": int(non2xx.group(1)) if non2xx else 0,
             "socket_errors": errors.group(1) if errors else "", "cmd": " ".join(cmd),
@@ -321,6 +321,21 @@ async def first_requests(ports: list[int], objects: int) -> None:
                                    for p in ports))
 
 
+def l2_counts(admin_port: int) -> tuple[float, float]:
+    """(L2 hits, L2 tier errors) so far, from the edge's /metrics."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    hits = errors = 0.0
+    for line in text.splitlines():
+        if line.startswith('aerocdn_cache_hits_total{tier="l2"}'):
+            hits += float(line.rsplit(" ", 1)[1])
+        elif line.startswith("aerocdn_tier_errors_total{"):
+            errors += float(line.rsplit(" ", 1)[1])
+    return hits, errors
+
+
 def origin_counts(port: int) -> dict[str, int]:
     import urllib.request
 
@@ -355,9 +370,9 @@ def run_l2(args: argparse.Namespace, procs: Procs, tmp: Path, origin_port: int, 
     def label(size: int, urls: int) -> str:
         return f"{size // 1024} KiB, {urls} URL{'s' if urls > 1 else ''}"
 
-    targets: list[tuple[str, int, str, int]] = []
+    targets: list[tuple[str, int, int, str, int]] = []
     for name, extra, code in edges:
-        _, port, _ = edge_pod(procs, tmp, origin_port, nginx=False, cpu_nginx=None,
+        _, port, admin = edge_pod(procs, tmp, origin_port, nginx=False, cpu_nginx=None,
                               cpu_edge=server_cpu, code=code, **extra)
         for size in sizes:
             for urls in url_counts:
@@ -368,7 +383,7 @@ def run_l2(args: argparse.Namespace, procs: Procs, tmp: Path, origin_port: int, 
                 else:
                     path = f"/sz/{size}/m"  # l2_cycle.lua appends 0 .. urls-1
                     seen = asyncio.run(warm_many(port, many_paths(size, urls)))
-                targets.append((f"{name}, {label(size, urls)}", port, path, urls))
+                targets.append((f"{name}, {label(size, urls)}", port, admin, path, urls))
                 results[f"tier/{name}/{size}/{urls}"] = seen
     w(f"### (b) L2 hits, `aerocdn edge` alone (no nginx), edge on CPU {server_cpu}, "
       f"wrk on CPU {client_cpu or 'any (unpinned)'}")
@@ -380,29 +395,39 @@ def run_l2(args: argparse.Namespace, procs: Procs, tmp: Path, origin_port: int, 
             _, name, size_s, urls_s = k.split("/")
             w(f"- {name}, {label(int(size_s), int(urls_s))}: {v}")
     w("")
+    w("`L2 hits` = the edge's L2-hit count over the run / wrk's requests (the rest went to "
+      "the origin, e.g. after tier errors opened the circuit).")
+    w("")
     w("| server | round | req/s | req per edge CPU-second | p50 ms | p99 ms | non-2xx "
-      "| load before |")
-    w("| --- | --- | --- | --- | --- | --- | --- | --- |")
+      "| L2 hits | tier errors | load before |")
+    w("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for round_ in rounds:
-        for name, port, path, urls in targets:
+        for name, port, admin, path, urls in targets:
+            hits0, errors0 = l2_counts(admin)
             r = wrk(port, path, args.duration, args.connections, client_cpu, urls)
+            hits1, errors1 = l2_counts(admin)
+            r["l2_share"] = (hits1 - hits0) / max(1, r["requests"])
+            r["tier_errors"] = errors1 - errors0
             results[f"b/{name}/{round_}"] = r
             w(f"| {name} | {round_} | {r['rps']:.0f} | {r['per_cpu_s']:.0f} | {r['p50_ms']} "
-              f"| {r['p99_ms']} | {r['non2xx']} | "
-              f"{r['load'].split('load average:')[-1].strip()} |")
+              f"| {r['p99_ms']} | {r['non2xx']} | {r['l2_share']:.1%} | {r['tier_errors']:.0f} "
+              f"| {r['load'].split('load average:')[-1].strip()} |")
     w("")
-    w("| server | median req/s | median p50 ms | median p99 ms | req/s vs memory tier |")
-    w("| --- | --- | --- | --- | --- |")
+    w("| server | median req/s | median req per edge CPU-s | median p50 ms | median p99 ms "
+      "| req/s vs memory tier | per CPU-s vs memory tier |")
+    w("| --- | --- | --- | --- | --- | --- | --- |")
     for size in sizes:
         for urls in url_counts:
-            base = statistics.median(
-                results[f"b/memory tier, {label(size, urls)}/{i}"]["rps"] for i in rounds)
+            def med(k: str, field: str) -> float:
+                return statistics.median(results[f"b/{k}/{i}"][field] for i in rounds)
+
+            mem = f"memory tier, {label(size, urls)}"
+            base, base_cpu = med(mem, "rps"), med(mem, "per_cpu_s")
             for name, _, _ in edges:
                 k = f"{name}, {label(size, urls)}"
-                rps = statistics.median(results[f"b/{k}/{i}"]["rps"] for i in rounds)
-                p50 = statistics.median(results[f"b/{k}/{i}"]["p50_ms"] for i in rounds)
-                p99 = statistics.median(results[f"b/{k}/{i}"]["p99_ms"] for i in rounds)
-                w(f"| {k} | {rps:.0f} | {p50:.2f} | {p99:.2f} | {rps / base:.2f} |")
+                rps, cpu = med(k, "rps"), med(k, "per_cpu_s")
+                w(f"| {k} | {rps:.0f} | {cpu:.0f} | {med(k, 'p50_ms'):.2f} "
+                  f"| {med(k, 'p99_ms'):.2f} | {rps / base:.2f} | {cpu / base_cpu:.2f} |")
     w("")
 
 
