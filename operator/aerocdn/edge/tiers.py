@@ -342,7 +342,6 @@ class AerospikeTier:
         self.rules = PurgeRules()
         self._pending: list[tuple[str, asyncio.Future[dict[str, Any] | None]]] = []
         self._flushes: set[asyncio.Task[None]] = set()
-        self._flush_scheduled = False
 
     # -- plumbing
     def _key(self, key: str) -> tuple[str, str, str]:
@@ -476,18 +475,14 @@ class AerospikeTier:
 
     # -- interface
     async def get(self, key: str) -> Entry | None:
-        # Gets go to Aerospike as batch reads: one thread-pool hop for many requests (the hop
-        # and the client's per-call work, not Aerospike, are the cost per get).  A batch
-        # starts at the end of the event-loop tick a get arrived in; while
-        # ``max_batches_in_flight`` batches are out, later gets wait for one of them to
-        # answer and then go together (each wait is bounded by that batch's deadline).
-        if self._closed:
-            raise TierError(f"cache cluster {self.name}: closed")
+        # Gets that arrive in the same event-loop iteration go to Aerospike as one batch read:
+        # one thread-pool hop for many requests (the hop and the client's per-call work, not
+        # Aerospike, are the cost per get).  Holding later gets back until the batch in flight
+        # answered made larger batches but was not faster (docs/benchmarks-edge.md).
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[dict[str, Any] | None] = loop.create_future()
         self._pending.append((key, fut))
-        if not self._flush_scheduled and len(self._flushes) < self.max_batches_in_flight:
-            self._flush_scheduled = True
+        if len(self._pending) == 1:
             loop.call_soon(self._start_flush)
         bins = await fut
         if bins is None:
@@ -504,30 +499,14 @@ class AerospikeTier:
                 return soft_expired(entry, at)
         return entry
 
-    max_batch = 128
-    max_batches_in_flight = 1  # measured: 2 made more, smaller batches (bench docs)
-
     def _start_flush(self) -> None:
-        self._flush_scheduled = False
-        if self._closed:  # close() answered the queued gets
-            return
-        free = self.max_batches_in_flight - len(self._flushes)
-        if free <= 0 or not self._pending:
-            return
-        take = free * self.max_batch
-        batch, self._pending = self._pending[:take], self._pending[take:]
+        batch, self._pending = self._pending, []
         for i in range(0, len(batch), self.max_batch):
             task = asyncio.ensure_future(self._flush(batch[i:i + self.max_batch]))
             self._flushes.add(task)
-            task.add_done_callback(self._flush_done)
+            task.add_done_callback(self._flushes.discard)
 
-    def _flush_done(self, task: asyncio.Task[None]) -> None:
-        self._flushes.discard(task)
-        if self._pending and not self._flush_scheduled and not self._closed:
-            # the gets that queued behind the batches in flight; call_soon: the ones arriving
-            # in this tick go with them
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._start_flush)
+    max_batch = 128
 
     async def _flush(self, batch: list[tuple[str, asyncio.Future[dict[str, Any] | None]]]) -> None:
         # every waiter gets an answer, whatever happens here (cancellation included)
