@@ -291,13 +291,19 @@ async def warm_many(port: int, paths: list[str], rounds: int = 2) -> dict[str, i
     seen: Counter[str] = Counter()
     async with aiohttp.ClientSession() as s:
         async def one(path: str, last: bool) -> None:
-            async with s.get(f"http://127.0.0.1:{port}{path}",
-                             headers={"Host": HOST, "Accept-Encoding": "gzip"}) as r:
-                await r.read()
-                if r.status != 200:
-                    raise RuntimeError(f"warming {path}: HTTP {r.status}")
-                if last:
-                    seen[r.headers.get("X-Aerocdn-Tier", "")] += 1
+            for attempt in range(3):  # a pooled keep-alive connection the server just closed
+                try:
+                    async with s.get(f"http://127.0.0.1:{port}{path}",
+                                     headers={"Host": HOST, "Accept-Encoding": "gzip"}) as r:
+                        await r.read()
+                        if r.status != 200:
+                            raise RuntimeError(f"warming {path}: HTTP {r.status}")
+                        if last:
+                            seen[r.headers.get("X-Aerocdn-Tier", "")] += 1
+                        return
+                except aiohttp.ClientOSError:
+                    if attempt == 2:
+                        raise
 
         for n in range(rounds):
             for start in range(0, len(paths), 25):
