@@ -3,7 +3,9 @@
 (a) L1 hits: nginx with our rendered nginx.conf (+ ``aerocdn edge`` behind it) vs plain nginx
     ``proxy_cache`` on the same origin — requests/s, p50, p99, ratio.
 (b) L2 hits: ``aerocdn edge`` alone (nginx bypassed), pinned to one core with taskset —
-    in-memory tier, and the Aerospike tier when ``AEROCDN_TEST_AEROSPIKE`` is set.
+    in-memory tier, and the Aerospike tier when ``AEROCDN_TEST_AEROSPIKE`` is set.  With
+    ``--l2-only``, ``--l2-urls 1,1000`` runs each size as one hot URL and as N distinct
+    pre-warmed URLs that wrk cycles over (a Lua script), so same-tick gets hit distinct keys.
 (c) With ``AEROCDN_TEST_AEROSPIKE``: origin fetches per unique object when 4 edge pods share one
     Aerospike tier vs 4 independent plain nginx caches (concurrent first requests).
 
@@ -231,15 +233,19 @@ def cpu_seconds(pid: int) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
-def wrk(port: int, path: str, duration: int, connections: int, cpu: str | None) -> dict[str, Any]:
+def wrk(port: int, path: str, duration: int, connections: int, cpu: str | None,
+        urls: int = 1) -> dict[str, Any]:
+    """``urls`` > 1: ``path`` is a prefix, l2_cycle.lua requests ``path``0 .. ``path``N-1."""
     cmd = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency",
-           "-H", f"Host: {HOST}", "-H", "Accept-Encoding: gzip", f"http://127.0.0.1:{port}{path}"]
+           *(["-s", str(CYCLE_LUA.relative_to(REPO))] if urls > 1 else []),
+           "-H", f"Host: {HOST}", "-H", "Accept-Encoding: gzip", f"http://127.0.0.1:{port}{path}",
+           *(["--", str(urls)] if urls > 1 else [])]
     if cpu is not None and shutil.which("taskset"):
         cmd = ["taskset", "-c", cpu, *cmd]
     load_before = uptime()
     pid = SERVER_PID.get(port)
     cpu0 = cpu_seconds(pid) if pid else 0.0
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=REPO).stdout
     cpu_used = (cpu_seconds(pid) - cpu0) if pid else 0.0
     total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
@@ -248,7 +254,7 @@ def wrk(port: int, path: str, duration: int, connections: int, cpu: str | None) 
         lat[pct] = float(val) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors = re.search(r"Socket errors: (.*)", out)
-    return {"rps": rps, "p50_ms": lat.get("50"), "p99_ms": lat.get("99"),
+    return {"rps": rps, "p50_ms": lat.get("50"), "p99_ms": lat.get("99"), "requests": total,
             "per_cpu_s": total / cpu_used if cpu_used > 0 else 0.0,
             "non2xx": int(non2xx.group(1)) if non2xx else 0,
             "socket_errors": errors.group(1) if errors else "", "cmd": " ".join(cmd),
@@ -268,6 +274,45 @@ def warm(port: int, path: str, n: int = 3) -> list[str]:
     return seen
 
 
+def many_paths(size: int, urls: int) -> list[str]:
+    """The distinct objects of the multi-URL L2 workload (the paths l2_cycle.lua requests)."""
+    return [f"/sz/{size}/m{i}" for i in range(urls)]
+
+
+CYCLE_LUA = Path(__file__).with_name("l2_cycle.lua")
+
+
+async def warm_many(port: int, paths: list[str], rounds: int = 2) -> dict[str, int]:
+    """Each path requested ``rounds`` times (concurrently, 25 at a time): the first stores it
+    in L2; -> count of the tiers (X-Aerocdn-Born) seen in the last round."""
+    from collections import Counter
+
+    import aiohttp
+
+    seen: Counter[str] = Counter()
+    async with aiohttp.ClientSession() as s:
+        async def one(path: str, last: bool) -> None:
+            for attempt in range(3):  # a pooled keep-alive connection the server just closed
+                try:
+                    async with s.get(f"http://127.0.0.1:{port}{path}",
+                                     headers={"Host": HOST, "Accept-Encoding": "gzip"}) as r:
+                        await r.read()
+                        if r.status != 200:
+                            raise RuntimeError(f"warming {path}: HTTP {r.status}")
+                        if last:
+                            seen[tier_of(r.headers)] += 1
+                        return
+                except aiohttp.ClientOSError:
+                    if attempt == 2:
+                        raise
+
+        for n in range(rounds):
+            for start in range(0, len(paths), 25):
+                await asyncio.gather(*(one(p, n == rounds - 1)
+                                       for p in paths[start:start + 25]))
+    return dict(seen)
+
+
 async def first_requests(ports: list[int], objects: int) -> None:
     import aiohttp
 
@@ -281,6 +326,21 @@ async def first_requests(ports: list[int], objects: int) -> None:
         for start in range(0, objects, 25):
             await asyncio.gather(*(one(p, i) for i in range(start, min(objects, start + 25))
                                    for p in ports))
+
+
+def l2_counts(admin_port: int) -> tuple[float, float]:
+    """(L2 hits, L2 tier errors) so far, from the edge's /metrics."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    hits = errors = 0.0
+    for line in text.splitlines():
+        if line.startswith('aerocdn_cache_hits_total{tier="l2"}'):
+            hits += float(line.rsplit(" ", 1)[1])
+        elif line.startswith("aerocdn_tier_errors_total{"):
+            errors += float(line.rsplit(" ", 1)[1])
+    return hits, errors
 
 
 def origin_counts(port: int) -> dict[str, int]:
@@ -297,51 +357,84 @@ def origin_counts(port: int) -> dict[str, int]:
 def run_l2(args: argparse.Namespace, procs: Procs, tmp: Path, origin_port: int, seed: str,
            ns: str, server_cpu: str | None, client_cpu: str | None, results: dict[str, Any],
            w: Callable[[str], None], rounds: range) -> None:
-    """L2 hits per object size: memory tier vs Aerospike tier (this code, and --old-code),
-    every edge alone on ``server_cpu``, rounds alternating over all of them."""
+    """L2 hits per object size and URL count: memory tier vs Aerospike tier (this code, and
+    --old-code), every edge alone on ``server_cpu``, rounds alternating over all of them.
+    One URL: every request the same hot object; N URLs: wrk cycles over N distinct objects,
+    all stored in L2 beforehand (the batch of one event-loop tick then holds distinct keys)."""
     sizes = [int(x) for x in args.sizes.split(",")]
-    edges: list[tuple[str, dict[str, Any], str | None]] = [("memory tier", {}, None)]
+    url_counts = [int(x) for x in args.l2_urls.split(",")]
+    # every edge gets the same memory limit, large enough that the memory tier holds every
+    # object of the largest workload (its budget is a share of the limit)
+    mem = {"memoryLimit": args.memory_limit}
+    edges: list[tuple[str, dict[str, Any], str | None]] = [("memory tier", mem, None)]
     if seed:
-        cc = {"cacheClusters": {"cc": {"seeds": [seed], "namespace": ns,
-                                       "set": f"bench{os.getpid()}"}}}
+        cc = {**mem, "cacheClusters": {"cc": {"seeds": [seed], "namespace": ns,
+                                              "set": f"bench{os.getpid()}"}}}
         edges.append(("aerospike tier (this branch)", cc, None))
         if args.old_code:
             edges.append(("aerospike tier (old code)", cc, args.old_code))
-    targets: list[tuple[str, int, str]] = []
+
+    def label(size: int, urls: int) -> str:
+        return f"{size // 1024} KiB, {urls} URL{'s' if urls > 1 else ''}"
+
+    targets: list[tuple[str, int, int, str, int]] = []
     for name, extra, code in edges:
-        _, port, _ = edge_pod(procs, tmp, origin_port, nginx=False, cpu_nginx=None,
+        _, port, admin = edge_pod(procs, tmp, origin_port, nginx=False, cpu_nginx=None,
                               cpu_edge=server_cpu, code=code, **extra)
         for size in sizes:
-            path = f"/sz/{size}/l2"
-            warm(port, path)  # first fetch stores it; later ones are L2 hits
-            seen = warm(port, path, 1)
-            targets.append((f"{name}, {size // 1024} KiB", port, path))
-            results[f"tier/{name}/{size}"] = seen
+            for urls in url_counts:
+                if urls == 1:
+                    path = f"/sz/{size}/l2"
+                    warm(port, path)  # first fetch stores it; later ones are L2 hits
+                    seen: Any = warm(port, path, 1)
+                else:
+                    path = f"/sz/{size}/m"  # l2_cycle.lua appends 0 .. urls-1
+                    seen = asyncio.run(warm_many(port, many_paths(size, urls)))
+                targets.append((f"{name}, {label(size, urls)}", port, admin, path, urls))
+                results[f"tier/{name}/{size}/{urls}"] = seen
     w(f"### (b) L2 hits, `aerocdn edge` alone (no nginx), edge on CPU {server_cpu}, "
       f"wrk on CPU {client_cpu or 'any (unpinned)'}")
     w("")
+    w("Answers' tier (`X-Aerocdn-Born`) after warming (the last warm-up pass over every URL):")
+    w("")
+    for k, v in results.items():
+        if k.startswith("tier/"):
+            _, name, size_s, urls_s = k.split("/")
+            w(f"- {name}, {label(int(size_s), int(urls_s))}: {v}")
+    w("")
+    w("`L2 hits` = the edge's L2-hit count over the run / wrk's requests (the rest went to "
+      "the origin, e.g. after tier errors opened the circuit).")
+    w("")
     w("| server | round | req/s | req per edge CPU-second | p50 ms | p99 ms | non-2xx "
-      "| load before |")
-    w("| --- | --- | --- | --- | --- | --- | --- | --- |")
+      "| L2 hits | tier errors | load before |")
+    w("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for round_ in rounds:
-        for name, port, path in targets:
-            r = wrk(port, path, args.duration, args.connections, client_cpu)
+        for name, port, admin, path, urls in targets:
+            hits0, errors0 = l2_counts(admin)
+            r = wrk(port, path, args.duration, args.connections, client_cpu, urls)
+            hits1, errors1 = l2_counts(admin)
+            r["l2_share"] = (hits1 - hits0) / max(1, r["requests"])
+            r["tier_errors"] = errors1 - errors0
             results[f"b/{name}/{round_}"] = r
             w(f"| {name} | {round_} | {r['rps']:.0f} | {r['per_cpu_s']:.0f} | {r['p50_ms']} "
-              f"| {r['p99_ms']} | {r['non2xx']} | "
-              f"{r['load'].split('load average:')[-1].strip()} |")
+              f"| {r['p99_ms']} | {r['non2xx']} | {r['l2_share']:.1%} | {r['tier_errors']:.0f} "
+              f"| {r['load'].split('load average:')[-1].strip()} |")
     w("")
-    w("| server | median req/s | median p50 ms | median p99 ms | req/s vs memory tier |")
-    w("| --- | --- | --- | --- | --- |")
+    w("| server | median req/s | median req per edge CPU-s | median p50 ms | median p99 ms "
+      "| req/s vs memory tier | per CPU-s vs memory tier |")
+    w("| --- | --- | --- | --- | --- | --- | --- |")
     for size in sizes:
-        base = statistics.median(results[f"b/memory tier, {size // 1024} KiB/{i}"]["rps"]
-                                 for i in rounds)
-        for name, _, _ in edges:
-            k = f"{name}, {size // 1024} KiB"
-            rps = statistics.median(results[f"b/{k}/{i}"]["rps"] for i in rounds)
-            p50 = statistics.median(results[f"b/{k}/{i}"]["p50_ms"] for i in rounds)
-            p99 = statistics.median(results[f"b/{k}/{i}"]["p99_ms"] for i in rounds)
-            w(f"| {k} | {rps:.0f} | {p50:.2f} | {p99:.2f} | {rps / base:.2f} |")
+        for urls in url_counts:
+            def med(k: str, field: str) -> float:
+                return statistics.median(results[f"b/{k}/{i}"][field] for i in rounds)
+
+            mem = f"memory tier, {label(size, urls)}"
+            base, base_cpu = med(mem, "rps"), med(mem, "per_cpu_s")
+            for name, _, _ in edges:
+                k = f"{name}, {label(size, urls)}"
+                rps, cpu = med(k, "rps"), med(k, "per_cpu_s")
+                w(f"| {k} | {rps:.0f} | {cpu:.0f} | {med(k, 'p50_ms'):.2f} "
+                  f"| {med(k, 'p99_ms'):.2f} | {rps / base:.2f} | {cpu / base_cpu:.2f} |")
     w("")
 
 
@@ -376,6 +469,12 @@ def main() -> int:
     ap.add_argument("--l2-only", action="store_true", help="only (b), the L2-hit run")
     ap.add_argument("--l1-only", action="store_true", help="only (a), the L1-hit run")
     ap.add_argument("--sizes", default="1024", help="object sizes for (b), e.g. 1024,65536")
+    ap.add_argument("--l2-urls", default="1",
+                    help="with --l2-only: distinct URLs per workload, e.g. 1,1000 (1: one hot "
+                         "URL; N: wrk cycles over N pre-warmed objects)")
+    ap.add_argument("--memory-limit", default="2Gi",
+                    help="with --l2-only: every edge's memoryLimit (the memory tier's budget "
+                         "is a share of it; it must hold N objects)")
     ap.add_argument("--edge-cpu", default="0", help="core for the edge in (b) ('' = unpinned)")
     ap.add_argument("--load-cpu", default="1", help="core for wrk ('' = unpinned)")
     ap.add_argument("--asd", help="asd binary: start a private asd for the Aerospike tier")

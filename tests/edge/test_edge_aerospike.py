@@ -79,6 +79,22 @@ async def test_requests_that_arrive_while_the_tier_connects_wait_for_the_connect
     assert gets == [obj("h/early", now)] * 20
 
 
+async def test_many_distinct_gets_at_once_each_get_their_own_object(
+        tier: AerospikeTier) -> None:
+    # More gets in one tick than one batch read holds, over distinct keys, some repeated and
+    # some missing: they go as several batches, and every get is answered with its own record
+    # (or a miss), none with another key's.
+    now = time.time()
+    keys = [f"d{i}" for i in range(300)]
+    for i in range(0, 250, 10):  # at most 10 writes at once: the tier has 4 threads
+        await asyncio.gather(*(tier.put(k, obj(f"h/{k}", now), 60) for k in keys[i:i + 10]))
+    want = [k for k in keys for _ in range(2 if k.endswith("7") else 1)]
+    got = await asyncio.gather(*(tier.get(k) for k in want))
+    assert got == [obj(f"h/{k}", now) if int(k[1:]) < 250 else None for k in want]
+    assert len(want) > 2 * tier.max_batch  # several batches
+    assert not tier._pending and not tier._flushes
+
+
 async def test_a_closed_tier_fails_fast_and_leaves_no_thread_behind(set_name: str) -> None:
     t = AerospikeTier("c", (SEED,), NS, set_name, timeout_ms=500, threads=2, rules_max_age=3600)
     ping = asyncio.ensure_future(t.ping())

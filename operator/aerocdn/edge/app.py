@@ -349,13 +349,22 @@ async def serve(cfg: EdgeConfig) -> None:
 
 
 def pin_malloc_thresholds() -> bool:
-    """Make glibc give large buffers (object bodies) back to the OS when they are freed.
+    """Make glibc give large buffers (object bodies) back to the OS when they are freed, and
+    keep every thread's allocations in one arena.
 
     By default glibc raises its mmap threshold to the size of the largest block freed (up to
     32 MiB), after which multi-MiB bodies come from the heap and their memory stays in RSS
     after eviction: the byte budgets held on paper while RSS crept past the limit
     (tests/edge/test_edge_hostile.py).  Setting the thresholds explicitly turns that
-    adjustment off.  No-op where glibc is not the allocator."""
+    adjustment off.
+
+    One arena: the Aerospike client's threads create every L2 hit's body (and the client's
+    copy of it) in their own arenas; with the low trim threshold above each such small arena
+    gave its top back (madvise) at nearly every free and faulted it in again at the next hit
+    (~24 page faults per 64 KiB L2 hit, ~10% of the edge's CPU; 1 per hit with one arena:
+    docs/benchmarks-edge.md).  The GIL already serialises those threads, so the shared
+    arena's lock costs little.  Must run before any thread allocates.  No-op where glibc is
+    not the allocator."""
     import ctypes
     import ctypes.util
 
@@ -364,8 +373,9 @@ def pin_malloc_thresholds() -> bool:
         return False
     try:
         libc = ctypes.CDLL(name)
-        m_trim_threshold, m_mmap_threshold = -1, -3
+        m_trim_threshold, m_mmap_threshold, m_arena_max = -1, -3, -8
         ok = libc.mallopt(m_mmap_threshold, 128 * 1024) == 1
+        ok = libc.mallopt(m_arena_max, 1) == 1 and ok
         return bool(libc.mallopt(m_trim_threshold, 256 * 1024) == 1 and ok)
     except (OSError, AttributeError):
         return False

@@ -220,23 +220,27 @@ def to_bins(e: Entry) -> dict[str, Any]:
 
 
 def from_bins(b: dict[str, Any]) -> Entry | None:
+    # on every L2 hit: list comprehensions (cheaper than generators), no re-reads
     kind = b.get("k")
     if kind == "o":
+        fl = int(b.get("fl") or 0)
+        sel = b.get("sel")
+        tg = b.get("tg")
         return StoredObject(
             status=int(b["st"]),
-            headers=tuple((str(k), str(v)) for k, v in b["h"]),
-            body=bytes(b["b"]),
+            headers=tuple([(str(k), str(v)) for k, v in b["h"]]),
+            body=bytes(b["b"]),  # the client's bytes: no copy (bytes(bytes) is itself)
             url=str(b["u"]),
             stored_at=float(b["sa"]),
             fresh_until=float(b["fu"]),
             stale_while_revalidate=float(b["swr"]),
             stale_if_error=float(b["sie"]),
             vary=tuple(b.get("vy") or ()),
-            selected=tuple((str(k), str(v)) for k, v in (b.get("sel") or ())),
-            no_stale=bool(int(b.get("fl") or 0) & 1),
-            revalidate=bool(int(b.get("fl") or 0) & 2),
+            selected=tuple([(str(k), str(v)) for k, v in sel]) if sel else (),
+            no_stale=bool(fl & 1),
+            revalidate=bool(fl & 2),
             slice_total=int(b.get("tot", -1)),
-            tags=tuple(str(t) for t in (b.get("tg") or ())),
+            tags=tuple([str(t) for t in tg]) if tg else (),
             initial_age=float(b.get("ia") or 0.0),  # records written before: none
         )
     if kind == "v":
@@ -474,7 +478,9 @@ class AerospikeTier:
     # -- interface
     async def get(self, key: str) -> Entry | None:
         # Gets that arrive in the same event-loop iteration go to Aerospike as one batch read:
-        # one thread-pool hop for many requests (the hop, not Aerospike, is the cost per get).
+        # one thread-pool hop for many requests (the hop and the client's per-call work, not
+        # Aerospike, are the cost per get).  Holding later gets back until the batch in flight
+        # answered made larger batches but was not faster (docs/benchmarks-edge.md).
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[dict[str, Any] | None] = loop.create_future()
         self._pending.append((key, fut))
