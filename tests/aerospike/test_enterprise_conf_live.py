@@ -36,7 +36,8 @@ def cachecluster(spec: dict[str, Any]) -> CacheCluster:
 @pytest.mark.parametrize(("spec", "keyword"), [
     (EE, "feature-key-file"),
     ({**EE, "tls": {"secretName": "eu-tls", "fabric": True}}, "tls"),
-    ({**EE, "accessControl": {"adminSecretRef": {"name": "eu-admin"}}}, "security"),
+    ({**EE, "accessControl": {"adminSecretRef": {"name": "eu-admin"},
+                               "edgeSecretName": "eu-edge"}}, "security"),
 ], ids=["feature-key", "tls", "security"])
 def test_community_asd_names_each_stanza_enterprise_only(
         asd: str, tmp_path: Path, spec: dict[str, Any], keyword: str) -> None:  # noqa: F811
