@@ -450,3 +450,28 @@ def test_a_run_drops_the_later_run_a_timer_asked_for() -> None:
 
     asyncio.run(asyncio.wait_for(scenario(), timeout=30))
     assert runs == ["ce"]
+
+
+async def test_a_contentedges_child_events_in_a_window_make_one_run() -> None:
+    """Edges become ready a pod at a time: those events wait CHILD_SETTLE_SECONDS and make one
+    run; a CacheCluster's pod events (they pace its scale steps) queue it at once."""
+    from aerocdn.controller import runtime
+
+    rt = runtime.Runtime()
+
+    def child(kind: str, rv: str, labels: dict[str, str], **status: object) -> dict[str, Any]:
+        return {"apiVersion": "apps/v1" if kind == "Deployment" else "v1", "kind": kind,
+                "metadata": {"name": f"{kind.lower()}-x", "namespace": "n",
+                             "resourceVersion": rv, "labels": labels},
+                "spec": {}, "status": dict(status)}
+    try:
+        edge = {"aerocdn.dev/contentedge": "shop"}
+        for rv, ready in (("1", 0), ("2", 1), ("3", 2)):
+            rt.child_event("MODIFIED", child("Deployment", rv, edge, readyReplicas=ready))
+        assert not rt.queue._queued
+        assert set(rt.queue._timers) == {("ContentEdge", "n", "shop")}
+        pod_labels = {"aerocdn.dev/cachecluster": "eu", "app.kubernetes.io/name": "aerospike"}
+        rt.child_event("MODIFIED", child("Pod", "4", pod_labels, phase="Running"))
+        assert ("CacheCluster", "n", "eu") in rt.queue._queued
+    finally:
+        await rt.queue.stop()
