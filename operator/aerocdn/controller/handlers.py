@@ -71,15 +71,23 @@ def needs_reconcile(before: Mapping[str, Any] | None, after: Mapping[str, Any] |
                ("uid", "generation", "labels", "annotations", "deletionTimestamp"))
 
 
+def _own_event(kind: str, type: str, body: kopf.Body, namespace: str, name: str
+               ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """An event of one of aerocdn's own kinds: kept in the cache, the object queued when it
+    needs a reconcile; -> its stored versions before and after."""
+    before = RUNTIME.store.get(API_VERSION, kind, namespace, name)
+    RUNTIME.observe(type, body)
+    after = RUNTIME.store.get(API_VERSION, kind, namespace, name)
+    RUNTIME.seen(kind, namespace, name, deleted=type == "DELETED",
+                 enqueue=needs_reconcile(before, after))
+    return before, after
+
+
 @kopf.on.event("aerocdn.dev", "v1alpha1", "cacheclusters")
 async def cachecluster_event(type: str, body: kopf.Body, namespace: str | None, name: str,
                        **_: Any) -> None:
     assert namespace is not None
-    before = RUNTIME.store.get(API_VERSION, CC_KIND, namespace, name)
-    RUNTIME.observe(type, body)
-    after = RUNTIME.store.get(API_VERSION, CC_KIND, namespace, name)
-    RUNTIME.seen(CC_KIND, namespace, name, deleted=type == "DELETED",
-                 enqueue=needs_reconcile(before, after))
+    before, after = _own_event(CC_KIND, type, body, namespace, name)
     if cluster_view(name, before) != cluster_view(name, after):
         RUNTIME.cachecluster_changed(namespace, name, after or before)
 
@@ -88,22 +96,14 @@ async def cachecluster_event(type: str, body: kopf.Body, namespace: str | None, 
 async def contentedge_event(type: str, body: kopf.Body, namespace: str | None, name: str,
                       **_: Any) -> None:
     assert namespace is not None
-    before = RUNTIME.store.get(API_VERSION, CE_KIND, namespace, name)
-    RUNTIME.observe(type, body)
-    after = RUNTIME.store.get(API_VERSION, CE_KIND, namespace, name)
-    RUNTIME.seen(CE_KIND, namespace, name, deleted=type == "DELETED",
-                 enqueue=needs_reconcile(before, after))
+    _own_event(CE_KIND, type, body, namespace, name)
 
 
 @kopf.on.event("aerocdn.dev", "v1alpha1", "contentpurges")
 async def contentpurge_event(type: str, body: kopf.Body, namespace: str | None, name: str,
                              **_: Any) -> None:
     assert namespace is not None
-    before = RUNTIME.store.get(API_VERSION, CP_KIND, namespace, name)
-    RUNTIME.observe(type, body)
-    after = RUNTIME.store.get(API_VERSION, CP_KIND, namespace, name)
-    RUNTIME.seen(CP_KIND, namespace, name, deleted=type == "DELETED",
-                 enqueue=needs_reconcile(before, after))
+    _own_event(CP_KIND, type, body, namespace, name)
 
 
 # Children (Deployments, StatefulSets, ..., Aerospike pods) are listed and watched by
