@@ -234,7 +234,7 @@ def test_nginx_conf_has_the_production_paths_and_limits() -> None:
         "load_module /usr/lib/nginx/modules/ngx_http_aerocdn_age_module.so;",
         "proxy_hide_header X-Aerocdn-Born;",
         "proxy_hide_header Age;",
-        "add_header Age $aerocdn_age always;",
+        'aerocdn_response_headers "1.1 aerocdn";',
         "pid /tmp/nginx.pid;",
         "proxy_cache_path /var/cache/aerocdn levels=1:2 keys_zone=aerocdn:64m",
         "max_size=2048m inactive=660s",
@@ -248,13 +248,15 @@ def test_nginx_conf_has_the_production_paths_and_limits() -> None:
         "proxy_cache_lock on;",
         "proxy_cache_revalidate off;",
         "proxy_cache_background_update on;",
-        "add_header X-Cache $upstream_cache_status always;",
         "access_log /dev/stdout aerocdn_json;",
         "client_max_body_size 1m;",
         "client_body_temp_path /tmp/nginx-client-body;",
     ):
         assert line in text, line
     assert "user " not in text
+    # Age, X-Cache and Via come from aerocdn's module, the log's tier too: no add_header or
+    # map on the L1-hit path
+    assert "add_header Age" not in text and "map $upstream_cache_status" not in text
 
 
 def test_nginx_conf_for_a_host_list_serves_only_those_hosts() -> None:

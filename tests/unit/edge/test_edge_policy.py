@@ -247,10 +247,10 @@ def test_variant_key_depends_only_on_the_named_headers() -> None:
 
 
 @pytest.mark.parametrize("policy,expected", [
-    (CacheKeyConfig(), "$host$request_uri|$http_accept_encoding"),
+    (CacheKeyConfig(), "$host$request_uri|$aerocdn_accept_encoding"),
     (CacheKeyConfig(include_query_string=False, vary_headers=()), "$host$aerocdn_path|"),
     (CacheKeyConfig(query_params=("page", "size"), vary_headers=("Accept-Encoding", "X-Dev")),
-     "$host$aerocdn_path?page=$arg_page&size=$arg_size|$http_accept_encoding|$http_x_dev"),
+     "$host$aerocdn_path?page=$arg_page&size=$arg_size|$aerocdn_accept_encoding|$http_x_dev"),
 ])
 def test_nginx_key_has_the_same_parts_as_the_edge_key(policy: CacheKeyConfig,
                                                       expected: str) -> None:

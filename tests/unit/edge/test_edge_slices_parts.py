@@ -209,9 +209,9 @@ def test_a_sliced_contentedge_renders_nginx_slice_and_its_keys() -> None:
     assert "slice 2097152;" in conf
     assert "proxy_set_header Range $slice_range;" in conf
     assert "proxy_cache_valid 206 " in conf
-    assert 'proxy_cache_key "$host$request_uri|$http_accept_encoding|$slice_range";' in conf
+    assert 'proxy_cache_key "$host$request_uri|$aerocdn_accept_encoding|$slice_range";' in conf
     assert 'proxy_cache_purge aerocdn "$host$aerocdn_purge_target' \
-        '|$http_accept_encoding|$http_x_aerocdn_slice";' in conf
+        '|$aerocdn_accept_encoding|$http_x_aerocdn_slice";' in conf
 
 
 def test_without_slices_nginx_is_unchanged() -> None:
@@ -219,7 +219,7 @@ def test_without_slices_nginx_is_unchanged() -> None:
                                      "origin": {"url": "http://o"}})
     conf = render_nginx_conf(cfg)
     assert "slice" not in conf.replace("slices", "")
-    assert 'proxy_cache_key "$host$request_uri|$http_accept_encoding";' in conf
+    assert 'proxy_cache_key "$host$request_uri|$aerocdn_accept_encoding";' in conf
 
 
 def test_a_slice_is_stored_in_parts_that_fit_aerospikes_default_record_size() -> None:
