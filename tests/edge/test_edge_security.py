@@ -515,6 +515,31 @@ async def test_internal_and_origin_control_headers_never_reach_clients_or_nginx(
     assert origin.hits["/secret"] == 0
 
 
+async def test_nginx_gets_no_date_or_server_from_the_edge_and_clients_get_nginxs(
+        pods: PodFactory, origin: Origin) -> None:
+    """nginx hides an upstream's Date and Server but stores both lines with each L1 answer
+    and parses them on every hit: the edge sends neither (the origin's included); every
+    answer to a client still has one Date, nginx's, and none of the origin's Server."""
+    origin.set("/ds", body=b"d", headers={"Cache-Control": "max-age=300",
+                                          "Server": "origin-secret/1.0",
+                                          "Date": "Mon, 01 Jan 2001 00:00:00 GMT"})
+    pod = await pods()
+
+    def head(r: RawAnswer) -> list[bytes]:
+        return [ln.lower() for ln in r.raw.split(b"\r\n\r\n")[0].split(b"\r\n")[1:]]
+
+    direct = await raw_get(pod.edge_url, "/ds")
+    assert direct.status == 200 and direct.body == b"d"
+    assert not [ln for ln in head(direct) if ln.startswith((b"date:", b"server:"))], direct.raw
+    for expect in ("MISS", "HIT"):
+        r = await raw_get(pod.url, "/ds")
+        assert (r.status, r.headers["x-cache"], r.body) == (200, expect, b"d")
+        dates = [ln for ln in head(r) if ln.startswith(b"date:")]
+        assert len(dates) == 1 and b"2001" not in dates[0], r.raw[:500]
+        assert "origin-secret" not in r.headers.get("server", ""), r.headers
+        assert "aerocdn" in r.headers["via"]
+
+
 async def test_access_log_names_the_tier_that_answered(
         pods: PodFactory, origin: Origin) -> None:
     origin.set("/t", body=b"t")
@@ -529,6 +554,35 @@ async def test_access_log_names_the_tier_that_answered(
     await wait_until(lambda: len(lines()) >= 2, 15)
     tiers = [(x["cache"], x["tier"]) for x in lines()[:2]]
     assert tiers == [("MISS", "origin"), ("HIT", "l1")]
+
+
+async def test_access_log_lines_stay_json_whatever_a_client_sends(
+        pods: PodFactory, origin: Origin) -> None:
+    """Quotes, backslashes and control characters in the target, the Host and the User-Agent
+    cannot end a field or a line of the JSON access log: each line parses, with the values
+    sent."""
+    origin.set("/l", body=b"l")
+    pod = await pods()
+    ua = 'evil"}\\\t{"x":"y'
+    ctl = ua + "\x01"  # nginx answers it alone (the edge refuses control characters)
+    target = '/l?q="\\x'
+    sent = [await raw_get(pod.url, target, headers={"User-Agent": ua}),
+            await raw_get(pod.url, "/l", host='cdn"x', headers={"User-Agent": ctl}),
+            await raw_get(pod.url, "/l"), await raw_get(pod.url, "/l")]
+    assert sent[0].status == 200 and sent[3].headers["x-cache"] == "HIT", sent[0].raw[:300]
+    log = Path(pod.edge.cfg.nginx.access_log)
+
+    def lines() -> list[str]:
+        return log.read_text().splitlines() if log.exists() else []
+
+    await wait_until(lambda: len(lines()) >= 4, 15)
+    parsed = [json.loads(x) for x in lines()]
+    assert (parsed[0]["uri"], parsed[0]["userAgent"], parsed[0]["method"]) == (target, ua, "GET")
+    # a Host this edge does not serve: answered by nginx alone, absent fields are ""
+    assert parsed[1]["userAgent"] == ctl and parsed[1]["status"] == sent[1].status
+    assert (parsed[1]["cache"], parsed[1]["tier"], parsed[1]["upstreamTime"]) == ("", "", "")
+    assert parsed[2]["userAgent"] == "" and parsed[2]["host"] == "cdn.example.test"
+    assert (parsed[3]["cache"], parsed[3]["tier"]) == ("HIT", "l1")
 
 
 async def test_l1_hit_age_grows(pods: PodFactory, origin: Origin) -> None:

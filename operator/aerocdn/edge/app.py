@@ -36,7 +36,7 @@ from aerocdn.edge.metrics import EdgeMetrics
 from aerocdn.edge.peers import PeerSource, peer_source
 from aerocdn.edge.purge import L1Index, Purger
 from aerocdn.edge.routing import PlanWatcher
-from aerocdn.edge.server import RequestPath
+from aerocdn.edge.server import RequestPath, nginx_request_factory
 from aerocdn.edge.tiers import AerospikeTier, MemoryTier, Tier
 
 log = logging.getLogger("aerocdn.edge")
@@ -175,6 +175,7 @@ class Edge:
         # (measured: ~20% of the per-request cost of an L2 hit).
         upstream = web.ServerRunner(
             web.Server(self.request_path.handle,
+                       request_factory=nginx_request_factory(asyncio.get_running_loop()),
                        max_field_size=self.cfg.max_request_header_bytes),
             shutdown_timeout=self.cfg.drain_seconds, handle_signals=False,
         )
