@@ -10,7 +10,7 @@
     Aerospike tier vs 4 independent plain nginx caches (concurrent first requests).
 
 Usage: .venv/bin/python bench/edge/bench_edge.py [--duration 10] [--connections 50]
-       [--rounds 5] [--l1-only | --l2-only]
+       [--rounds 5] [--l1-only | --l2-only] [--old-code DIR] [--code LABEL=DIR ...]
 Prints a Markdown report (``--out FILE`` also writes it to a file).
 """
 
@@ -373,6 +373,11 @@ def run_l2(args: argparse.Namespace, procs: Procs, tmp: Path, origin_port: int, 
         edges.append(("aerospike tier (this branch)", cc, None))
         if args.old_code:
             edges.append(("aerospike tier (old code)", cc, args.old_code))
+        for variant in args.code:
+            label_, _, tree = variant.partition("=")
+            if not tree:
+                raise SystemExit(f"--code {variant!r}: expected LABEL=DIR")
+            edges.append((f"aerospike tier ({label_})", cc, tree))
 
     def label(size: int, urls: int) -> str:
         return f"{size // 1024} KiB, {urls} URL{'s' if urls > 1 else ''}"
@@ -481,6 +486,10 @@ def main() -> int:
     ap.add_argument("--asd-cpu", default="", help="core for --asd (taskset)")
     ap.add_argument("--old-code", help="another checkout's operator/ dir: (b) also runs its "
                                        "edge on the Aerospike tier, in the same run")
+    ap.add_argument("--code", action="append", default=[], metavar="LABEL=DIR",
+                    help="with --l2-only: one more Aerospike-tier edge running the operator/ "
+                         "dir DIR (a variant under test), reported as 'aerospike tier "
+                         "(LABEL)'; repeatable")
     ap.add_argument("--origin", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--delay-ms", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--bare", type=int, help=argparse.SUPPRESS)
