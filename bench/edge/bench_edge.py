@@ -116,19 +116,23 @@ def uptime() -> str:
     return subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
 
 
-LOG_DIR = Path(tempfile.mkdtemp(prefix="aerocdn-bench-edge-logs-"))
-
-
 class Procs:
+    """The servers a bench run started; their stderr goes to a temp dir that
+    stop_all() removes unless one of them died on its own (then it says where)."""
+
     def __init__(self) -> None:
         self.procs: list[subprocess.Popen[bytes]] = []
+        self.log_dir: Path | None = None
+        self.died: list[str] = []
 
     def start(self, cmd: list[str], cpu: str | None = None,
               env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         if cpu is not None and shutil.which("taskset"):
             cmd = ["taskset", "-c", cpu, *cmd]
         # stderr kept (in the temp dir) so a server that dies under load says why
-        log = LOG_DIR / f"{len(self.procs)}-{Path(cmd[-1]).name[:40]}.log"
+        if self.log_dir is None:
+            self.log_dir = Path(tempfile.mkdtemp(prefix="aerocdn-bench-edge-logs-"))
+        log = self.log_dir / f"{len(self.procs)}-{Path(cmd[-1]).name[:40]}.log"
         with log.open("wb") as err:
             p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err,
                                  env={**os.environ, **env} if env else None)
@@ -139,6 +143,8 @@ class Procs:
         for p in reversed(self.procs):
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
+            elif p.returncode != 0:
+                self.died.append(f"{p.args!r} exited {p.returncode}")
         for p in self.procs:
             try:
                 p.wait(10)
@@ -146,6 +152,13 @@ class Procs:
                 p.kill()
                 p.wait()
         self.procs.clear()
+        if self.log_dir is not None:
+            if self.died:
+                print(f"# servers that died on their own: {self.died}; "
+                      f"their stderr is in {self.log_dir}", file=sys.stderr)
+            else:
+                shutil.rmtree(self.log_dir, ignore_errors=True)
+            self.log_dir = None
 
 
 PLAIN_NGINX = """
