@@ -10,9 +10,10 @@ Each nginx runs one process (``master_process off``), pinned to CPU 0 for ``--cp
 (pinned to CPU 1 there) makes the load after a warm-up, and the counters cover only that load.
 ``--subst 'A=>B'`` (repeatable) edits the rendered config first, to measure a variant.
 ``--h2``: both servers over TLS with the same settings (bench_edge_tls.py) and HTTP/2, the
-load from h2load (``-m10``) instead of wrk.
+load from h2load (``-m10``) instead of wrk.  ``--tls``: the same TLS servers, HTTP/1.1 from wrk.
 
-Usage: .venv/bin/python bench/edge/l1_cost.py --callgrind --strace [--cpu] [--subst ...]
+Usage: .venv/bin/python bench/edge/l1_cost.py --callgrind --strace [--cpu] [--h2 | --tls]
+       [--subst ...]
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ def _g(conf: Path) -> str:
 
 
 H2 = False  # --h2: the servers listen with TLS and HTTP/2; the load is h2load
+TLS = False  # --tls or --h2: the servers listen with TLS (--tls alone: HTTP/1.1 from wrk)
 
 
 def _load(port: int, seconds: int, connections: int, cpu: str | None = None) -> int:
@@ -64,7 +66,7 @@ def _load(port: int, seconds: int, connections: int, cpu: str | None = None) -> 
 
 
 def _warm(port: int) -> None:
-    if H2:
+    if TLS:
         for _ in range(20):
             bt.warm_tls(port)
     else:
@@ -72,8 +74,12 @@ def _warm(port: int) -> None:
 
 
 def _wrk(port: int, seconds: int, connections: int, cpu: str | None = None) -> int:
-    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-H", f"Host: {b.HOST}",
-           "-H", "Accept-Encoding: gzip", f"http://127.0.0.1:{port}/obj/l1"]
+    if TLS:
+        cmd = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-H", "Accept-Encoding: gzip",
+               f"https://{bt.TLS_HOST}:{port}/obj/l1"]
+    else:
+        cmd = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-H", f"Host: {b.HOST}",
+               "-H", "Accept-Encoding: gzip", f"http://127.0.0.1:{port}/obj/l1"]
     if cpu is not None:
         cmd = ["taskset", "-c", cpu, *cmd]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
@@ -166,11 +172,14 @@ def main() -> int:
     ap.add_argument("--cpu-rounds", type=int, default=3)
     ap.add_argument("--h2", action="store_true",
                     help="TLS + HTTP/2 on both servers, load from h2load")
+    ap.add_argument("--tls", action="store_true",
+                    help="TLS on both servers (as --h2), HTTP/1.1 load from wrk")
     ap.add_argument("--subst", action="append", default=[],
                     help="'old=>new': edit aerocdn's rendered nginx.conf (a variant)")
     args = ap.parse_args()
-    global H2
+    global H2, TLS
     H2 = args.h2
+    TLS = args.h2 or args.tls
     procs = b.Procs()
     tmp = Path(tempfile.mkdtemp(prefix="l1cost-"))
     try:
@@ -184,7 +193,7 @@ def main() -> int:
         d.mkdir()
         user = "user root;" if os.geteuid() == 0 else ""
         tls: dict[str, Any] | None = None
-        if H2:
+        if TLS:
             crt, key = bt.make_cert(tmp)
             tls = {"listen": f"127.0.0.1:{b.free_port()}", "certificates": [
                 {"hosts": [bt.TLS_HOST], "certFile": str(crt), "keyFile": str(key)}]}
@@ -226,6 +235,8 @@ def main() -> int:
             print(f"# variant: {args.subst}")
         if H2:
             print("# TLS + HTTP/2 (h2load -m10), same TLS settings on both servers")
+        elif TLS:
+            print("# TLS + HTTP/1.1 (wrk), same TLS settings on both servers")
         fns = {}
         for name, (conf, dd, p) in servers.items():
             if args.callgrind:
