@@ -475,3 +475,31 @@ async def test_a_contentedges_child_events_in_a_window_make_one_run() -> None:
         assert ("CacheCluster", "n", "eu") in rt.queue._queued
     finally:
         await rt.queue.stop()
+
+
+def test_an_origin_down_is_a_warning_event_also_on_a_new_content_edge() -> None:
+    from aerocdn.api.contentedge import OriginHealth
+    from aerocdn.controller.originhealth import condition
+
+    def health(state: str) -> list[OriginHealth]:
+        return [OriginHealth(name="a", group="default", priority=0, state=state,
+                             pods_up="0/2" if state == "Down" else "2/2", last_error=None)]
+
+    def as_api(c: Cond) -> dict[str, Any]:
+        (stored,) = merge_conditions([], [c], 1, "T")
+        return stored
+
+    down = as_api(condition(health("Down")))
+    no_report = as_api(condition(health("Unknown")))
+    healthy = as_api(condition(health("Healthy")))
+    # the first status of a ContentEdge whose origin is down already: a Warning
+    (event,) = condition_events([], [down])
+    assert event[:2] == ("Warning", "OriginsHealthyFalse")
+    assert "origin a (group default) down" in event[2]
+    # pods that have not answered yet: quiet on a new object, not a Warning later
+    assert condition_events([], [no_report]) == []
+    assert condition_events([healthy], [no_report])[0][0] == "Normal"
+    # down after healthy, and back
+    assert condition_events([healthy], [down])[0][0] == "Warning"
+    assert condition_events([down], [healthy]) == [
+        ("Normal", "OriginsHealthyTrue", healthy["reason"] + ": " + healthy["message"])]

@@ -41,9 +41,15 @@ def merge_conditions(previous: list[dict[str, Any]], wanted: list[Cond], generat
     return out
 
 
-# Conditions whose False asks the user to act (DnsRouting: records that do not follow the
-# plan): a Warning Event whenever one turns False or changes its reason, also on a new object.
-WARN_WHEN_FALSE = frozenset({"DnsRouting"})
+# Conditions whose False asks the user to act: a Warning Event whenever one turns False or
+# changes its reason, also on a new object.  DnsRouting: records that do not follow the plan
+# (a new LoadBalancer's wait for its address included); OriginsHealthy: only an origin down or
+# degraded on the edge pods (reasons listed), not a new ContentEdge's pods that have not
+# answered yet, which is quiet on a new object and Normal on a change.
+WARN_WHEN_FALSE: dict[str, frozenset[str] | None] = {
+    "DnsRouting": None,  # every reason
+    "OriginsHealthy": frozenset({"OriginDown", "OriginDegraded"}),
+}
 
 
 def condition_events(old: list[dict[str, Any]], new: list[dict[str, Any]]
@@ -57,7 +63,8 @@ def condition_events(old: list[dict[str, Any]], new: list[dict[str, Any]]
         prev = before.get(cond["type"])
         if prev and (prev.get("status"), prev.get("reason")) == (cond["status"], cond["reason"]):
             continue
-        alarm = cond["type"] in WARN_WHEN_FALSE and cond["status"] == "False"
+        reasons = WARN_WHEN_FALSE.get(cond["type"], frozenset())
+        alarm = cond["status"] == "False" and (reasons is None or cond["reason"] in reasons)
         if prev is None and cond["status"] == "False" and cond["type"] != "Ready" and not alarm:
             continue  # a new object's quiet conditions (not Degraded, not scaling) say nothing
         warning = (cond["type"] == "Degraded" and cond["status"] == "True") or alarm
