@@ -6,10 +6,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -129,10 +131,14 @@ class Operator:
         self.args = args
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
+        self._tmp: str | None = None
 
     def start(self) -> Operator:
         self.port = free_port()
-        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
+        # the operator's own temp files (the kubernetes client writes the kubeconfig's CA
+        # there, removed at exit - never after a SIGKILL) go where stop() and kill() clean up
+        self._tmp = tempfile.mkdtemp(prefix="aerocdn-operator-tmp-")
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "TMPDIR": self._tmp}
         self._log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "aerocdn.cli", "run", "--aerospike-probe=kubernetes",
@@ -185,6 +191,7 @@ class Operator:
         if self.proc and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=30)
+        self._remove_tmp()
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -196,6 +203,12 @@ class Operator:
                 self.proc.wait(timeout=30)
         if getattr(self, "_log", None):
             self._log.close()
+        self._remove_tmp()
+
+    def _remove_tmp(self) -> None:
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
 
 
 def small_cc(name: str, region: str, size: int = 2) -> dict[str, Any]:

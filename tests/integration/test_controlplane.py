@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -78,11 +79,18 @@ def is_true(obj: dict[str, Any], condition: str) -> bool:
     return any(c.get("type") == condition and c.get("status") == "True" for c in conditions)
 
 
+# The dynamic client caches discovery in a file, by default /tmp/osrcp-<hash of the URL>.json,
+# never removed (a new one per run: the apiserver's port changes): here, in a directory
+# removed at exit.
+_DISCOVERY_CACHE = tempfile.TemporaryDirectory(prefix="aerocdn-discovery-")
+
+
 class Kube:
     """The few calls these tests make, on plain dicts, through the dynamic client."""
 
     def __init__(self, api: ApiClient) -> None:
-        self.dyn = dynamic.DynamicClient(api)
+        self.dyn = dynamic.DynamicClient(
+            api, cache_file=str(Path(_DISCOVERY_CACHE.name) / "discovery.json"))
 
     def _resource(self, api_version: str, kind: str) -> Any:
         return self.dyn.resources.get(api_version=api_version, kind=kind)
