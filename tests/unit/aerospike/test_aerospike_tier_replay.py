@@ -11,6 +11,8 @@ import socket
 import pytest
 from tests.unit.aerospike import tierwire
 
+from aerocdn.edge.breaker import CircuitBreaker
+from aerocdn.edge.l2 import TierSet
 from aerocdn.edge.tiers import AerospikeTier, TierError
 
 pytestmark = pytest.mark.timeout(120)
@@ -22,7 +24,8 @@ async def test_the_tier_on_a_real_servers_replies() -> None:
         failures: list[str] = []
         try:
             await tierwire.scenario(f"127.0.0.1:{server.port}",
-                                    lambda ok, what: None if ok else failures.append(what))
+                                    lambda ok, what: None if ok else failures.append(what),
+                                    timeout_ms=5000)
         except TierError as e:
             failures.append(f"{e}")
         assert not server.unknown, (
@@ -38,7 +41,7 @@ async def test_a_request_that_was_never_recorded_fails_the_tier_not_the_test_har
     (so a changed request cannot pass unnoticed)."""
     with tierwire.ReplayServer(tierwire.Recording.load()) as server:
         t = AerospikeTier("replay", (f"127.0.0.1:{server.port}",), tierwire.NAMESPACE,
-                          "another-set", timeout_ms=1000, threads=1, rules_max_age=60)
+                          "another-set", timeout_ms=5000, threads=1, rules_max_age=60)
         try:
             with pytest.raises(TierError):
                 await t.get("not-recorded")
@@ -63,3 +66,42 @@ async def test_the_replayer_answers_info_command_by_command() -> None:
         assert await asyncio.to_thread(ask, b"user-agent-set:value=eA==\n") == \
             b"user-agent-set:value=eA==\tok\n"
         assert server.unknown == []
+
+
+async def test_a_server_that_stops_answering_fails_each_call_by_its_deadline_and_opens_the_circuit(
+        ) -> None:
+    """A stopped or partitioned server (the sockets stay open, nothing answers): the real
+    client's timeouts and the tier's own guard turn every call into a TierError, none hangs;
+    the breaker opens, the edge goes on without L2; once the server answers again the probe
+    closes the circuit.  (tests/edge/test_edge_aerospike_outage.py does this live, under load,
+    with a real asd stopped by SIGSTOP.)"""
+    with tierwire.ReplayServer(tierwire.Recording.load()) as server:
+        t = AerospikeTier("replay", (f"127.0.0.1:{server.port}",), tierwire.NAMESPACE,
+                          tierwire.SET, timeout_ms=2000, threads=2, rules_max_age=3600)
+        now = [0.0]
+        breaker = CircuitBreaker(failures_to_open=2, open_seconds=5)
+        l2 = TierSet({"replay": t}, {"replay": breaker}, lambda: ("replay",),
+                     clock=lambda: now[0])
+        try:
+            entry, tier = await l2.get("a")  # recorded: the first get of "a" is a miss
+            assert (entry, tier) == (None, t)
+            server.pause()
+            for _ in range(2):
+                # every wait has a deadline: a hang here is the test's own timeout, not a pass
+                entry, tier = await asyncio.wait_for(l2.get("a"), 60)
+                assert (entry, tier) == (None, None)  # a miss without L2, no exception
+            assert l2.status()["replay"]["circuit"] == "open"
+            assert "replay" in l2.status()["replay"]["lastError"]
+            assert l2.usable() == [] and not l2.any_up()
+            # open: no call reaches the cluster at all
+            entry, tier = await asyncio.wait_for(l2.get("a"), 60)
+            assert tier is None
+            server.resume()
+            now[0] += 5  # the open window is over: the probe's ping and rules read decide
+            await asyncio.wait_for(l2.probe(), 60)
+            assert l2.status()["replay"]["circuit"] == "closed" and l2.any_up()
+            entry, tier = await asyncio.wait_for(l2.get("a"), 60)
+            assert tier is t  # answered by the cluster again
+        finally:
+            server.resume()
+            await t.close()

@@ -146,10 +146,16 @@ class _State:
 
 
 class ReplayServer:
-    """A loopback server that answers with the recorded replies (one thread a connection)."""
+    """A loopback server that answers with the recorded replies (one thread a connection).
+    ``pause()``: requests are read and not answered (a stopped or partitioned server: the
+    sockets stay open) until ``resume()``."""
 
     def __init__(self, recording: Recording) -> None:
         state = self.state = _State(recording)
+        answering = self._answering = threading.Event()
+        answering.set()
+        self._closing = threading.Event()
+        closing = self._closing
 
         class Handler(socketserver.BaseRequestHandler):
             def handle(self) -> None:
@@ -158,10 +164,16 @@ class ReplayServer:
                     frame = read_frame(sock)
                     if frame is None:
                         return
+                    while not answering.wait(0.1):
+                        if closing.is_set():
+                            return
                     answer = state.reply(frame)
                     if answer is None:
                         return  # never recorded: the client sees the connection close
-                    sock.sendall(answer)
+                    try:
+                        sock.sendall(answer)
+                    except OSError:
+                        return  # the client gave up on this connection meanwhile
 
         class Server(socketserver.ThreadingTCPServer):
             daemon_threads = True
@@ -177,9 +189,16 @@ class ReplayServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._closing.set()
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(5)
+
+    def pause(self) -> None:
+        self._answering.clear()
+
+    def resume(self) -> None:
+        self._answering.set()
 
     @property
     def unknown(self) -> list[str]:
@@ -206,15 +225,17 @@ def scenario_objects() -> dict[str, Any]:
     }
 
 
-async def scenario(seed: str, check: Callable[[bool, str], None]) -> None:
+async def scenario(seed: str, check: Callable[[bool, str], None], timeout_ms: int = 1000
+                   ) -> None:
     """The tier's calls, each outcome checked.  Recording and replay run the same code, so
-    they send the same requests."""
+    they send the same requests (the timeout aside: a replay on a loaded machine may wait
+    longer)."""
     from aerocdn.edge.tiers import AerospikeTier
 
     o = scenario_objects()
 
     def tier() -> AerospikeTier:
-        return AerospikeTier("replay", (seed,), NAMESPACE, SET, timeout_ms=1000, threads=2,
+        return AerospikeTier("replay", (seed,), NAMESPACE, SET, timeout_ms=timeout_ms, threads=2,
                              rules_max_age=3600, clock=lambda: T0 + 100)
 
     t = tier()
