@@ -17,11 +17,13 @@ bytes a real server sent:
 - ``ReplayServer``: answers each message (a data request) with the reply frames recorded for
   the same request (the same bytes, the client's timeout field aside; matched by SHA-256, so
   the 9 MiB put is not kept); a request seen several times gets its replies in the recorded
-  order, the last one again after that.  Info requests (the client's cluster tending) are
+  order, the last one again after that.  A message that was never recorded is refused (the
+  connection is closed, the test fails and names it): a change to what the tier sends needs
+  a new recording against a real server.  Info requests (the client's cluster tending) are
   answered command by command from the values the server gave (``user-agent-set`` whatever
-  client version it names).  A request that was never recorded is refused (the connection is
-  closed, the test fails and names it): a change to what the tier sends needs a new
-  recording against a real server.
+  client version it names); a command it was never asked gets what asd 8.1 answers to a
+  command it does not know (listed in ``unknown_info``: a newer client may tend with more
+  commands, and the data path is what this checks).
 
 The real ``aerospike`` client (C core) does the talking and the parsing on both sides.
 """
@@ -91,6 +93,10 @@ def info_name(command: str) -> str:
     return "user-agent-set" if command.startswith("user-agent-set:") else command
 
 
+# asd 8.1's answer to an info command it does not know (``no-such-command\tERROR:4:...``)
+UNRECOGNIZED = "ERROR:4:unrecognized command"
+
+
 def frame_of(proto_type: int, body: bytes) -> bytes:
     return bytes([2, proto_type]) + len(body).to_bytes(6, "big") + body
 
@@ -120,6 +126,7 @@ class _State:
     recording: Recording
     served: dict[str, int] = field(default_factory=dict)
     unknown: list[str] = field(default_factory=list)
+    unknown_info: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def reply(self, frame: bytes) -> bytes | None:
@@ -129,8 +136,8 @@ class _State:
                 value = self.recording.info.get(info_name(command))
                 if value is None:
                     with self.lock:
-                        self.unknown.append(f"info {command!r}")
-                    return None
+                        self.unknown_info.append(command)
+                    value = UNRECOGNIZED
                 lines.append(f"{command}\t{value}\n")
             return frame_of(INFO, "".join(lines).encode())
         key = request_key(frame)
@@ -202,8 +209,13 @@ class ReplayServer:
 
     @property
     def unknown(self) -> list[str]:
-        """Requests that were never recorded, for the test's message."""
+        """Messages that were never recorded, for the test's message."""
         return list(self.state.unknown)
+
+    @property
+    def unknown_info(self) -> list[str]:
+        """Info commands that were never recorded (answered as unrecognized)."""
+        return list(self.state.unknown_info)
 
 
 # --------------------------------------------------------------------------- the scenario
