@@ -25,14 +25,17 @@ class CircuitBreaker:
             return "open"
         return "half-open"
 
-    def allow(self, now: float) -> bool:
+    def allow(self, now: float) -> str:
+        """Whether a call may go through: "" (no), "closed" (a call while closed) or "trial"
+        (the one call of the half-open state).  Truthy when it may; a caller whose call ends
+        without a verdict passes it to ``abandon``."""
         st = self.state(now)
         if st == "closed":
-            return True
+            return "closed"
         if st == "open" or self.trial_running:
-            return False
+            return ""
         self.trial_running = True
-        return True
+        return "trial"
 
     def success(self) -> None:
         self.failures = 0
@@ -47,7 +50,9 @@ class CircuitBreaker:
             self.opened_at = now
         self.trial_running = False
 
-    def abandon(self) -> None:
-        """A call allowed by ``allow`` ended without a verdict (cancelled): a half-open
-        trial may run again."""
-        self.trial_running = False
+    def abandon(self, ticket: str = "trial") -> None:
+        """A call allowed by ``allow`` (which gave ``ticket``) ended without a verdict
+        (cancelled): if it was the half-open trial, another may run.  A call let through while
+        the circuit was closed leaves alone a trial that started since."""
+        if ticket == "trial":
+            self.trial_running = False

@@ -474,21 +474,21 @@ class Filler:
         idempotent = method in ("GET", "HEAD")
         plan = self.origins.plan(self.group, time.monotonic())
 
-        def candidates() -> Iterator[OriginConfig]:
+        def candidates() -> Iterator[tuple[OriginConfig, str]]:
             # asked one at a time, right before the attempt: allow() starts a half-open
             # trial, which must then have an outcome
             allowed = 0
             for o in plan:
-                if self.origins.breaker(o.name).allow(time.monotonic()):
+                if ticket := self.origins.breaker(o.name).allow(time.monotonic()):
                     allowed += 1
-                    yield o
+                    yield o, ticket
             if not allowed:
-                yield plan[0]  # every circuit open: the preferred origin, all the same
+                yield plan[0], ""  # every circuit open: the preferred origin, all the same
 
         failure = OriginFailure(502, "Bad Gateway: origin unreachable")
         held: aiohttp.ClientResponse | None = None  # a 5xx kept for the caller if none is better
         tried = 0
-        for o in candidates():
+        for o, ticket in candidates():
             breaker = self.origins.breaker(o.name)
             if held is not None:
                 held.release()
@@ -529,7 +529,7 @@ class Filler:
                     break
                 continue
             except BaseException:
-                breaker.abandon()  # cancelled (the client left): no verdict on the origin
+                breaker.abandon(ticket)  # cancelled (the client left): no verdict on it
                 raise
             self.m.origin_latency.observe(time.perf_counter() - t0)
             if resp.status >= 500:

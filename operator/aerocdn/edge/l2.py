@@ -5,7 +5,7 @@ edge runs as L1 + origin (``degraded``)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 from aerocdn.edge.breaker import CircuitBreaker
@@ -52,44 +52,55 @@ class TierSet:
         if b.failures or b.opened_at is not None or b.trial_running:
             b.success()
 
-    def _allowed(self) -> list[Tier]:
-        now = self._clock()
-        out = []
+    def _allowed(self) -> Iterator[tuple[Tier, str]]:
+        """(tier, its breaker's ticket) in order for the tiers that let a call through, asked
+        one at a time right before the call: ``allow`` may start a half-open trial, which must
+        then get a verdict (asking every breaker up front left a later tier's trial "running"
+        with no call, so it was skipped until the next probe)."""
         for name in self._order():
             t = self.tiers.get(name)
-            if t is not None and self.breakers[name].allow(now):
-                out.append(t)
-        return out
+            if t is not None and (ticket := self.breakers[name].allow(self._clock())):
+                yield t, ticket
 
     async def get(self, key: str) -> tuple[Entry | None, Tier | None]:
-        for t in self._allowed():
+        for t, ticket in self._allowed():
             try:
                 entry = await t.get(key)
             except TierError as e:
                 self._fail(t, e)
                 continue
+            except BaseException:
+                self.breakers[t.name].abandon(ticket)  # cancelled: no verdict on the cluster
+                raise
             self._ok(t)
             return entry, t
         return None, None
 
     async def put(self, key: str, entry: Entry, ttl: int, tier: Tier | None = None) -> bool:
-        for t in [tier] if tier is not None else self._allowed()[:1]:
-            try:
-                await t.put(key, entry, ttl)
-            except TierError as e:
-                self._fail(t, e)
-                return False
-            self._ok(t)
-            return True
-        return False
+        t, ticket = (tier, "") if tier is not None else next(self._allowed(), (None, ""))
+        if t is None:
+            return False
+        try:
+            await t.put(key, entry, ttl)
+        except TierError as e:
+            self._fail(t, e)
+            return False
+        except BaseException:
+            self.breakers[t.name].abandon(ticket)
+            raise
+        self._ok(t)
+        return True
 
     async def acquire_lock(self, key: str, owner: str, ttl: int) -> LockResult:
-        for t in self._allowed():
+        for t, ticket in self._allowed():
             try:
                 ok = await t.acquire_lock(key, owner, ttl)
             except TierError as e:
                 self._fail(t, e)
                 continue
+            except BaseException:
+                self.breakers[t.name].abandon(ticket)
+                raise
             self._ok(t)
             return LockResult(t, ok)
         return LockResult(None, True)

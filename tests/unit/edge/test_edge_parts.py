@@ -43,6 +43,19 @@ def test_breaker_opens_after_consecutive_failures_and_half_opens_after_the_coold
     assert b.state(12) == "closed" and b.last_error == ""
 
 
+def test_a_cancelled_call_from_before_the_circuit_opened_leaves_the_trial_alone() -> None:
+    b = CircuitBreaker(failures_to_open=1, open_seconds=5)
+    early = b.allow(0)  # let through while closed, still running
+    assert early == "closed"
+    b.failure(0, "boom")  # another call fails: open
+    trial = b.allow(5)
+    assert trial == "trial" and not b.allow(5)
+    b.abandon(early)  # the early call is cancelled: no verdict, and not the trial
+    assert not b.allow(5), "a second trial while the first one runs"
+    b.abandon(trial)
+    assert b.allow(5) == "trial"
+
+
 # ----------------------------------------------------------------------------- routing
 
 
@@ -161,6 +174,26 @@ async def test_a_failing_cluster_falls_back_to_the_next_and_is_circuit_broken() 
         assert entry is not None and tier is good
     assert errors == ["a", "a"]  # third call skipped the open circuit
     assert ts.status()["a"]["circuit"] == "open" and ts.any_up()
+
+
+async def test_a_half_open_cluster_further_down_is_tried_when_its_turn_comes() -> None:
+    """Only the breakers of the clusters actually called are asked: a half-open cluster
+    behind one that answers is not left with a trial "running" that never ran (it was then
+    skipped until the next probe, even once it was the only one left)."""
+    first, second = MemoryTier(1 << 20, name="a"), MemoryTier(1 << 20, name="b")
+    await first.put("k", o("h/k"), 60)
+    await second.put("k", o("h/k"), 60)
+    breakers = {"a": CircuitBreaker(1, 30), "b": CircuitBreaker(1, 30)}
+    breakers["b"].failure(0.0, "was down")  # open at 0, half-open from 30
+    now = [40.0]
+    ts = TierSet({"a": first, "b": second}, breakers, lambda: ("a", "b"),
+                 clock=lambda: now[0])
+    assert (await ts.get("k"))[1] is first
+    assert not breakers["b"].trial_running
+    breakers["a"].failure(now[0], "down now")
+    entry, tier = await ts.get("k")
+    assert tier is second and entry is not None  # b's trial ran and closed its circuit
+    assert ts.status()["b"]["circuit"] == "closed"
 
 
 async def test_no_cluster_answering_means_a_miss_not_an_error() -> None:
