@@ -50,6 +50,11 @@ if L2 not in ("memory", "aerospike") or (L2 == "aerospike" and not AEROSPIKE_SEE
 # nothing to look at on the Aerospike tier; every other edge test runs on both.
 memory_tier_only = pytest.mark.skipif(
     L2 != "memory", reason="inspects the in-process memory tier (AEROCDN_TEST_EDGE_L2=memory)")
+# Tests whose counts assume each pod has an L2 of its own (a fill per pod); the pods of the
+# Aerospike tier share theirs (one fill for all: tests/edge/test_edge_aerospike.py).
+own_l2_per_pod = pytest.mark.skipif(
+    L2 != "memory", reason="counts a fill per pod: each pod its own L2, which the pods on the "
+                           "Aerospike tier share (AEROCDN_TEST_EDGE_L2=memory)")
 
 
 def aerospike_l2(tmp: Path) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
-from tests.edge.edgeharness import HOST, Origin, PodFactory, edge_config
+from tests.edge.edgeharness import HOST, Origin, PodFactory, edge_config, own_l2_per_pod
 from tests.edge.test_edge_behaviour import get, purge
 
 SWR = "max-age=300, stale-while-revalidate=60"
@@ -24,6 +24,7 @@ async def wait_until_async(check: Callable[[], Awaitable[bool]], timeout: float 
         await asyncio.sleep(0.05)
 
 
+@own_l2_per_pod
 async def test_a_soft_purge_serves_stale_then_the_refreshed_object(
         pods: PodFactory, origin: Origin, client: aiohttp.ClientSession, tmp_path: Path) -> None:
     origin.set("/s", body=b"v1", headers={"Cache-Control": SWR})
@@ -72,6 +73,7 @@ async def test_after_a_soft_purge_stale_if_error_protects_clients_from_a_failing
     assert (await get(client, pod.url, "/soft"))[2] == b"v2"  # refreshed once it answers
 
 
+@own_l2_per_pod
 async def test_a_soft_tag_purge_marks_only_the_tagged_objects_stale(
         pods: PodFactory, origin: Origin, client: aiohttp.ClientSession) -> None:
     for i in range(10):

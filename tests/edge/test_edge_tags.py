@@ -10,7 +10,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
-from tests.edge.edgeharness import HOST, Origin, PodFactory, edge_config
+from tests.edge.edgeharness import HOST, Origin, PodFactory, edge_config, own_l2_per_pod
 from tests.edge.test_edge_behaviour import get, purge
 
 N = 1000
@@ -38,6 +38,7 @@ async def fetch_all(client: aiohttp.ClientSession, base: str, paths: list[str]
     return dict(await asyncio.gather(*(one(p) for p in paths)))
 
 
+@own_l2_per_pod
 async def test_a_tag_purge_removes_every_tagged_object_from_every_pod(
         pods: PodFactory, origin: Origin, client: aiohttp.ClientSession, tmp_path: Path) -> None:
     versions: dict[str, bytes] = {}

@@ -563,9 +563,16 @@ class AerospikeTier:
     async def put(self, key: str, entry: Entry, ttl: int) -> None:
         import aerospike.exception as ex
 
+        import aerospike
+
         bins = to_bins(entry)
+        # Replace, not the client's default update: an update merges bins, so a bin the new
+        # entry has not (tags, the origin's Age, a slice length; a marker's missing body)
+        # stayed from the record it overwrote - a 404 stored over an object in slices was
+        # read back as that object's slice metadata.
+        policy = {"ttl": max(1, ttl), "exists": aerospike.POLICY_EXISTS_CREATE_OR_REPLACE}
         try:
-            await self._op(lambda c: c.put(self._key(key), bins, policy={"ttl": max(1, ttl)}))
+            await self._op(lambda c: c.put(self._key(key), bins, policy=policy))
         except ex.RecordTooBig:
             # over the namespace's max-record-size: served, not stored - not a cluster fault
             return

@@ -231,7 +231,8 @@ def scenario_objects() -> dict[str, Any]:
     return {
         "a": obj("h/a", b"\x00body a\xff"),
         "b": obj("h/b", b"b" * 2048, selected=(("accept-language", "de"),),
-                 tags=("release-1",), initial_age=7.0, revalidate=True),
+                 tags=("release-1",), initial_age=7.0, revalidate=True, slice_total=3 << 20),
+        "b2": obj("h/b", b"not found"),
         "v": VaryMarker("h/v", ("accept-language",), T0, T0 + 60),
         "big": obj("h/big", b"x" * (9 * 2**20)),
     }
@@ -263,6 +264,10 @@ async def scenario(seed: str, check: Callable[[bool, str], None], timeout_ms: in
               f"one batch read: objects, a marker, a miss, a repeated key: {got}")
         await t.put("big", o["big"], 60)  # over the namespace's record size: not stored
         check(await t.get("big") is None, "an object over max-record-size is not stored")
+        # a new version without the old one's optional bins (tags, origin Age, slice
+        # length): replaced whole, nothing of the old version left in the record
+        await t.put("b", o["b2"], 60)
+        check(await t.get("b") == o["b2"], "an object stored again is the new version only")
         await t.delete("b")
         await t.delete("b")  # not there any more: no error
         check(await t.get("b") is None, "a deleted object is gone")
@@ -360,7 +365,7 @@ class _Recorder:
         self._server.server_close()
 
 
-def record(asd: str, out: Path) -> None:
+def record(asd: str, out: Path, source: str = "") -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
     from bench.aerospike_clients.bench_clients import private_asd
 
@@ -393,8 +398,9 @@ def record(asd: str, out: Path) -> None:
             messages.append({"sha256": request_key(request), "bytes": len(request),
                              "head": request[8:72].hex(), "replies": [r.hex() for r in replies]})
         out.write_text(json.dumps({
-            "server": f"Aerospike Community Edition, build string {build}, single node, "
-                      f"namespace {NAMESPACE} in memory (bench/aerospike_clients/bench_clients.py)",
+            "server": f"Aerospike Community Edition{' built from ' + source if source else ''}"
+                      f" (build string {build}), single node, namespace {NAMESPACE} in memory "
+                      "(bench/aerospike_clients/bench_clients.py)",
             "client": f"aerospike {importlib.metadata.version('aerospike')}",
             "how": "python -m tests.unit.aerospike.tierwire record --asd <asd>",
             "info": info,
@@ -410,8 +416,9 @@ def main() -> None:
     r = sub.add_parser("record")
     r.add_argument("--asd", required=True, help="an asd binary (Aerospike server)")
     r.add_argument("--out", type=Path, default=FIXTURE)
+    r.add_argument("--source", default="", help="what the asd was built from, for the record")
     args = ap.parse_args()
-    record(args.asd, args.out)
+    record(args.asd, args.out, args.source)
 
 
 if __name__ == "__main__":
