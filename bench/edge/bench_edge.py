@@ -123,7 +123,6 @@ class Procs:
     def __init__(self) -> None:
         self.procs: list[subprocess.Popen[bytes]] = []
         self.log_dir: Path | None = None
-        self.died: list[str] = []
 
     def start(self, cmd: list[str], cpu: str | None = None,
               env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
@@ -140,11 +139,12 @@ class Procs:
         return p
 
     def stop_all(self) -> None:
+        died = []
         for p in reversed(self.procs):
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
             elif p.returncode != 0:
-                self.died.append(f"{p.args!r} exited {p.returncode}")
+                died.append(f"{p.args!r} exited {p.returncode}")
         for p in self.procs:
             try:
                 p.wait(10)
@@ -153,8 +153,8 @@ class Procs:
                 p.wait()
         self.procs.clear()
         if self.log_dir is not None:
-            if self.died:
-                print(f"# servers that died on their own: {self.died}; "
+            if died:
+                print(f"# servers that died on their own: {died}; "
                       f"their stderr is in {self.log_dir}", file=sys.stderr)
             else:
                 shutil.rmtree(self.log_dir, ignore_errors=True)

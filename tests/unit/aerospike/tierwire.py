@@ -49,7 +49,7 @@ FIXTURE = Path(__file__).parent / "fixtures" / "tier-replay.json"
 NAMESPACE, SET = "cache", "replay"
 T0 = 1_790_000_000.0  # every time in the scenario is fixed: the requests must not vary
 
-INFO, MESSAGE = 1, 3  # proto types
+INFO = 1  # the proto type of info requests (3: a message, the data path)
 _TRANSACTION_TTL = slice(8 + 14, 8 + 18)  # as_msg.transaction_ttl: the client's timeout
 
 
@@ -99,6 +99,19 @@ UNRECOGNIZED = "ERROR:4:unrecognized command"
 
 def frame_of(proto_type: int, body: bytes) -> bytes:
     return bytes([2, proto_type]) + len(body).to_bytes(6, "big") + body
+
+
+class _LoopbackServer(socketserver.ThreadingTCPServer):
+    """The replayer's and the recorder's: a free loopback port, a thread a connection, none
+    of them waited for on close."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+    block_on_close = False
+
+    def __init__(self, handler: type[socketserver.BaseRequestHandler]) -> None:
+        super().__init__(("127.0.0.1", 0), handler)
+        self.port: int = self.server_address[1]
 
 
 # --------------------------------------------------------------------------- replay
@@ -182,13 +195,8 @@ class ReplayServer:
                     except OSError:
                         return  # the client gave up on this connection meanwhile
 
-        class Server(socketserver.ThreadingTCPServer):
-            daemon_threads = True
-            allow_reuse_address = True
-            block_on_close = False
-
-        self._server = Server(("127.0.0.1", 0), Handler)
-        self.port = self._server.server_address[1]
+        self._server = _LoopbackServer(Handler)
+        self.port = self._server.port
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     def __enter__(self) -> ReplayServer:
@@ -339,12 +347,8 @@ class _Recorder:
                 back.join(5)
                 server.close()
 
-        class Server(socketserver.ThreadingTCPServer):
-            daemon_threads = True
-            allow_reuse_address = True
-
-        self._server = Server(("127.0.0.1", 0), Handler)
-        self.port = self._server.server_address[1]
+        self._server = _LoopbackServer(Handler)
+        self.port = self._server.port
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
 
     def exchanges(self) -> Iterator[tuple[bytes, list[bytes]]]:
